@@ -1,0 +1,101 @@
+"""Angle conventions of the whole project (DESIGN §3).
+
+Pose is (pitch, yaw, roll) in degrees, the 300W-LP convention. The rotation is the one
+3DDFA used to generate 300W-LP (``angle2matrix_3ddfa``): ``R = Rx(pitch) @ Ry(yaw) @ Rz(roll)``
+with the sign pattern below; a model point ``v`` lands at ``s * R @ v + t`` and the image row is
+``H - 1 - y'``. Every reader, the synthetic renderer, the augmentation and the predictor use
+these functions, so a label means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+THETA = 99.0  # angle range kept for training/testing, degrees (DESIGN §3, §4)
+
+
+def rotation_3ddfa(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """3×3 rotation from angles in **radians**, exactly 3DDFA's ``angle2matrix``."""
+    cx, sx = np.cos(pitch), np.sin(pitch)
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cz, sz = np.cos(roll), np.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cx, sx], [0, -sx, cx]], dtype=np.float64)
+    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]], dtype=np.float64)
+    rz = np.array([[cz, sz, 0], [-sz, cz, 0], [0, 0, 1]], dtype=np.float64)
+    return rx @ ry @ rz
+
+
+def rotation_from_degrees(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    return rotation_3ddfa(*np.radians([pitch, yaw, roll]))
+
+
+def angles_from_rotation(r: np.ndarray) -> tuple[float, float, float]:
+    """Inverse of :func:`rotation_3ddfa`, returns (pitch, yaw, roll) in **degrees**.
+
+    From the expanded product: R[0,2] = -sin(yaw), R[0,:2] = cos(yaw)·(cos, sin)(roll),
+    R[1:,2] = cos(yaw)·(sin, cos)(pitch). Unique for |yaw| < 90°.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    yaw = np.arcsin(np.clip(-r[0, 2], -1.0, 1.0))
+    roll = np.arctan2(r[0, 1], r[0, 0])
+    pitch = np.arctan2(r[1, 2], r[2, 2])
+    return tuple(float(v) for v in np.degrees([pitch, yaw, roll]))  # type: ignore[return-value]
+
+
+def project_3ddfa(
+    points: np.ndarray, pitch: float, yaw: float, roll: float, scale: float,
+    t: tuple[float, float, float] | np.ndarray, height: int,
+) -> np.ndarray:
+    """Project model points [3, N] with the 3DDFA weak perspective; returns [2, N] image (x, y).
+
+    Angles in degrees. ``t`` is the 3DDFA translation (in the y-up frame).
+    """
+    r = rotation_from_degrees(pitch, yaw, roll)
+    v = scale * (r @ np.asarray(points, dtype=np.float64)) + np.asarray(t, dtype=np.float64).reshape(3, 1)
+    return np.stack([v[0], height - 1 - v[1]])
+
+
+def flip_pose(pitch: float, yaw: float, roll: float) -> tuple[float, float, float]:
+    """Pose after a horizontal image flip: mirroring x conjugates R by diag(-1, 1, 1)."""
+    return pitch, -yaw, -roll
+
+
+def rotate_pose(pitch: float, yaw: float, roll: float, angle: float) -> tuple[float, float, float]:
+    """Pose after rotating the image by ``angle`` degrees counter-clockwise as displayed
+    (OpenCV's ``getRotationMatrix2D`` sign).
+
+    In the y-up model frame a displayed CCW turn is a CCW turn about the camera axis, so the
+    new rotation is ``Rz_ccw(angle) @ R``. Re-extracting the angles is exact; simply adding to
+    roll is exact only at pitch = yaw = 0 (where roll decreases by ``angle``).
+    """
+    a = np.radians(angle)
+    ca, sa = np.cos(a), np.sin(a)
+    turn = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]], dtype=np.float64)
+    return angles_from_rotation(turn @ rotation_from_degrees(pitch, yaw, roll))
+
+
+def augment_pose(pitch: float, yaw: float, roll: float, flip: bool, angle: float) -> tuple[float, float, float]:
+    """Pose after the project's geometric augmentation: flip first, then rotation."""
+    if flip:
+        pitch, yaw, roll = flip_pose(pitch, yaw, roll)
+    if angle:
+        pitch, yaw, roll = rotate_pose(pitch, yaw, roll, angle)
+    return pitch, yaw, roll
+
+
+def biwi_angles(r_file: np.ndarray) -> tuple[float, float, float]:
+    """BIWI ``frame_XXXXX_pose.txt`` rotation → (pitch, yaw, roll) degrees (HopeNet's conversion)."""
+    r = np.asarray(r_file, dtype=np.float64).T
+    pitch = np.arctan2(r[2, 1], r[2, 2])
+    yaw = -np.arctan2(-r[2, 0], np.sqrt(r[2, 1] ** 2 + r[2, 2] ** 2))
+    roll = -np.arctan2(r[1, 0], r[0, 0])
+    return tuple(float(v) for v in np.degrees([pitch, yaw, roll]))  # type: ignore[return-value]
+
+
+def aflw_angles(pitch_rad: float, yaw_rad: float, roll_rad: float) -> tuple[float, float, float]:
+    """AFLW ``FacePose`` (radians) → project convention (pitch, yaw, −roll) in degrees."""
+    return float(np.degrees(pitch_rad)), float(np.degrees(yaw_rad)), float(-np.degrees(roll_rad))
+
+
+def in_range(pitch: float, yaw: float, roll: float, theta: float = THETA) -> bool:
+    return all(-theta <= a <= theta for a in (pitch, yaw, roll))
