@@ -1,0 +1,34 @@
+"""`hpekd relabel`: one face box per manifest row (detector, landmarks or published boxes)."""
+
+from __future__ import annotations
+
+import click
+
+from stages.common import params_option, user_errors
+
+
+@click.command()
+@click.option("--manifest", "manifest_path", default="data/manifest.parquet", show_default=True,
+              type=click.Path(dir_okay=False), help="manifest.parquet written by `hpekd index`.")
+@click.option("--out", "out_path", default="data/boxes.parquet", show_default=True,
+              type=click.Path(dir_okay=False), help="boxes.parquet to write.")
+@click.option("--summary", "summary_path", default="metrics/relabel.json", show_default=True,
+              type=click.Path(dir_okay=False), help="summary JSON (DVC metric).")
+@click.option("--cache", "cache_dir", default="data/relabel_cache", show_default=True,
+              type=click.Path(file_okay=False), help="per-image results, so an interrupted run resumes.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@params_option
+@user_errors
+def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,
+        no_progress: bool, params_path: str) -> None:
+    """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
+    from pipeline.io import config_from_mapping, load_params, write_json
+    from pipeline.relabel import RelabelConfig, format_summary, read_manifest_table, relabel, write_boxes
+
+    config = config_from_mapping(RelabelConfig, load_params(params_path).get("relabel"), f"{params_path}: relabel")
+    manifest = read_manifest_table(manifest_path)
+    boxes, summary = relabel(manifest, config, cache_dir=None if no_cache else cache_dir, progress=not no_progress)
+    write_boxes(boxes, out_path)
+    write_json(summary_path, summary)
+    click.echo(format_summary(summary))
