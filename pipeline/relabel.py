@@ -57,15 +57,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.detect import Detector, backend_version, box_iou, get_detector
+from pipeline.datasets.boxfile import load_box_file as _load_box_file
+from pipeline.datasets.manifest import BOX_COLUMNS, read_boxes, read_manifest, validate_manifest  # noqa: F401 (re-exported)
+from pipeline.datasets.manifest import COLUMNS as MANIFEST_COLUMNS
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = (
-    "sample_id", "dataset", "split", "root", "image_path", "pitch", "yaw", "roll",
-    "lm_x1", "lm_y1", "lm_x2", "lm_y2", "group", "status", "reason",
-)
-BOX_COLUMNS = ("x1", "y1", "x2", "y2", "box_source", "det_score", "fallback")
 SOURCES = ("detector", "landmarks", "file")
 FALLBACKS = ("none", "landmarks")
 YAW_BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 181))
@@ -269,43 +267,9 @@ def _norm_relpath(p: str) -> str:
 
 
 def load_box_file(path: str | os.PathLike) -> dict[tuple[str, int], tuple[float, float, float, float]]:
-    """Read a published box JSON ``{"relpath": [{"bbox": [x1,y1,x2,y2], "type": .., "faceid": int}]}``.
-
-    Returns ``{(relpath, faceid): (x1, y1, x2, y2)}``. Uses the dataset readers' loader
-    (``pipeline.datasets.boxfile.load_box_file``) when it exists.
-    """
-    try:
-        from pipeline.datasets.boxfile import load_box_file as _b_loader  # helper B's reader
-    except ImportError:
-        _b_loader = None
-    if _b_loader is not None:
-        loaded = _b_loader(path)
-        if isinstance(loaded, Mapping) and all(isinstance(k, tuple) and len(k) == 2 for k in loaded):
-            try:
-                return {(_norm_relpath(k[0]), int(k[1])): tuple(map(float, v)) for k, v in loaded.items()}
-            except (TypeError, ValueError, IndexError):
-                pass  # another shape: parse it ourselves below
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"box file {str(p)!r} not found (relabel.box_files)")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"box file {str(p)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"box file {str(p)!r}: expected an object {{relpath: [{{bbox, type, faceid}}]}}")
-    out = {}
-    for rel, faces in data.items():
-        if isinstance(faces, dict):
-            faces = [faces]
-        for i, face in enumerate(faces if isinstance(faces, list) else []):
-            try:
-                x1, y1, x2, y2 = (float(v) for v in face["bbox"])
-                fid = int(face.get("faceid", i))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"box file {str(p)!r}: bad entry for {rel!r}: {face!r} ({exc})") from exc
-            out[(_norm_relpath(rel), fid)] = (x1, y1, x2, y2)
-    return out
+    """Published box JSON as ``{(relpath, faceid): (x1, y1, x2, y2)}`` (validated by
+    :func:`pipeline.datasets.boxfile.load_box_file`)."""
+    return {(_norm_relpath(rel), int(fid)): tuple(map(float, fb.box)) for (rel, fid), fb in _load_box_file(path).items()}
 
 
 def _file_box(boxes: dict, image_path: str, face: int) -> tuple[float, float, float, float] | None:
@@ -413,12 +377,6 @@ def _stats(v: np.ndarray) -> dict[str, float | None]:
     if len(v) == 0:
         return {"mean": None, "median": None}
     return {"mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4)}
-
-
-def validate_manifest(df: pd.DataFrame, where: str = "manifest") -> None:
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{where} lacks column(s) {missing}: write it with `hpekd index` (columns: {list(MANIFEST_COLUMNS)})")
 
 
 def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
@@ -595,22 +553,7 @@ def format_summary(summary: dict) -> str:
 
 
 def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
-    """The manifest (via ``pipeline.datasets.manifest.read_manifest`` when it exists)."""
-    try:
-        from pipeline.datasets.manifest import read_manifest
-    except ImportError:
-        read_manifest = None
-    if read_manifest is not None:
-        return read_manifest(path)
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"manifest {str(p)!r} not found: run `hpekd index` first")
-    try:
-        df = pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
-        raise ValueError(f"manifest {str(p)!r} could not be read as parquet: {exc}") from exc
-    validate_manifest(df, f"manifest {str(p)!r}")
-    return df
+    return read_manifest(path)
 
 
 def write_boxes(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -621,19 +564,3 @@ def write_boxes(df: pd.DataFrame, path: str | os.PathLike) -> None:
         raise ValueError(f"boxes table lacks column(s) {missing}")
     with atomic_path(path, ".parquet") as tmp:
         df.to_parquet(tmp, index=False)
-
-
-def read_boxes(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``boxes.parquet`` (clear error if missing or lacking columns)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"boxes file {str(p)!r} not found: run `hpekd relabel` first")
-    try:
-        df = pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"boxes file {str(p)!r} could not be read as parquet: {exc}") from exc
-    validate_manifest(df, f"boxes file {str(p)!r}")
-    missing = [c for c in BOX_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"boxes file {str(p)!r} lacks column(s) {missing}: rerun `hpekd relabel`")
-    return df
