@@ -1,0 +1,54 @@
+"""`hpekd labels info|verify`: inspect and check a teacher-label store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipeline import labelstore
+from stages.common import user_errors
+
+
+@click.group()
+def cli() -> None:
+    """Inspect teacher-label stores (provenance, completeness, integrity)."""
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@user_errors
+def info(path: str, as_json: bool) -> None:
+    """Print the provenance and completeness of the store at PATH."""
+    rec = labelstore.info(path)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2, sort_keys=True))
+        return
+    a = rec["attributes"]
+    lay, ens, bins, t, v, m = a["layout"], a["ensemble"], a["bins"], a["teacher"], a["views"], a["manifest"]
+    lines = [
+        f"store      {path}  ({a['format']} v{a['format_version']}, hpekd {a['package']['version']}, created {a['created']})",
+        f"teacher    {t['architecture']} sha256 {t['sha256']}  head {t['head']}",
+        f"bins       b={bins['b']:g} theta={bins['theta']:g} Q={bins['Q']}",
+        f"ensemble   p={ens['p']} s={ens['s']} A={ens['A']}  input {a['input']['size'][0]}x{a['input']['size'][1]}",
+        f"views      V={v['V']} seed={v['seed']} flip_prob={v['flip_prob']} max_angle={v['max_angle']}",
+        f"manifest   {m['name']} sha256 {m['sha256']}  split={m['split']}",
+        f"rows       {rec['rows_done']}/{rec['rows_total']} done, shards {rec['shards_done']}/{rec['shards_total']} "
+        f"({lay['shard_rows']} rows per shard)",
+        f"complete   {'yes' if rec['complete'] else 'NO (rerun hpekd teacher-labels to finish)'}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--boxes", default=None, type=click.Path(dir_okay=False),
+              help="boxes.parquet the store must match (sample ids, row order, sha256).")
+@user_errors
+def verify(path: str, boxes: str | None) -> None:
+    """Check every shard of PATH is done, decodes, is finite and sums to 1 per angle."""
+    problems = labelstore.verify(path, boxes)
+    if problems:
+        raise click.ClickException(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    click.echo(f"{path}: OK")

@@ -1,0 +1,32 @@
+"""`hpekd teacher-labels`: the convolutional-ensemble soft labels of a stage-1 teacher, into a
+sharded Zarr store (DESIGN §6). Resumable: a rerun skips finished shards."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipeline.io import config_from_mapping, load_params
+from pipeline.teacher_job import TeacherLabelsConfig, run_teacher_labels
+from stages.common import params_option, user_errors
+
+
+@click.command()
+@click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Stage-1 checkpoint.")
+@click.option("--boxes", required=True, type=click.Path(dir_okay=False), help="boxes.parquet (the manifest with boxes).")
+@click.option("--out", required=True, help="Label store: a local path or any fsspec URL (file://, s3://, ...).")
+@click.option("--workers", type=int, default=None,
+              help="Start a local dask cluster with N worker processes (one per GPU); 0 = run in this process. "
+                   "Default: teacher_labels.workers.")
+@click.option("--scheduler", default=None, help="Address of an existing dask scheduler (e.g. tcp://host:8786).")
+@params_option
+@user_errors
+def cli(model: str, boxes: str, out: str, workers: int | None, scheduler: str | None, params_path: str) -> None:
+    """Label every training sample (V views) with the teacher's ensemble distributions."""
+    params = load_params(params_path)
+    cfg = config_from_mapping(TeacherLabelsConfig, params.get("teacher_labels"), f"{params_path}: teacher_labels")
+    res = run_teacher_labels(cfg, model, boxes, out, workers=workers, scheduler=scheduler)
+    summary = res.to_dict()
+    summary["crops_per_s"] = round(res.crops / res.seconds, 1) if res.seconds > 0 else 0.0
+    click.echo(json.dumps(summary))

@@ -1,0 +1,81 @@
+"""The Zarr v3 layout of the teacher-label store (DESIGN §6), independent of any network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline import labelstore
+from pipeline.views import views_array
+
+
+def _attrs(n=10, v=2, shard=4, chunk=2, **over):
+    lay = labelstore.Layout(n, v, 198, shard, chunk)
+    kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
+              bin_size=1, theta=99, n_bins=198, p=2, s=1, input_size=(32, 32), normalization={},
+              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", view_seed=0,
+              n_views=v, flip_prob=0.5, max_angle=15.0, layout=lay)
+    kw.update(over)
+    return labelstore.provenance(**kw), lay
+
+
+def _probs(rows, v, seed):
+    x = np.random.default_rng(seed).random((rows, v, 3, 198)) + 0.01
+    return (x / x.sum(-1, keepdims=True)).astype(np.float16)
+
+
+@pytest.mark.parametrize("url", ["local", "file", "memory://lstest/a.zarr"])
+def test_layout_write_read_any_fsspec_path(tmp_path, url):
+    path = {"local": str(tmp_path / "a.zarr"), "file": f"file://{tmp_path}/b.zarr"}.get(url, url)
+    attrs, lay = _attrs()
+    ids = [f"d/img{i}#0" for i in range(10)]
+    g = labelstore.create_layout(path, attrs, ids, np.arange(10) * 2, views_array(ids, 2, 0))
+    assert lay.n_shards == 3 and lay.shard_range(2) == (8, 10)
+    assert g["probs"].shards == (4, 2, 3, 198) and g["probs"].chunks == (2, 2, 3, 198)
+    assert labelstore.done_flags(g).tolist() == [0, 0, 0]
+    blocks = [_probs(4, 2, 0), _probs(4, 2, 1), _probs(2, 2, 2)]
+    for k in (2, 0):
+        labelstore.write_shard(g, k, blocks[k])
+    rec = labelstore.info(path)
+    assert (rec["shards_done"], rec["rows_done"], rec["complete"]) == (2, 6, False)
+    with pytest.raises(ValueError, match=r"shards \[1\] not done"):
+        labelstore.load_probs(path)
+    labelstore.write_shard(g, 1, blocks[1])
+    np.testing.assert_array_equal(labelstore.load_probs(path), np.concatenate(blocks))
+    assert labelstore.load_sample_ids(path) == ids
+    assert labelstore.verify(path) == []
+    # plain zarr reads it too
+    z = zarr.open_group(labelstore.store_for(path, read_only=True), mode="r")
+    assert z["probs"].dtype == np.float16 and z.attrs["ensemble"]["A"] == 25
+    with pytest.raises(ValueError, match="probs shape"):
+        labelstore.write_shard(g, 0, _probs(3, 2, 0))
+
+
+def test_file_count_is_small(tmp_path):
+    attrs, lay = _attrs(n=1000, v=2, shard=256, chunk=16)
+    ids = [f"x{i}" for i in range(1000)]
+    g = labelstore.create_layout(str(tmp_path / "s.zarr"), attrs, ids, np.arange(1000), views_array(ids, 2, 0))
+    for k in range(lay.n_shards):
+        a, b = lay.shard_range(k)
+        labelstore.write_shard(g, k, _probs(b - a, 2, k))
+    files = [p for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()]
+    assert len(files) == 6 + 4 + 4 + 3  # metadata, probs shards, done flags, views/row/sample_id
+
+
+def test_provenance_diff_names_fields():
+    a, _ = _attrs()
+    b, _ = _attrs(p=4)
+    diffs = labelstore.diff_provenance(a, b)
+    assert len(diffs) == 2 and diffs[0].startswith("ensemble.A") and any(d.startswith("ensemble.p (2 vs 4)") for d in diffs)
+    assert labelstore.diff_provenance(a, _attrs()[0]) == []  # created/package do not count
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        labelstore.open_store(str(tmp_path / "missing.zarr"))
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(ValueError, match="not a complete hpekd teacher-label store"):
+        labelstore.open_store(str(tmp_path / "plain.zarr"))
+    with pytest.raises(ValueError, match="multiple of chunk_rows"):
+        labelstore.Layout(10, 1, 198, 5, 2)

@@ -1,0 +1,255 @@
+"""The teacher-label job: resumable, deterministic, distributed; `hpekd teacher-labels`,
+`hpekd labels info|verify` and `hpekd ensemble-grid` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from conftest import make_tiny_dataset
+from pipeline import labelstore
+from pipeline.ensemble import ensemble_probs
+from pipeline.geometry import crop
+from pipeline.images import read_image
+from pipeline.io import sha256_file
+from pipeline.teacher_job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.views import view_from_row
+from stages.cli import main
+from teacher_helpers import make_teacher_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = dict(p=2, s=2, views=2, view_seed=7, shard_rows=2, chunk_rows=2, batch_size=2, chunk=64,
+              loader_workers=0, threads=1, device="cpu")
+N_TRAIN = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    boxes = make_tiny_dataset(root, n_train=N_TRAIN, n_test=6, size=64, seed=3)
+    ck = make_teacher_checkpoint(root / "teacher.pt", size=32)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"teacher_labels": PARAMS, "ensemble_grid": {
+        "p_max": 2, "s": [1, 2], "batch_size": 3, "chunk": 64, "loader_workers": 0, "device": "cpu"}}))
+    torch.set_num_threads(1)
+    ref = root / "ref.zarr"
+    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(ck), str(boxes), str(ref))
+    assert res.computed == list(range(N_TRAIN // 2)) and res.complete
+    return dict(root=root, boxes=boxes, ck=ck, params=params, ref=ref)
+
+
+def store_files(path: Path) -> dict[str, bytes]:
+    """Every file of a store except the group's zarr.json (which holds the creation time)."""
+    out = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_file() and rel != "zarr.json":
+            out[rel] = f.read_bytes()
+    return out
+
+
+def root_attrs(path: Path) -> dict:
+    a = json.loads((path / "zarr.json").read_text())["attributes"]
+    a.pop("created")
+    return a
+
+
+def test_store_content_and_provenance(env):
+    g = labelstore.open_store(str(env["ref"]))
+    probs = labelstore.load_probs(str(env["ref"]))
+    assert probs.shape == (N_TRAIN, 2, 3, 198) and probs.dtype == np.float16
+    np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=2e-3)
+    a = dict(g.attrs)
+    assert a["teacher"]["sha256"] == sha256_file(env["ck"]) and a["teacher"]["architecture"] == "resnet18"
+    assert a["bins"] == {"b": 1, "theta": 99, "Q": 198}
+    assert a["ensemble"] == {"p": 2, "s": 2, "A": 9}
+    assert a["views"]["V"] == 2 and a["views"]["seed"] == 7
+    assert a["manifest"]["sha256"] == sha256_file(env["boxes"])
+    assert a["input"]["size"] == [32, 32] and a["created"] and a["format_version"] == 1
+    df = pd.read_parquet(env["boxes"])
+    train = df[df.split == "train"]
+    assert labelstore.load_sample_ids(str(env["ref"])) == train.sample_id.tolist()
+    views = labelstore.load_views(str(env["ref"]))
+    assert (views[:, 0] == 0).all() and views.shape == (N_TRAIN, 2, 2)
+    # file count stays small: 8 probs shards + 8 done flags + views/row/sample_id + metadata
+    assert len(store_files(env["ref"])) < 30
+    # row 5, view 1 equals the ensemble of its replayed view computed directly
+    r = train.iloc[5]
+    model = __import__("pipeline.checkpoint", fromlist=["x"]).model_from_checkpoint(str(env["ck"]))[0].eval()
+    z = crop(read_image(f"{r.root}/{r.image_path}"), (r.x1, r.y1, r.x2, r.y2), (32, 32), pad=2,
+             view=view_from_row(views[5, 1]))
+    want = ensemble_probs(model, torch.from_numpy(z)[None], (32, 32), 2, 2)[0].numpy()
+    np.testing.assert_allclose(probs[5, 1].astype(np.float32), want, atol=1e-3)
+
+
+def test_rerun_skips_finished_shards(env, tmp_path):
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(env["ref"], out)
+    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), str(out))
+    assert res.computed == [] and res.skipped == list(range(N_TRAIN // 2))
+    assert store_files(out) == store_files(env["ref"])
+
+
+def test_sigkill_then_resume_is_byte_identical(env, tmp_path):
+    out = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "stages.cli", "teacher-labels", "--model", str(env["ck"]), "--boxes",
+           str(env["boxes"]), "--out", str(out), "--workers", "0", "--params", str(env["params"])]
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = out / "done" / "c" / "0"
+    deadline = time.monotonic() + 120
+    while not first.exists():
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {int(f.name) for f in (out / "done" / "c").iterdir() if f.name.isdigit()}
+    assert 0 < len(done_before) < N_TRAIN // 2, "the job finished before it could be killed"
+    stamps = {k: (out / "probs" / "c" / str(k) / "0" / "0" / "0").stat().st_mtime_ns for k in done_before}
+    attrs_before = json.loads((out / "zarr.json").read_text())["attributes"]
+    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), str(out))
+    assert set(res.computed) == set(range(N_TRAIN // 2)) - done_before  # nothing finished was redone
+    assert res.skipped == sorted(done_before)
+    for k, t in stamps.items():
+        assert (out / "probs" / "c" / str(k) / "0" / "0" / "0").stat().st_mtime_ns == t
+    assert store_files(out) == store_files(env["ref"])
+    assert root_attrs(out) == root_attrs(env["ref"])
+    assert json.loads((out / "zarr.json").read_text())["attributes"]["created"] == attrs_before["created"]
+
+
+@pytest.mark.slow
+def test_two_dask_workers_same_store_as_one(env, tmp_path):
+    out = tmp_path / "dask2.zarr"
+    r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                  "--out", str(out), "--workers", "2", "--params", str(env["params"])])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["computed"] == list(range(N_TRAIN // 2)) and summary["complete"]
+    assert store_files(out) == store_files(env["ref"])
+    assert root_attrs(out) == root_attrs(env["ref"])
+
+
+def test_fsspec_memory_store(env):
+    url = "memory://hpekd-test/labels.zarr"
+    run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
+    np.testing.assert_array_equal(labelstore.load_probs(url), labelstore.load_probs(str(env["ref"])))
+    assert labelstore.verify(url, str(env["boxes"])) == []
+    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
+    assert res.computed == []
+
+
+def test_changed_params_rebuild_the_store(env, tmp_path):
+    out = tmp_path / "c.zarr"
+    shutil.copytree(env["ref"], out)
+    res = run_teacher_labels(TeacherLabelsConfig(**{**PARAMS, "view_seed": 8}), str(env["ck"]), str(env["boxes"]), str(out))
+    assert res.computed == list(range(N_TRAIN // 2))
+    assert labelstore.open_store(str(out)).attrs["views"]["seed"] == 8
+
+
+def test_labels_info_and_verify_cli(env, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["labels", "info", str(env["ref"])])
+    assert r.exit_code == 0, r.output
+    assert "p=2 s=2 A=9" in r.output and "complete   yes" in r.output and sha256_file(env["ck"]) in r.output
+    r = runner.invoke(main, ["labels", "info", "--json", str(env["ref"])])
+    assert json.loads(r.output)["shards_done"] == N_TRAIN // 2
+    r = runner.invoke(main, ["labels", "verify", str(env["ref"]), "--boxes", str(env["boxes"])])
+    assert r.exit_code == 0 and "OK" in r.output
+
+    # a corrupted shard file
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(env["ref"], bad)
+    shard = bad / "probs" / "c" / "3" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[20:len(data) // 2] = np.random.default_rng(0).integers(0, 256, len(data) // 2 - 20, dtype=np.uint8).tobytes()
+    shard.write_bytes(bytes(data))
+    r = runner.invoke(main, ["labels", "verify", str(bad)])
+    assert r.exit_code != 0 and "shard 3" in r.output
+
+    # an unfinished shard
+    unfinished = tmp_path / "unfinished.zarr"
+    shutil.copytree(env["ref"], unfinished)
+    (unfinished / "done" / "c" / "1").unlink()
+    r = runner.invoke(main, ["labels", "verify", str(unfinished)])
+    assert r.exit_code != 0 and "not done: [1]" in r.output
+    with pytest.raises(ValueError, match="incomplete"):
+        labelstore.load_probs(str(unfinished))
+    assert "NO" in runner.invoke(main, ["labels", "info", str(unfinished)]).output
+
+    # a manifest that does not match
+    df = pd.read_parquet(env["boxes"])
+    df.loc[2, "status"], df.loc[2, "reason"] = "rejected", "test"
+    other = tmp_path / "other.parquet"
+    df.to_parquet(other, index=False)
+    r = runner.invoke(main, ["labels", "verify", str(env["ref"]), "--boxes", str(other)])
+    assert r.exit_code != 0 and "sha256" in r.output and "rows" in r.output
+
+    r = runner.invoke(main, ["labels", "info", str(tmp_path / "nothing.zarr")])
+    assert r.exit_code != 0 and "not found" in r.output
+
+
+def test_teacher_labels_cli_errors(env, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"teacher_labels": {**PARAMS, "p": 3}}))
+    r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                  "--out", str(tmp_path / "x.zarr"), "--params", str(params)])
+    assert r.exit_code != 0 and "p=3 must be a multiple of the stride s=2" in r.output
+    params.write_text(yaml.safe_dump({"teacher_labels": {**PARAMS, "shards": 3}}))
+    r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                  "--out", str(tmp_path / "x.zarr"), "--params", str(params)])
+    assert r.exit_code != 0 and "shards" in r.output
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                  "--out", str(foreign), "--params", str(env["params"])])
+    assert r.exit_code != 0 and "not a zarr store" in r.output and (foreign / "keep.txt").exists()
+
+
+def test_ensemble_grid_cli(env, tmp_path):
+    out = {k: tmp_path / f"grid.{k}" for k in ("json", "csv", "png")}
+    r = CliRunner().invoke(main, ["ensemble-grid", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                  "--out-json", str(out["json"]), "--out-csv", str(out["csv"]),
+                                  "--out-png", str(out["png"]), "--params", str(env["params"])])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out["json"].read_text())
+    combos = {(row["p"], row["s"], row["A"]) for row in data["rows"]}
+    assert combos == {(0, 1, 1), (1, 1, 9), (2, 1, 25), (0, 2, 1), (2, 2, 9)}
+    assert all(row["n"] == 6 for row in data["rows"])
+    csv_rows = pd.read_csv(out["csv"])
+    assert list(csv_rows.columns) == ["dataset", "p", "s", "A", "n", "mae_pitch", "mae_yaw", "mae_roll", "mae"]
+    assert out["png"].read_bytes()[:4] == b"\x89PNG"
+    # p = 0 is the single network with the same MAE in every stride row
+    single = csv_rows[csv_rows.p == 0].mae.to_numpy()
+    assert np.allclose(single, single[0])
+
+
+def test_existing_scheduler(env, tmp_path):
+    from distributed import LocalCluster
+
+    out = tmp_path / "sched.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
+                                      "--out", str(out), "--scheduler", cluster.scheduler_address,
+                                      "--params", str(env["params"])])
+    assert r.exit_code == 0, r.output
+    assert store_files(out) == store_files(env["ref"])
