@@ -1,0 +1,176 @@
+"""``PoseDataset``: face crops and target angles from ``boxes.parquet`` rows (CONTRACT §Data).
+
+Each item is a dict of tensors (collated by the default DataLoader collate):
+
+- ``image``: uint8 [3, h, w] RGB crop (normalisation happens on the device in the training
+  step with :func:`pipeline.images.normalize`);
+- ``target``: float32 [3] (pitch, yaw, roll) in degrees, corrected for the view;
+- ``index``: int64, the row's position in the boxes table (= the manifest row and the label
+  store row, DESIGN §6/§7);
+- ``view_id``: int64, the id returned by ``view_fn`` (see below), -1 otherwise;
+- ``flip`` (bool) and ``angle`` (float32): the geometric view that was applied.
+
+Views. ``train=True`` draws a random view per (seed, epoch, row) with
+:func:`pipeline.data.transforms.random_view`; ``train=False`` uses the identity. Passing
+``view_fn`` replaces that choice::
+
+    view_fn(row_index: int, rng: np.random.Generator) -> View | tuple[View, int]
+
+``row_index`` is the boxes-table row, ``rng`` the sample's generator for this epoch
+(:func:`pipeline.data.transforms.sample_rng`, reproducible). Return a ``View``, or
+``(View, view_id)`` to have ``view_id`` reported in the batch, e.g. the student replaying
+the teacher's V stored views::
+
+    def replay(row, rng):
+        v = int(rng.integers(V))
+        return View(bool(flips[row, v]), float(angles[row, v])), v
+
+Photometric augmentation is applied only when ``train`` is true, fresh each epoch. The
+dataset can be indexed with a row position ``i`` (epoch = ``self.epoch``) or with a pair
+``(epoch, i)``, which is what :class:`pipeline.data.loader.EpochSampler` yields so that
+persistent workers see the right epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.angles import THETA
+from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
+from pipeline.geometry import View
+from pipeline.images import read_image
+
+log = logging.getLogger(__name__)
+
+ViewFn = Callable[[int, np.random.Generator], "View | tuple[View, int]"]
+REQUIRED = ("split", "status", "dataset", "root", "image_path", "pitch", "yaw", "roll", "x1", "y1", "x2", "y2")
+
+
+def read_boxes_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``boxes.parquet`` (via helper B's reader when present) and check the columns used here."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"boxes table {str(p)!r} not found (run `hpekd relabel` first)")
+    try:
+        from pipeline.datasets.manifest import read_boxes  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - depends on the other package being present
+        df = pd.read_parquet(p)
+    else:
+        df = read_boxes(p)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"boxes table {str(p)!r} lacks column(s) {missing}")
+    return df.reset_index(drop=True)
+
+
+class PoseDataset(Dataset):
+    """Rows of ``boxes`` with ``status == "ok"`` in ``split`` (optionally some ``datasets``).
+
+    Rows with a NaN angle or any |angle| > ``theta`` are left out and counted in
+    ``self.dropped`` (DESIGN §3/§8); ``theta=None`` keeps them. ``source`` names the table in
+    error messages (default: the path, or "boxes table" for a DataFrame).
+    """
+
+    def __init__(
+        self,
+        boxes: pd.DataFrame | str | os.PathLike[str],
+        split: str,
+        size: int | Sequence[int],
+        train: bool,
+        augment: AugmentConfig | None = None,
+        view_fn: ViewFn | None = None,
+        seed: int = 0,
+        datasets: Sequence[str] | None = None,
+        theta: float | None = THETA,
+        source: str | None = None,
+    ) -> None:
+        if source is None:
+            source = "boxes table" if isinstance(boxes, pd.DataFrame) else repr(str(boxes))
+        df = boxes.reset_index(drop=True) if isinstance(boxes, pd.DataFrame) else read_boxes_table(boxes)
+        self.size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+        if len(self.size) != 2 or min(self.size) < 8:
+            raise ValueError(f"input size {size!r} must be an int or [h, w] of at least 8 pixels")
+        mask = (df["split"] == split) & (df["status"] == "ok")
+        if datasets:
+            unknown = sorted(set(datasets) - set(df.loc[df["split"] == split, "dataset"]))
+            if unknown:
+                raise ValueError(f"dataset(s) {unknown} have no {split!r} rows in {source}")
+            mask &= df["dataset"].isin(list(datasets))
+        angles = df[["pitch", "yaw", "roll"]].to_numpy(np.float64)
+        ok_angles = np.isfinite(angles).all(1)
+        if theta is not None:
+            ok_angles &= (np.abs(np.nan_to_num(angles, nan=np.inf)) <= theta).all(1)
+        self.dropped = int((mask & ~ok_angles).sum())
+        mask &= ok_angles
+        if not mask.any():
+            raise ValueError(
+                f"no usable rows in {source} for split {split!r}"
+                + (f" and datasets {list(datasets)}" if datasets else "")
+                + " (need status == 'ok' and angles within ±99°): is the manifest empty or all rejected?"
+            )
+        if self.dropped:
+            log.info("%s split %r: %d row(s) with angles outside ±%s° left out", source, split, self.dropped, theta)
+        self.rows = np.flatnonzero(mask.to_numpy()).astype(np.int64)
+        sel = df.iloc[self.rows]
+        self.paths = [str(Path(r) / p) for r, p in zip(sel["root"], sel["image_path"])]
+        self.boxes = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+        self.angles = angles[self.rows]
+        self.dataset_names = sel["dataset"].astype(str).to_numpy()
+        self.sample_ids = sel["sample_id"].astype(str).to_numpy() if "sample_id" in sel else None
+        self.split, self.train, self.seed = split, bool(train), int(seed)
+        self.augment = augment or AugmentConfig()
+        self.view_fn = view_fn
+        self.epoch = 0
+        self._photometric = photometric(self.augment) if train else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def with_size(self, size: tuple[int, int]) -> "PoseDataset":
+        """A shallow copy that crops the same rows at another output size (e.g. for figures)."""
+        other = copy.copy(self)
+        other.size = (int(size[0]), int(size[1]))
+        return other
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def view_for(self, i: int, rng: np.random.Generator) -> tuple[View, int]:
+        """The view of position ``i`` for this draw (hook, random view or identity)."""
+        if self.view_fn is not None:
+            v = self.view_fn(int(self.rows[i]), rng)
+            return (v, -1) if isinstance(v, View) else (v[0], int(v[1]))
+        if self.train:
+            return random_view(rng, self.augment.flip_p, self.augment.max_angle), -1
+        return View(), -1
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
+        i = int(i)
+        row = int(self.rows[i])
+        rng = sample_rng(self.seed, epoch, row)
+        view, view_id = self.view_for(i, rng)
+        try:
+            image = read_image(self.paths[i])
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"row {row} ({self.paths[i]}): {exc}") from exc
+        out, pose = geometric(image, self.boxes[i], self.size, view, tuple(self.angles[i]))
+        if self._photometric is not None:
+            out = apply_photometric(self._photometric, out, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))),
+            "target": torch.tensor(pose, dtype=torch.float32),
+            "index": torch.tensor(row, dtype=torch.int64),
+            "view_id": torch.tensor(view_id, dtype=torch.int64),
+            "flip": torch.tensor(view.flip),
+            "angle": torch.tensor(view.angle, dtype=torch.float32),
+        }

@@ -1,0 +1,29 @@
+"""``hpekd evaluate``: MAE per angle and mean per test set, plus a Fig. 7-style pose grid."""
+
+from __future__ import annotations
+
+import click
+
+from stages.common import params_option, user_errors
+
+
+@click.command(help="Evaluate a teacher or student checkpoint on the --split rows of --boxes: MAE per angle "
+                    "and mean (eq. 1) per dataset (= test set of a protocol). Params section: evaluate (optional).")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Checkpoint (.pt).")
+@click.option("--boxes", default="data/boxes.parquet", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--dataset", "datasets", multiple=True, help="Only these dataset names (repeatable); default all.")
+@click.option("--metrics", "metrics_path", required=True, type=click.Path(dir_okay=False), help="Output JSON.")
+@click.option("--grid", "grid_path", default=None, type=click.Path(dir_okay=False), help="Output PNG grid.")
+@params_option
+@user_errors
+def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
+        grid_path: str | None, params_path: str) -> None:
+    from pipeline.evaluate import EvalConfig, evaluate_checkpoint
+    from pipeline.io import config_from_mapping, load_params
+
+    cfg = config_from_mapping(EvalConfig, load_params(params_path).get("evaluate"), f"{params_path} section 'evaluate'")
+    result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path)
+    for name, r in {**result["datasets"], "all": result["all"]}.items():
+        click.echo(f"{name:>20}: pitch {r['mae_pitch']:6.2f} yaw {r['mae_yaw']:6.2f} roll {r['mae_roll']:6.2f} "
+                   f"mean {r['mae_mean']:6.2f}  (n={r['n']}, dropped {r['dropped']})")

@@ -1,0 +1,222 @@
+"""Stage 1 end to end: training lowers test MAE below the mean-pose baseline, exact resume,
+`hpekd train-teacher` / `hpekd evaluate` and their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.data.datasets import PoseDataset
+from pipeline.evaluate import EvalConfig, evaluate_checkpoint
+from pipeline.io import config_from_mapping
+from pipeline.model import HeadPoseNet, ModelSpec
+from pipeline.train import Stage1Config, baseline_mae, train_teacher
+from stages.cli import main
+from conftest import make_tiny_dataset
+
+FAST = dict(backbone="resnet18", input_size=32, batch_size=16, workers=0, lr=3e-3)
+
+
+def _params(tmp_path: Path, name: str = "params.yaml", **section) -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump({"train_teacher": section, "evaluate": {"batch_size": 32, "workers": 0, "grid_faces": 6, "grid_size": 64}}))
+    return p
+
+
+@pytest.mark.slow
+def test_training_beats_mean_baseline_and_evaluate_cli(tmp_path: Path) -> None:
+    boxes = make_tiny_dataset(tmp_path / "data", n_train=96, n_test=32, size=64, seed=5)
+    train = PoseDataset(boxes, "train", 32, train=False)
+    test = PoseDataset(boxes, "test", 32, train=False)
+    base = baseline_mae(train.angles, test.angles)
+    params = _params(tmp_path, **FAST, epochs=8, photometric=False, max_angle=0.0, seed=0)
+    out, metrics, plots = tmp_path / "teacher.pt", tmp_path / "m.json", tmp_path / "p.csv"
+    r = CliRunner().invoke(main, ["train-teacher", "--boxes", str(boxes), "--out", str(out), "--metrics", str(metrics),
+                                  "--plots", str(plots), "--params", str(params), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(metrics.read_text())
+    rows = plots.read_text().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 9 and "mae_mean" in rows[0] and "ce_bin1" in rows[0]
+    before = json.loads(json.dumps(m))["final"]
+    print(f"\nbaseline (train mean) test MAE {base['mae_mean']:.2f} (yaw {base['mae_yaw']:.2f}); "
+          f"after 8 epochs {before['mae_mean']:.2f} (yaw {before['mae_yaw']:.2f}); best {m['best']['mae_mean']:.2f}")
+    assert m["epochs"] == 8 and m["final"]["mae_mean"] < 0.75 * base["mae_mean"]
+    state = load_checkpoint(out)
+    assert state["kind"] == "stage1" and state["epoch"] == 8 and state["input_size"] == [32, 32]
+    assert state["model_spec"]["bin_sizes"] == [1, 2, 3, 4] and state["config"]["backbone"] == "resnet18"
+
+    ev, grid = tmp_path / "eval.json", tmp_path / "grid.png"
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--boxes", str(boxes), "--metrics", str(ev),
+                                  "--grid", str(grid), "--params", str(params)])
+    assert r.exit_code == 0, r.output
+    e = json.loads(ev.read_text())
+    assert set(e["datasets"]) == {"tiny_test"} and e["all"]["n"] == 32
+    assert e["all"]["mae_mean"] == pytest.approx(m["final"]["mae_mean"], abs=1e-3)  # same numbers as the engine
+    from pipeline.images import read_image
+
+    assert read_image(grid).shape[0] > 64
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--boxes", str(boxes), "--metrics", str(ev),
+                                  "--dataset", "nope", "--params", str(params)])
+    assert r.exit_code == 1 and "nope" in r.output
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    tiny_boxes = make_tiny_dataset(tmp_path / "data", n_train=20, n_test=4, size=48, seed=2)
+    cfg2 = Stage1Config(**{**FAST, "batch_size": 8}, epochs=2, seed=7, scheduler="cosine", bin_sizes=(1, 3))
+    straight = tmp_path / "straight.pt"
+    train_teacher(cfg2, tiny_boxes, straight, progress=False)
+    part = tmp_path / "part.pt"
+    train_teacher(cfg2, tiny_boxes, part, progress=False, stop_after=1)  # an interrupted run
+    assert load_checkpoint(part)["epoch"] == 1
+    # tamper with the global RNGs: resume must restore them from the checkpoint
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    m, p = tmp_path / "m.json", tmp_path / "p.csv"
+    res = train_teacher(cfg2, tiny_boxes, part, m, p, resume=True, progress=False)
+    assert res["final"]["epoch"] == 2
+    a, b = _state(straight), _state(part)
+    assert a.keys() == b.keys()
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert diff == 0.0, f"resumed weights differ by {diff}"
+    assert load_checkpoint(part)["optimizer"]["state"].keys() == load_checkpoint(straight)["optimizer"]["state"].keys()
+    assert len(p.read_text().splitlines()) == 3  # both epochs in the plot file after resume
+
+
+def test_stage1_config_errors() -> None:
+    where = "params.yaml section 'train_teacher'"
+    with pytest.raises(ValueError, match="unknown backbone 'resnet19'"):
+        config_from_mapping(Stage1Config, {"backbone": "resnet19"}, where)
+    for bad in (0, -2, 0.1, 150, 400):
+        with pytest.raises(ValueError, match=f"bin size {bad!r}"):
+            config_from_mapping(Stage1Config, {"bin_sizes": [1, bad]}, where)
+    with pytest.raises(ValueError, match="duplicates"):
+        config_from_mapping(Stage1Config, {"bin_sizes": [1, 1]}, where)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['bacbone'\]"):
+        config_from_mapping(Stage1Config, {"bacbone": "resnet18"}, where)
+    with pytest.raises(ValueError, match="scheduler 'step'"):
+        config_from_mapping(Stage1Config, {"scheduler": "step"}, where)
+    with pytest.raises(ValueError, match="input_size"):
+        config_from_mapping(Stage1Config, {"input_size": 4}, where)
+    cfg = config_from_mapping(Stage1Config, {"bin_sizes": [1, 2], "input_size": [48, 40]}, where)
+    assert cfg.spec().bin_sizes == (1, 2) and cfg.size == (48, 40)
+
+
+def test_cli_bad_inputs(tiny_boxes: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "t.pt"
+
+    def run(params: Path, *extra: str, boxes: Path = tiny_boxes):
+        return runner.invoke(main, ["train-teacher", "--boxes", str(boxes), "--out", str(out), "--metrics",
+                                    str(tmp_path / "m.json"), "--plots", str(tmp_path / "p.csv"),
+                                    "--params", str(params), "--no-progress", *extra])
+
+    r = run(_params(tmp_path, backbone="resnet19"))
+    assert r.exit_code == 1 and "unknown backbone 'resnet19'" in r.output
+    r = run(_params(tmp_path, bin_sizes=[1, 0.2]))
+    assert r.exit_code == 1 and "bin size 0.2" in r.output
+    import pandas as pd
+
+    empty = tmp_path / "empty.parquet"
+    pd.read_parquet(tiny_boxes).iloc[:0].to_parquet(empty)
+    r = run(_params(tmp_path, **FAST, epochs=1), boxes=empty)
+    assert r.exit_code == 1 and "no usable rows" in r.output and "empty.parquet" in r.output
+
+    # checkpoints of another architecture: on --resume and as --weights
+    other = HeadPoseNet(ModelSpec("resnet34", (1,), regression=False))
+    save_checkpoint(out, {"kind": "stage1", "model_spec": other.spec.to_dict(), "model": other.state_dict(),
+                          "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
+    r = run(_params(tmp_path, **FAST, epochs=2), "--resume")
+    assert r.exit_code == 1 and "another architecture" in r.output and "resnet34" in r.output
+    student = tmp_path / "student.pt"
+    save_checkpoint(student, {"kind": "student", "model_spec": other.spec.to_dict(), "model": other.state_dict(),
+                              "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
+    r = run(_params(tmp_path, **FAST, epochs=1, weights=str(out)))
+    assert r.exit_code == 1 and "resnet34 checkpoint" in r.output and "resnet18" in r.output
+    tv = tmp_path / "r34.pth"
+    torch.save(other.trunk.state_dict(), tv)
+    r = run(_params(tmp_path, **FAST, epochs=1, weights=str(tv)))
+    assert r.exit_code == 1 and "do not fit backbone 'resnet18'" in r.output and "r34.pth" in r.output
+    r = run(_params(tmp_path, **FAST, epochs=1, weights=str(tmp_path / "none.pth")))
+    assert r.exit_code == 1 and "none.pth" in r.output
+    out.unlink()
+    import shutil
+
+    shutil.copy(student, out)
+    r = run(_params(tmp_path, **FAST, epochs=1), "--resume")
+    assert r.exit_code == 1 and "'student' checkpoint" in r.output
+    r = runner.invoke(main, ["evaluate", "--model", str(tmp_path / "missing.pt"), "--boxes", str(tiny_boxes),
+                             "--metrics", str(tmp_path / "e.json"), "--params", str(_params(tmp_path))])
+    assert r.exit_code == 1 and "missing.pt" in r.output
+
+
+def test_weights_from_matching_backbone_load(tiny_boxes: Path, tmp_path: Path) -> None:
+    from pipeline.train import load_backbone_weights
+
+    src = HeadPoseNet(ModelSpec("resnet18", (1,)))
+    path = tmp_path / "r18.pth"
+    torch.save({**src.trunk.state_dict(), "fc.weight": torch.zeros(3, 3)}, path)
+    dst = HeadPoseNet(ModelSpec("resnet18", (1, 2)))
+    load_backbone_weights(dst, path)
+    assert torch.equal(dst.trunk.conv1.weight, src.trunk.conv1.weight)
+
+
+def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_parquet(tiny_boxes)
+    test = df["split"] == "test"
+    df.loc[test & (df.index % 2 == 0), "dataset"] = "other_test"
+    df.loc[df.index[-1], "roll"] = 150.0  # out of range: dropped and counted
+    boxes = tmp_path / "boxes.parquet"
+    df.to_parquet(boxes)
+    model = HeadPoseNet(ModelSpec("resnet18", (1,), regression=False))
+    ckpt = tmp_path / "s.pt"
+    save_checkpoint(ckpt, {"kind": "student", "model_spec": model.spec.to_dict(), "model": model.state_dict(),
+                           "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
+    res = evaluate_checkpoint(ckpt, boxes, cfg=EvalConfig(workers=0, grid_faces=4, grid_size=48),
+                              metrics_path=tmp_path / "e.json", grid_path=tmp_path / "g.png")
+    assert set(res["datasets"]) == {"tiny_test", "other_test"}
+    assert res["all"]["n"] == 15 and res["all"]["dropped"] == 1
+    assert sum(d["n"] for d in res["datasets"].values()) == 15
+    assert res["kind"] == "student" and (tmp_path / "g.png").is_file()
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last_epoch(tiny_boxes: Path, tmp_path: Path) -> None:
+    cfg = Stage1Config(**{**FAST, "workers": 2}, epochs=1, device="cuda")
+    res = train_teacher(cfg, tiny_boxes, tmp_path / "t.pt", progress=False)
+    assert np.isfinite(res["final"]["loss"]) and np.isfinite(res["final"]["mae_mean"])
+    assert load_checkpoint(tmp_path / "t.pt")["model"]["trunk.conv1.weight"].device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    boxes = make_tiny_dataset(tmp_path, n_train=16, n_test=4, size=48, seed=1)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import torch\ntorch.set_num_threads(1)\n"
+        "from pipeline.train import Stage1Config, train_teacher\n"
+        "cfg = Stage1Config(backbone='resnet18', input_size=32, batch_size=4, workers=0, epochs=1, device='cpu')\n"
+        f"train_teacher(cfg, {str(boxes)!r}, {str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}, progress=False)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+                       cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "t.pt")
+    assert state["epoch"] == 1 and json.loads((tmp_path / "m.json").read_text())["epochs"] == 1
