@@ -1,0 +1,42 @@
+"""`hpekd train-student`: stage 2, one RvC head (bin 1) distilled from the cached teacher labels."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from stages.common import params_option, user_errors
+
+
+@click.command()
+@click.option("--labels", "labels_path", default="labels/teacher.zarr", show_default=True,
+              help="Teacher-label store written by `hpekd teacher-labels` (local path or fsspec URL).")
+@click.option("--boxes", "boxes_path", default="data/boxes.parquet", show_default=True,
+              type=click.Path(dir_okay=False), help="boxes.parquet the store was made from.")
+@click.option("--backbone", default=None, help="ResNet of the student (overrides train_student.backbone).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (e.g. models/student_resnet18.pt).")
+@click.option("--metrics", "metrics_path", default=None, type=click.Path(dir_okay=False),
+              help="Training metrics JSON (DVC metrics).")
+@click.option("--plots", "plots_path", default=None, type=click.Path(dir_okay=False),
+              help="Per-epoch CSV (DVC plots).")
+@click.option("--teacher", "teacher_path", default=None, type=click.Path(dir_okay=False),
+              help="Optional stage-1 checkpoint: refuse a store made by another teacher.")
+@click.option("--resume", is_flag=True, help="Continue from --out if it exists.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@params_option
+@user_errors
+def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, metrics_path: str | None,
+        plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, params_path: str) -> None:
+    """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
+    from pipeline.io import config_from_mapping, load_params
+    from pipeline.student import StudentConfig, train_student
+
+    section = dict(load_params(params_path).get("train_student") or {})
+    if backbone:
+        section["backbone"] = backbone
+    cfg = config_from_mapping(StudentConfig, section, f"{params_path}: train_student")
+    res = train_student(cfg, labels_path, boxes_path, out_path, metrics_path=metrics_path, plots_path=plots_path,
+                        resume=resume, teacher=teacher_path, progress=not no_progress)
+    click.echo(json.dumps({"out": out_path, "backbone": cfg.backbone, **res}, default=float))

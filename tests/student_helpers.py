@@ -1,0 +1,58 @@
+"""Helpers for the student tests: an "oracle" teacher-label store built without a teacher.
+
+The oracle's soft label of view v is a narrow Gaussian over the bin-1 grid around the
+ground-truth pose corrected for that view (what a perfect teacher would say), so a student
+learns from it quickly and any misalignment between views and soft targets would show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import labelstore
+from pipeline.bins import BinGrid
+from pipeline.images import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.io import sha256_file
+from pipeline.teacher_job import read_boxes_table, select_rows
+from pipeline.views import views_array, view_from_row
+
+
+def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
+    """[..., 3] degrees → [..., 3, Q] Gaussian distributions over the grid's centers."""
+    d = grid.centers[None, :] - poses.reshape(-1, 1)
+    p = np.exp(-0.5 * (d / sigma) ** 2)
+    p /= p.sum(-1, keepdims=True)
+    return p.reshape(*poses.shape, grid.count).astype(np.float32)
+
+
+def make_oracle_store(
+    boxes: Path, out: Path, size: int = 64, n_views: int = 3, view_seed: int = 0, sigma: float = 3.0,
+    bin_size: float = 1, teacher_sha: str = "0" * 64, sample_ids: list[str] | None = None,
+    max_angle: float = 15.0,
+) -> Path:
+    df = read_boxes_table(boxes)
+    rows = select_rows(df, "train")
+    ids = sample_ids or df["sample_id"].astype(str).to_numpy()[rows].tolist()
+    grid = BinGrid(bin_size)
+    views = views_array(ids, n_views, view_seed, 0.5, max_angle)
+    poses = np.zeros((len(rows), n_views, 3))
+    gt = df[["pitch", "yaw", "roll"]].to_numpy(np.float64)[rows]
+    for i in range(len(rows)):
+        for v in range(n_views):
+            poses[i, v] = view_from_row(views[i, v]).pose(*gt[i])
+    layout = labelstore.Layout(len(rows), n_views, grid.count, 16, 8)
+    attrs = labelstore.provenance(
+        checkpoint_sha256=teacher_sha, model_spec={"backbone": "oracle"}, checkpoint_kind="stage1",
+        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=2, s=2, input_size=(size, size),
+        normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255", "channels": "RGB"},
+        manifest_sha256=sha256_file(boxes), manifest_name=boxes.name, split="train", view_seed=view_seed,
+        n_views=n_views, flip_prob=0.5, max_angle=max_angle, layout=layout,
+    )
+    g = labelstore.create_layout(str(out), attrs, ids, rows, views)
+    probs = oracle_probs(poses, grid, sigma)
+    for k in range(layout.n_shards):
+        a, b = layout.shard_range(k)
+        labelstore.write_shard(g, k, probs[a:b])
+    return out

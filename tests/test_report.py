@@ -1,0 +1,138 @@
+"""The Table-5 report: file naming convention, parsing, ordering, Markdown + PNG, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.report import collect, markdown_table, parse_eval, write_report
+from stages.report import cli
+
+
+def _eval(pitch: float, yaw: float, roll: float, n: int = 10) -> dict:
+    return {"pitch": pitch, "yaw": yaw, "roll": roll, "mean": (pitch + yaw + roll) / 3, "n": n}
+
+
+def _write(d: Path, name: str, data: dict) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(json.dumps(data))
+
+
+@pytest.fixture()
+def metrics(tmp_path: Path) -> Path:
+    d = tmp_path / "metrics"
+    _write(d / "eval", "kd-resnet50.json", {"AFLW2000": _eval(4.0, 3.0, 2.9), "BIWI": _eval(4.5, 3.6, 3.7)})
+    _write(d / "eval", "base-resnet50.json", {"AFLW2000": _eval(5.0, 3.5, 3.0), "BIWI": _eval(5.0, 4.0, 3.5)})
+    _write(d / "eval", "kd-resnet18.json", {"AFLW2000": _eval(5.2, 3.9, 3.4)})
+    _write(d / "eval", "ensemble-resnet50.json", {"test_sets": {"AFLW2000": _eval(4.9, 3.4, 3.0)}})
+    _write(d, "train_student_resnet18.json", {"loss": 1.0})  # not an evaluation: ignored
+    return d
+
+
+def test_rows_in_table5_order(metrics: Path) -> None:
+    rows = collect(metrics)
+    assert [r.label for r in rows] == ["Base-ResNet50", "Ensemble-ResNet50", "KD-ResNet18", "KD-ResNet50"]
+
+
+def test_markdown_table(metrics: Path) -> None:
+    text = markdown_table(collect(metrics))
+    lines = text.strip().splitlines()
+    assert lines[0].split(" | ")[1:5] == ["AFLW2000 pitch", "AFLW2000 yaw", "AFLW2000 roll", "AFLW2000 MAE"]
+    assert "BIWI MAE" in lines[0]
+    kd18 = next(line for line in lines if line.startswith("| KD-ResNet18"))
+    assert kd18.count("–") == 4  # not evaluated on BIWI
+    base = next(line for line in lines if line.startswith("| Base-ResNet50"))
+    assert "| 5.00 | 3.50 | 3.00 | 3.83 |" in base
+    kd50 = next(line for line in lines if line.startswith("| KD-ResNet50"))
+    assert "**3.30**" in kd50 and "**3.93**" in kd50  # best mean per test set in bold
+
+
+def test_parse_eval_shapes() -> None:
+    a = parse_eval({"t": {"mae_pitch": 1, "mae_yaw": 2, "mae_roll": 3}})["t"]
+    assert (a.pitch, a.yaw, a.roll, a.mean) == (1, 2, 3, 2)
+    b = parse_eval({"results": {"t": {"mae": {"pitch": 1, "yaw": 2, "roll": 6, "mean": 3}, "n": 5}}})["t"]
+    assert (b.mean, b.n) == (3, 5)
+    with pytest.raises(ValueError, match="no test-set MAE"):
+        parse_eval({"t": {"loss": 1}}, "x.json")
+
+
+def test_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not found"):
+        collect(tmp_path / "missing")
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ValueError, match="base-resnet50.json"):
+        collect(tmp_path / "m")
+    _write(tmp_path / "m" / "a", "kd-resnet18.json", {"t": _eval(1, 2, 3)})
+    _write(tmp_path / "m" / "b", "kd-resnet18.json", {"t": _eval(1, 2, 3)})
+    with pytest.raises(ValueError, match="two evaluations of KD-resnet18"):
+        collect(tmp_path / "m")
+
+
+def test_write_report_and_png(metrics: Path, tmp_path: Path) -> None:
+    out, png = tmp_path / "r" / "table5.md", tmp_path / "r" / "table5.png"
+    rows = write_report(metrics, out, png)
+    assert len(rows) == 4
+    assert out.read_text().startswith("# Table 5")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli(metrics: Path, tmp_path: Path) -> None:
+    out, png = tmp_path / "table5.md", tmp_path / "table5.png"
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(metrics), "--out", str(out), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "KD-ResNet18" in res.output and out.is_file() and png.is_file()
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(tmp_path / "nope"), "--out", str(out), "--plot", str(png)])
+    assert res.exit_code == 1 and "Error: metrics directory" in res.output
+
+
+def _grid(path: Path) -> Path:
+    rows = [
+        {"dataset": "AFLW2000", "p": p, "s": s, "A": 1, "n": 10, "mae_pitch": 4.0 + p / 10, "mae_yaw": 3.0,
+         "mae_roll": 3.0, "mae": (10.0 + p / 10) / 3}
+        for p, s in ((0, 1), (1, 1), (2, 1), (0, 2), (2, 2))
+    ]
+    path.write_text(json.dumps({"p_max": 2, "s": [1, 2], "best": {}, "single": {}, "rows": rows}))
+    return path
+
+
+def test_ensemble_row_from_grid(metrics: Path, tmp_path: Path) -> None:
+    from pipeline.report import ensemble_row_from_grid
+
+    row = ensemble_row_from_grid(_grid(tmp_path / "grid.json"), 2, 2, "resnet50")
+    assert row.label == "Ensemble-ResNet50" and row.results["AFLW2000"].pitch == pytest.approx(4.2)
+    with pytest.raises(ValueError, match="no ensemble with p=15, s=5"):
+        ensemble_row_from_grid(tmp_path / "grid.json", 15, 5, "resnet50")
+    with pytest.raises(ValueError, match="two evaluations of Ensemble-resnet50"):
+        collect(metrics, [row])  # metrics already holds ensemble-resnet50.json
+
+
+def test_cli_with_ensemble_grid(metrics: Path, tmp_path: Path) -> None:
+    (metrics / "eval" / "ensemble-resnet50.json").unlink()
+    params = tmp_path / "params.yaml"
+    params.write_text("teacher_labels:\n  p: 2\n  s: 2\ntrain_teacher:\n  backbone: resnet50\n")
+    out, png = tmp_path / "t.md", tmp_path / "t.png"
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(metrics), "--ensemble-grid", str(_grid(tmp_path / "g.json")),
+                                   "--params", str(params), "--out", str(out), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in out.read_text().splitlines() if x.startswith("| Ensemble-ResNet50"))
+    assert line.startswith("| Ensemble-ResNet50 | 4.20 | 3.00 | 3.00 | 3.40 |")
+
+
+def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
+    """The JSON of `hpekd evaluate` (pipeline.evaluate.evaluate_checkpoint), with its identity check."""
+    block = {"mae_pitch": 5.0, "mae_yaw": 4.0, "mae_roll": 3.0, "mae_mean": 4.0, "n": 9, "dropped": 0}
+    data = {"model": "models/student_resnet18.pt", "kind": "student", "backbone": "resnet18", "split": "test",
+            "datasets": {"synth_test": block, "biwi": {**block, "mae_mean": 4.5}}, "all": block}
+    _write(tmp_path / "m", "kd-resnet18.json", data)
+    (row,) = collect(tmp_path / "m")
+    assert sorted(row.results) == ["biwi", "synth_test"] and row.results["biwi"].mean == 4.5
+    _write(tmp_path / "m", "base-resnet18.json", data)
+    with pytest.raises(ValueError, match="'student' checkpoint but its name says 'base'"):
+        collect(tmp_path / "m")
+    (tmp_path / "m" / "base-resnet18.json").unlink()
+    _write(tmp_path / "m", "kd-resnet50.json", data)
+    with pytest.raises(ValueError, match="evaluates a resnet18 but its name says resnet50"):
+        collect(tmp_path / "m")

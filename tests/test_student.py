@@ -1,0 +1,271 @@
+"""Stage 2: eq. 7 as used by the student, view replay, provenance refusal, training, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline import labelstore
+from pipeline.bins import BinGrid
+from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.data.datasets import read_boxes_table
+from pipeline.images import read_image
+from pipeline.student import (
+    StudentConfig, TeacherTable, check_memory, check_provenance, load_teacher_labels, student_dataset,
+    student_fns, teacher_input, train_student,
+)
+from pipeline.teacher_job import ZDataset
+from pipeline.train import Runtime, evaluate
+from pipeline.data.datasets import PoseDataset
+from pipeline.data.loader import make_loader
+from stages.train_student import cli
+from conftest import make_tiny_dataset
+from student_helpers import make_oracle_store
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("student")
+    boxes = make_tiny_dataset(root, n_train=32, n_test=12, size=SIZE, seed=3)
+    store = make_oracle_store(boxes, root / "labels.zarr", size=SIZE, n_views=3)
+    return boxes, store
+
+
+# ----------------------------------------------------------------------------- eq. 7
+
+
+def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
+    """The student's loss_fn = (0.05·Σ CE(gt) + Σ KL(teacher ‖ out)) / 2 with the replayed view's target."""
+    boxes, store = data
+    labels = load_teacher_labels(store)
+    cfg = StudentConfig(input_size=SIZE)
+    table = TeacherTable(labels, len(read_boxes_table(boxes)))
+    loss_fn, predict_fn = student_fns(cfg.spec(), table, cfg.ce_weight)
+    grid = BinGrid(1)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, grid.count, generator=g)
+    rows = torch.tensor([int(labels.rows[1]), int(labels.rows[4])])
+    views = torch.tensor([2, 0])
+    target = torch.tensor([[10.2, -33.7, 5.5], [-98.9, 99.0, 0.0]])
+    loss, parts = loss_fn({"bin1": logits}, {"index": rows, "view_id": views, "target": target})
+    # by hand, in float64
+    teacher = np.stack([labels.probs[1, 2], labels.probs[4, 0]]).astype(np.float64)  # [2, 3, Q]
+    lg = logits.double().numpy()
+    logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    ce = kl = 0.0
+    for a in range(3):
+        for b in range(2):
+            cls = int(math.floor(target[b, a].item() + 99))  # bin-1 grid starts at -99
+            cls = min(max(cls, 0), 197)
+            ce += -logp[b, a, cls] / 2
+            t = teacher[b, a]
+            nz = t > 0
+            kl += float((t[nz] * (np.log(t[nz]) - logp[b, a][nz])).sum()) / 2
+    assert float(parts["ce"]) == pytest.approx(ce, rel=1e-5)
+    assert float(parts["kl"]) == pytest.approx(kl, rel=1e-4)
+    assert float(loss) == pytest.approx((0.05 * ce + kl) / 2, rel=1e-4)
+    # prediction = eq. 2 on the bin-1 head
+    assert torch.allclose(predict_fn({"bin1": logits}), grid.decode(logits))
+
+
+# ----------------------------------------------------------------------------- view replay
+
+
+def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
+    """Before photometric augmentation, the student's image for view k is the teacher's view k:
+    the center crop of the region Z the teacher job built, and its target is View.pose(gt)."""
+    boxes, store = data
+    df = read_boxes_table(boxes)
+    labels = load_teacher_labels(store)
+    cfg = StudentConfig(input_size=SIZE, photometric=False)
+    ds = student_dataset(labels, df, (SIZE, SIZE), cfg)
+    p = 4
+    paths = [str(Path(r) / ip) for r, ip in zip(df["root"], df["image_path"])]
+    zset = ZDataset([paths[r] for r in labels.rows], df[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)[labels.rows],
+                    labels.views, (SIZE, SIZE), p)
+    seen = set()
+    for epoch in range(4):
+        for i in range(0, len(ds), 5):
+            item = ds[(epoch, i)]
+            row, k = int(item["index"]), int(item["view_id"])
+            pos = int(np.flatnonzero(labels.rows == row)[0])
+            assert 0 <= k < labels.n_views
+            seen.add(k)
+            z = zset[pos][k].numpy()  # the teacher job's region Z of view k
+            np.testing.assert_array_equal(item["image"].numpy().transpose(1, 2, 0), z[p : p + SIZE, p : p + SIZE])
+            view = labels.view(pos, k)
+            np.testing.assert_array_equal(
+                teacher_input(read_image(paths[row]), df.loc[row, ["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
+                              (SIZE, SIZE), view, p),
+                z[p : p + SIZE, p : p + SIZE],
+            )
+            assert (bool(item["flip"]), float(item["angle"])) == (view.flip, pytest.approx(view.angle))
+            gt = df.loc[row, ["pitch", "yaw", "roll"]].to_numpy(np.float64)
+            np.testing.assert_allclose(item["target"].numpy(), view.pose(*gt), atol=1e-4)
+    assert seen == {0, 1, 2}  # every stored view gets replayed
+
+
+def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
+    boxes, store = data
+    df, labels = read_boxes_table(boxes), load_teacher_labels(store)
+    cfg = StudentConfig(input_size=SIZE)
+    a = student_dataset(labels, df, (SIZE, SIZE), cfg)
+    b = student_dataset(labels, df, (SIZE, SIZE), cfg)
+    va = [int(a[(1, i)]["view_id"]) for i in range(len(a))]
+    assert va == [int(b[(1, i)]["view_id"]) for i in range(len(b))]
+    assert va != [int(a[(2, i)]["view_id"]) for i in range(len(a))]  # a fresh draw per epoch
+    # photometric augmentation changes pixels, not the view or the target
+    aug = a[(1, 0)]
+    plain = student_dataset(labels, df, (SIZE, SIZE), StudentConfig(input_size=SIZE, photometric=False))[(1, 0)]
+    assert int(aug["view_id"]) == int(plain["view_id"])
+    assert torch.equal(aug["target"], plain["target"])
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def _check(store: Path, boxes: Path, **kw) -> None:
+    labels = load_teacher_labels(store)
+    cfg = StudentConfig(input_size=kw.pop("size", SIZE))
+    check_provenance(labels, boxes, read_boxes_table(boxes), cfg.spec(), cfg.size, **kw)
+
+
+def test_matching_store_accepted(data: tuple[Path, Path]) -> None:
+    boxes, store = data
+    _check(store, boxes)
+
+
+def test_store_for_another_manifest_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, store = data
+    other = make_tiny_dataset(tmp_path / "other", n_train=32, n_test=12, size=SIZE, seed=4)
+    with pytest.raises(ValueError, match=r"manifest\.sha256 differs"):
+        _check(store, other)
+
+
+def test_store_with_other_sample_ids_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, _ = data
+    df = read_boxes_table(boxes)
+    ids = df.loc[df["split"] == "train", "sample_id"].astype(str).tolist()
+    ids[5], ids[6] = ids[6], ids[5]
+    store = make_oracle_store(boxes, tmp_path / "swapped.zarr", size=SIZE, sample_ids=ids)
+    with pytest.raises(ValueError, match=r"sample_id differs .*row 5"):
+        _check(store, boxes)
+
+
+def test_store_for_other_bins_or_size_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, store = data
+    with pytest.raises(ValueError, match=r"input\.size differs \(store \[48, 48\], here \[64, 64\]\)"):
+        _check(store, boxes, size=64)
+    coarse = make_oracle_store(boxes, tmp_path / "bin2.zarr", size=SIZE, bin_size=2)
+    with pytest.raises(ValueError, match=r"bins\.b differs"):
+        _check(coarse, boxes)
+
+
+def test_store_from_another_teacher_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, store = data
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"another teacher")
+    with pytest.raises(ValueError, match=r"teacher\.sha256 differs"):
+        _check(store, boxes, teacher=teacher)
+
+
+def test_incomplete_store_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, _ = data
+    store = make_oracle_store(boxes, tmp_path / "partial.zarr", size=SIZE)
+    labelstore.open_store(str(store), "r+")["done"][1] = 0
+    with pytest.raises(ValueError, match="incomplete"):
+        load_teacher_labels(store)
+
+
+def test_memory_limit(data: tuple[Path, Path]) -> None:
+    _, store = data
+    with pytest.raises(ValueError, match="max_label_memory_gb"):
+        load_teacher_labels(store, max_gb=1e-6)
+    with pytest.raises(ValueError, match=r"only 0\.0 GiB are available"):
+        check_memory(10 << 20, 16.0, "x.zarr", available=1 << 20)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown backbone"):
+        StudentConfig(backbone="vgg16")
+    with pytest.raises(ValueError, match="input_size"):
+        StudentConfig(input_size=(8, 8))
+    spec = StudentConfig(backbone="resnet34").spec()
+    assert (spec.backbone, spec.bin_sizes, spec.regression) == ("resnet34", (1,), False)
+    assert StudentConfig().lr == 3e-4 and StudentConfig().ce_weight == 0.05
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _test_mae(model: torch.nn.Module, boxes: Path) -> float:
+    ds = PoseDataset(boxes, "test", SIZE, train=False)
+    loader, _ = make_loader(ds, 16, train=False)
+    grid = BinGrid(1)
+    return evaluate(model, loader, lambda o: grid.decode(o["bin1"]), Runtime(torch.device("cpu")))["mae_mean"]
+
+
+@pytest.mark.slow
+def test_short_training_lowers_mae_and_cli_resume(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, store = data
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train_student:\n  backbone: resnet34\n  input_size: null\n  batch_size: 8\n  epochs: 3\n  lr: 0.001\n"
+        "  workers: 0\n  device: cpu\n  photometric: false\n"
+    )
+    out, metrics, plots = tmp_path / "student.pt", tmp_path / "m.json", tmp_path / "p.csv"
+    args = ["--labels", str(store), "--boxes", str(boxes), "--backbone", "resnet18", "--out", str(out),
+            "--metrics", str(metrics), "--plots", str(plots), "--params", str(params), "--no-progress"]
+    torch.manual_seed(0)
+    from pipeline.model import HeadPoseNet
+
+    before = _test_mae(HeadPoseNet(StudentConfig().spec()), boxes)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    state = load_checkpoint(out)
+    assert state["kind"] == "student" and state["epoch"] == 3 and state["input_size"] == [SIZE, SIZE]
+    assert state["model_spec"]["backbone"] == "resnet18" and state["model_spec"]["bin_sizes"] == [1]
+    assert state["labels"]["provenance"]["bins"]["Q"] == 198
+    model, _ = model_from_checkpoint(out)
+    after = _test_mae(model, boxes)
+    m = json.loads(metrics.read_text())
+    assert m["epochs"] == 3 and m["final"]["mae_mean"] == pytest.approx(after, rel=1e-4)
+    assert after < before - 1, (before, after)
+    assert len(plots.read_text().splitlines()) == 4
+    # --resume on a finished run trains nothing and keeps the checkpoint (the engine's resume
+    # itself is tested with stage 1)
+    mtime = out.stat().st_mtime_ns
+    res = CliRunner().invoke(cli, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out)["epoch"] == 3 and out.stat().st_mtime_ns == mtime
+
+
+def test_cli_errors(data: tuple[Path, Path], tmp_path: Path) -> None:
+    boxes, store = data
+    params = tmp_path / "params.yaml"
+    params.write_text("train_student:\n  input_size: 64\n  epochs: 1\n")
+    base = ["--labels", str(store), "--boxes", str(boxes), "--out", str(tmp_path / "s.pt"), "--params", str(params)]
+    res = CliRunner().invoke(cli, base)
+    assert res.exit_code == 1 and "input.size differs" in res.output
+    res = CliRunner().invoke(cli, base[:1] + [str(tmp_path / "none.zarr")] + base[2:])
+    assert res.exit_code == 1 and "not found" in res.output
+    params.write_text("train_student:\n  lr_typo: 1\n")
+    res = CliRunner().invoke(cli, base)
+    assert res.exit_code == 1 and "lr_typo" in res.output
+
+
+def test_train_student_function_small(data: tuple[Path, Path], tmp_path: Path) -> None:
+    """One epoch through the library entry point, photometric on, DVC metrics written."""
+    boxes, store = data
+    cfg = StudentConfig(input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
+    res = train_student(cfg, store, boxes, tmp_path / "s.pt", metrics_path=tmp_path / "m.json", progress=False)
+    assert set(res["final"]) >= {"loss", "ce", "kl", "mae_mean"}
+    assert math.isfinite(res["final"]["loss"])
