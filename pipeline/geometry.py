@@ -39,6 +39,22 @@ def validate_box(box: tuple[float, float, float, float] | np.ndarray) -> tuple[f
     return x1, y1, x2, y2
 
 
+def clip_box(
+    box: tuple[float, float, float, float] | np.ndarray, width: int, height: int, min_size: float = 4.0
+) -> tuple[float, float, float, float] | None:
+    """The box clipped to a ``width`` × ``height`` image, or ``None`` when it is not finite or
+    less than ``min_size`` px of width or height is left. Relabeling (training boxes) and the
+    predictor (inference boxes) both use this rule."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(np.isfinite([x1, y1, x2, y2])):
+        return None
+    x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+    y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+    if x2 - x1 < max(min_size, 1.0) or y2 - y1 < max(min_size, 1.0):
+        return None
+    return x1, y1, x2, y2
+
+
 def crop_matrix(
     box: tuple[float, float, float, float] | np.ndarray,
     size: tuple[int, int],

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.device import resolve_device
 from pipeline.ensemble import ensemble_probs, ensemble_size
-from pipeline.geometry import crop, validate_box
+from pipeline.geometry import clip_box, crop
 from pipeline.images import normalize, read_image, write_image
 from pipeline.io import atomic_path
 
@@ -113,23 +114,6 @@ def parse_ensemble(text: str | Sequence[int] | None) -> tuple[int, int] | None:
     if p % s:
         raise ValueError(f"ensemble p={p} must be a multiple of s={s} (DESIGN §5), e.g. p=15, s=5")
     return p, s
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        dev = device
-    elif device in ("auto", "", None):
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device {device!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} requested but CUDA is not available here: use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(dev)!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return dev
 
 
 # --------------------------------------------------------------------------- predictor
@@ -388,20 +372,6 @@ class Predictor:
         if not entry.boxes:
             entry.error = NO_FACE
         return entry
-
-
-def clip_box(box: Sequence[float], w: int, h: int, min_size: float = MIN_BOX_SIZE
-             ) -> tuple[float, float, float, float] | None:
-    """The relabeling rule (``pipeline.relabel``): clip to the image; None if less than
-    ``min_size`` px of width or height is left. Training boxes were made this way."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        return None
-    x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-    y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-    if x2 - x1 < max(min_size, 1.0) or y2 - y1 < max(min_size, 1.0):
-        return None
-    return validate_box((x1, y1, x2, y2))
 
 
 def _check_array(rgb: Any, name: str) -> np.ndarray:

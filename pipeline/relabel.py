@@ -60,6 +60,7 @@ from pipeline.detect import Detector, backend_version, box_iou, get_detector
 from pipeline.datasets.boxfile import load_box_file as _load_box_file
 from pipeline.datasets.manifest import BOX_COLUMNS, read_boxes, read_manifest, validate_manifest  # noqa: F401 (re-exported)
 from pipeline.datasets.manifest import COLUMNS as MANIFEST_COLUMNS
+from pipeline.geometry import clip_box
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -283,15 +284,6 @@ def _file_box(boxes: dict, image_path: str, face: int) -> tuple[float, float, fl
 # --------------------------------------------------------------------------- selection
 
 
-def _clip(box: Sequence[float], w: int, h: int, min_size: float) -> tuple[float, float, float, float] | None:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-    y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-    if x2 - x1 < max(min_size, 1e-6) or y2 - y1 < max(min_size, 1e-6):
-        return None
-    return x1, y1, x2, y2
-
-
 def _center(b: Sequence[float]) -> np.ndarray:
     return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
 
@@ -444,7 +436,7 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
             src = "file"
         else:
             dets = np.asarray(rec["dets"], dtype=np.float64).reshape(-1, 5)
-            clipped = [(_clip(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
+            clipped = [(clip_box(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
             dets = np.array([[*b, s] for b, s in clipped if b is not None]).reshape(-1, 5)
             prev = previous.get(group) if group[1] else None
             i, iou, why = select_face(dets, w, h, lm, prev, config.min_iou)
@@ -453,13 +445,13 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
                 box, score[pos], iou_lm[pos] = tuple(dets[i, :4]), dets[i, 4], iou
                 found[pos] = True
         if box is not None:
-            clipped_box = _clip(box, w, h, config.min_box_size)
+            clipped_box = clip_box(box, w, h, config.min_box_size)
             if clipped_box is None:
                 why = f"box outside the image: {tuple(round(v, 1) for v in box)} in {w}x{h}"
                 score[pos], found[pos] = np.nan, False
             box = clipped_box
         if box is None and config.fallback == "landmarks" and src != "landmarks" and lm is not None:
-            lm_clipped = _clip(lm, w, h, config.min_box_size)
+            lm_clipped = clip_box(lm, w, h, config.min_box_size)
             if lm_clipped is not None:
                 fell_back[_category(why)] += 1
                 box, src, fallback[pos], score[pos] = lm_clipped, "landmarks", True, np.nan

@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.data.datasets import read_boxes_table  # noqa: F401 (re-exported for the student and tests)
+from pipeline.device import resolve_device
 from pipeline.ensemble import ensemble_probs, validate_ensemble
 from pipeline.geometry import crop
 from pipeline.images import IMAGENET_MEAN, IMAGENET_STD, read_image
@@ -96,28 +98,6 @@ class TeacherLabelsConfig:
 
 # ---------------------------------------------------------------------------- inputs
 
-def read_boxes_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """boxes.parquet via the project reader (falls back to pandas with a column check)."""
-    try:
-        from pipeline.datasets.manifest import read_boxes  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from pipeline.relabel import read_boxes  # type: ignore[no-redef]
-        except ImportError:
-            read_boxes = None  # type: ignore[assignment]
-    if read_boxes is not None:
-        return read_boxes(path)
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"boxes file {str(p)!r} not found: run `hpekd relabel` first")
-    df = pd.read_parquet(p)
-    need = ["sample_id", "split", "root", "image_path", "status", "x1", "y1", "x2", "y2"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise ValueError(f"boxes file {str(p)!r} lacks column(s) {missing}")
-    return df
-
-
 def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
     """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
 
@@ -130,15 +110,6 @@ def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
 # ---------------------------------------------------------------------------- model
 
 _MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, torch.device]] = {}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available here")
-    return dev
 
 
 def cached_model(checkpoint: str, sha: str, device: str, compile_model: bool) -> tuple[torch.nn.Module, torch.device]:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.device import resolve_device
 from pipeline.data.loader import make_loader
 from pipeline.data.transforms import AugmentConfig
 from pipeline.images import normalize
@@ -105,18 +106,6 @@ class Runtime:
     @property
     def amp(self) -> bool:
         return self.device.type == "cuda"
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available (use device: cpu or auto)")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-    return dev
 
 
 def setup_runtime(device: str = "auto") -> Runtime:

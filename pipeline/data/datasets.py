@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.angles import THETA
+from pipeline.datasets.manifest import read_boxes
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
 from pipeline.geometry import View
 from pipeline.images import read_image
@@ -56,16 +57,11 @@ REQUIRED = ("split", "status", "dataset", "root", "image_path", "pitch", "yaw", 
 
 
 def read_boxes_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``boxes.parquet`` (via helper B's reader when present) and check the columns used here."""
+    """``boxes.parquet`` validated by :func:`pipeline.datasets.manifest.read_boxes`, in row order."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"boxes table {str(p)!r} not found (run `hpekd relabel` first)")
-    try:
-        from pipeline.datasets.manifest import read_boxes  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - depends on the other package being present
-        df = pd.read_parquet(p)
-    else:
-        df = read_boxes(p)
+    df = read_boxes(p)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"boxes table {str(p)!r} lacks column(s) {missing}")
