@@ -68,7 +68,7 @@ def cut_crops(z: torch.Tensor, size: Sequence[int], p: int, s: int) -> torch.Ten
     return v.permute(0, 2, 3, 1, 4, 5)
 
 
-def _as_nchw_uint8(z_batch: torch.Tensor) -> torch.Tensor:
+def _check_z_batch(z_batch: torch.Tensor) -> torch.Tensor:
     if z_batch.dim() != 4:
         raise ValueError(f"Z batch must be 4-D [B, H, W, 3] uint8, got shape {tuple(z_batch.shape)}")
     return z_batch
@@ -95,7 +95,7 @@ def crop_probs(
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    z = _as_nchw_uint8(z_batch).to(device, non_blocking=True)
+    z = _check_z_batch(z_batch).to(device, non_blocking=True)
     zf = normalize(z)  # [B, 3, H, W] float32, normalised once for all A crops
     views = cut_crops(zf, size, p, s)  # [B, n, n, 3, h, w]
     B = views.shape[0]
