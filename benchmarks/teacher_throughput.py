@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.checkpoint import save_checkpoint  # noqa: E402
-from pipeline.ensemble import ensemble_size  # noqa: E402
-from pipeline.images import write_image  # noqa: E402
-from pipeline.model import HeadPoseNet, ModelSpec  # noqa: E402
-from pipeline.teacher_job import TeacherLabelsConfig, cached_model, resolve_device, run_teacher_labels  # noqa: E402
+from pipeline.model.checkpoint import save_checkpoint  # noqa: E402
+from pipeline.teacher.ensemble import ensemble_size  # noqa: E402
+from pipeline.core.images import write_image  # noqa: E402
+from pipeline.model.network import HeadPoseNet, ModelSpec  # noqa: E402
+from pipeline.teacher.job import TeacherLabelsConfig, cached_model, resolve_device, run_teacher_labels  # noqa: E402
 
 
 def make_dataset(root: Path, n: int, image_size: int, seed: int = 0) -> Path:
@@ -61,7 +61,7 @@ def cpu_seconds() -> float:
 
 
 def bare_crops_per_s(cfg: TeacherLabelsConfig, ck: str, size: int, seconds: float) -> tuple[float, float]:
-    from pipeline.io import sha256_file
+    from pipeline.core.io import sha256_file
 
     model, dev = cached_model(ck, sha256_file(ck), cfg.device, cfg.compile)
     crops = cfg.chunk or cfg.batch_size * cfg.views * cfg.A

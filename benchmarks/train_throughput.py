@@ -5,7 +5,7 @@
 
 "Real": ``PoseDataset`` (decode, one-warp crop with a random flip/rotation, albumentations)
 through ``make_loader`` with DataLoader workers, then the engine's training step
-(``pipeline.train.train_one_epoch``: normalise on the device, bf16 autocast + channels-last
+(``pipeline.training.engine.train_one_epoch``: normalise on the device, bf16 autocast + channels-last
 on CUDA, eq. 4 loss, Adam). "In memory": the same step on one batch already on the device.
 Without ``--boxes`` it writes a tiny schematic-face dataset of 450×450 PNGs into a temporary
 folder. The last line is ``ratio <real/in-memory>`` (1.0 = the loader keeps up).
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.data.datasets import PoseDataset  # noqa: E402
 from pipeline.data.loader import make_loader  # noqa: E402
-from pipeline.model import HeadPoseNet, ModelSpec  # noqa: E402
-from pipeline.train import EngineConfig, make_optimizer, setup_runtime, stage1_fns, train_one_epoch  # noqa: E402
+from pipeline.model.network import HeadPoseNet, ModelSpec  # noqa: E402
+from pipeline.training.engine import EngineConfig, make_optimizer, setup_runtime, stage1_fns, train_one_epoch  # noqa: E402
 
 
 def _timed(model, batches, optimizer, loss_fn, rt, n_images: int) -> float:

@@ -7,9 +7,9 @@ _API = ("Predictor", "predict_images", "export_onnx", "ExportReport", "draw_axes
 
 
 def __getattr__(name: str):
-    """Lazy public API (pipeline.api) so `import pipeline` stays light (no torch, no cv2)."""
+    """Lazy public API (pipeline.inference.api) so `import pipeline` stays light (no torch, no cv2)."""
     if name in _API:
-        from pipeline import api
+        from pipeline.inference import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

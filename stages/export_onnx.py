@@ -29,7 +29,7 @@ Needs the optional extra: pip install 'hpekd[onnx]'.
 @user_errors
 def cli(checkpoint, out, opset, check) -> None:
     """Export CHECKPOINT (stage 1 or stage 2) to OUT (.onnx) with a dynamic batch axis."""
-    from pipeline.export import export_onnx
+    from pipeline.inference.export import export_onnx
 
     rep = export_onnx(checkpoint, out, opset=opset, check=check)
     msg = f"wrote {rep.path} (input {rep.input_size[0]}x{rep.input_size[1]}, {rep.bins} bins, opset {rep.opset})"

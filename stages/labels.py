@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipeline import labelstore
+from pipeline.teacher import labelstore
 from stages.common import user_errors
 
 

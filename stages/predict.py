@@ -48,7 +48,7 @@ def cli(inputs, model, out, fmt, draw_dir, ensemble, device, detector, batch_siz
 
     Faces are found with the relabeling detector and cropped exactly as in training.
     """
-    from pipeline.predict import Predictor, collect_inputs, output_format, write_rows
+    from pipeline.inference.predict import Predictor, collect_inputs, output_format, write_rows
 
     items = collect_inputs(inputs)  # missing paths fail here, before the model loads
     kind = output_format(None if out == "-" else out, fmt)

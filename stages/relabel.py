@@ -23,8 +23,8 @@ from stages.common import params_option, user_errors
 def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,
         no_progress: bool, params_path: str) -> None:
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
-    from pipeline.io import config_from_mapping, load_params, write_json
-    from pipeline.relabel import RelabelConfig, format_summary, read_manifest_table, relabel, write_boxes
+    from pipeline.core.io import config_from_mapping, load_params, write_json
+    from pipeline.relabel.job import RelabelConfig, format_summary, read_manifest_table, relabel, write_boxes
 
     config = config_from_mapping(RelabelConfig, load_params(params_path).get("relabel"), f"{params_path}: relabel")
     manifest = read_manifest_table(manifest_path)

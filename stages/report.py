@@ -22,13 +22,13 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(metrics_dir: str, grid_path: str | None, out_path: str, plot_path: str, params_path: str) -> None:
     """Write the Table-5 style MAE table (Markdown) and a bar chart (PNG)."""
-    from pipeline.report import ensemble_row_from_grid, markdown_table, write_report
+    from pipeline.evaluation.report import ensemble_row_from_grid, markdown_table, write_report
 
     extra = []
     if grid_path:
-        from pipeline.io import config_from_mapping, load_params
-        from pipeline.teacher_job import TeacherLabelsConfig
-        from pipeline.train import Stage1Config
+        from pipeline.core.io import config_from_mapping, load_params
+        from pipeline.teacher.job import TeacherLabelsConfig
+        from pipeline.training.engine import Stage1Config
 
         params = load_params(params_path)
         labels = config_from_mapping(TeacherLabelsConfig, params.get("teacher_labels"), f"{params_path}: teacher_labels")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.io import config_from_mapping, load_params
+from pipeline.core.io import config_from_mapping, load_params
 from stages.common import params_option, user_errors
 
 

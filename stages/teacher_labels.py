@@ -7,8 +7,8 @@ import json
 
 import click
 
-from pipeline.io import config_from_mapping, load_params
-from pipeline.teacher_job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.core.io import config_from_mapping, load_params
+from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from stages.common import params_option, user_errors
 
 

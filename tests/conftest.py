@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.angles import project_3ddfa, rotation_from_degrees
-from pipeline.images import write_image
+from pipeline.core.angles import project_3ddfa, rotation_from_degrees
+from pipeline.core.images import write_image
 
 # model-space points (x right, y up, z towards the camera), unit ≈ face half-width
 _POINTS = {

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.checkpoint import save_checkpoint
-from pipeline.detect import Detection
-from pipeline.model import HeadPoseNet, ModelSpec
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.relabel.detect import Detection
+from pipeline.model.network import HeadPoseNet, ModelSpec
 
 CELL = 80  # generated images are grids of CELL×CELL cells; a non-black cell holds one "face"
 MARGIN = 10

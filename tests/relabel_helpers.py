@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.images import write_image
+from pipeline.core.images import write_image
 
 
 def draw_cartoon_face(img: np.ndarray, cx: float, cy: float, s: float = 1.0) -> tuple[float, float, float, float]:
@@ -88,7 +88,7 @@ class BlobDetector:
         self.fail_after = fail_after
 
     def detect(self, rgb: np.ndarray) -> list:
-        from pipeline.detect import Detection
+        from pipeline.relabel.detect import Detection
 
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.checkpoint import save_checkpoint
-from pipeline.model import HeadPoseNet, ModelSpec
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.network import HeadPoseNet, ModelSpec
 
 
 def make_teacher_checkpoint(path: Path, size: int = 32, backbone: str = "resnet18", seed: int = 0) -> Path:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.angles import (
+from pipeline.core.angles import (
     angles_from_rotation, aflw_angles, augment_pose, biwi_angles, flip_pose, project_3ddfa,
     rotate_pose, rotation_3ddfa, rotation_from_degrees,
 )
-from pipeline.bins import BinGrid
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from pipeline.geometry import View, crop, crop_matrix, transform_points
-from pipeline.io import atomic_path, config_from_mapping
-from pipeline.model import HeadPoseNet, ModelSpec
+from pipeline.core.bins import BinGrid
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.core.geometry import View, crop, crop_matrix, transform_points
+from pipeline.core.io import atomic_path, config_from_mapping
+from pipeline.model.network import HeadPoseNet, ModelSpec
 from stages.cli import main
 
 RNG = np.random.default_rng(0)
@@ -164,7 +164,7 @@ def test_model_heads_and_checkpoint_architecture_check(tmp_path) -> None:
     loaded, state = model_from_checkpoint(path)
     assert loaded.spec == spec and state["input_size"] == [40, 40]
     other = HeadPoseNet(ModelSpec("resnet34", bin_sizes=(1, 4)))
-    from pipeline.checkpoint import load_model_state
+    from pipeline.model.checkpoint import load_model_state
     with pytest.raises(ValueError, match="does not match architecture resnet34"):
         load_model_state(other, state["model"], where=str(path))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.datasets.boxfile import FileBox, load_box_file
-from pipeline.datasets.common import DatasetSpec, IndexConfig
-from pipeline.datasets.landmarks import landmark_box
-from pipeline.datasets.manifest import (
+from pipeline.manifest.boxfile import FileBox, load_box_file
+from pipeline.manifest.spec import DatasetSpec, IndexConfig
+from pipeline.manifest.landmarks import landmark_box
+from pipeline.manifest.index import (
     COLUMNS, build_manifest, index_datasets, read_boxes, read_manifest, summarize, to_frame, write_manifest,
 )
-from pipeline.images import read_image
-from pipeline.io import config_from_mapping
+from pipeline.core.images import read_image
+from pipeline.core.io import config_from_mapping
 from datasets_helpers import (
     biwi_rotation_file, face_points, make_300w_lp, make_aflw, make_aflw2000, make_biwi, make_biwi_npz,
     write_box_json, write_pose_mat,

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.ensemble import crop_offsets, crop_probs, ensemble_probs, ensemble_size, subset_mean
-from pipeline.geometry import View, crop
-from pipeline.images import normalize, read_image
-from pipeline.model import HeadPoseNet, ModelSpec
-from pipeline.views import views_array, views_for
+from pipeline.teacher.ensemble import crop_offsets, crop_probs, ensemble_probs, ensemble_size, subset_mean
+from pipeline.core.geometry import View, crop
+from pipeline.core.images import normalize, read_image
+from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.core.views import views_array, views_for
 
 SIZE = (32, 32)
 

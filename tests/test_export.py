@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.checkpoint import model_from_checkpoint
-from pipeline.export import export_onnx
+from pipeline.model.checkpoint import model_from_checkpoint
+from pipeline.inference.export import export_onnx
 from predict_helpers import make_checkpoint
 from stages.export_onnx import cli as export_cli
 

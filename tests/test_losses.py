@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.bins import BinGrid
-from pipeline.losses import stage1_loss, student_loss
+from pipeline.core.bins import BinGrid
+from pipeline.model.losses import stage1_loss, student_loss
 
 
 @pytest.mark.parametrize(

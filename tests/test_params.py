@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.datasets.common import IndexConfig
-from pipeline.ensemble_grid import EnsembleGridConfig
-from pipeline.evaluate import EvalConfig
-from pipeline.io import config_from_mapping
-from pipeline.relabel import RelabelConfig
-from pipeline.student import StudentConfig
+from pipeline.manifest.spec import IndexConfig
+from pipeline.evaluation.ensemble_grid import EnsembleGridConfig
+from pipeline.evaluation.evaluate import EvalConfig
+from pipeline.core.io import config_from_mapping
+from pipeline.relabel.job import RelabelConfig
+from pipeline.training.student import StudentConfig
 from pipeline.synth.generate import SynthConfig
-from pipeline.teacher_job import TeacherLabelsConfig
-from pipeline.train import Stage1Config
+from pipeline.teacher.job import TeacherLabelsConfig
+from pipeline.training.engine import Stage1Config
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {

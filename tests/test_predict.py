@@ -12,13 +12,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.angles import project_3ddfa
-from pipeline.checkpoint import model_from_checkpoint
-from pipeline.detect import register_detector
-from pipeline.drawing import axes_endpoints, draw_axes
-from pipeline.geometry import crop
-from pipeline.images import normalize, write_image
-from pipeline.predict import (
+from pipeline.core.angles import project_3ddfa
+from pipeline.model.checkpoint import model_from_checkpoint
+from pipeline.relabel.detect import register_detector
+from pipeline.inference.drawing import axes_endpoints, draw_axes
+from pipeline.core.geometry import crop
+from pipeline.core.images import normalize, write_image
+from pipeline.inference.predict import (
     NO_FACE, ROW_FIELDS, Predictor, collect_inputs, output_format, parse_ensemble, predict_images, read_rows,
 )
 from predict_helpers import GridDetector, make_checkpoint, make_grid_image, write_video
@@ -138,7 +138,7 @@ def test_arrays_and_predict_images(ckpt: Path) -> None:
 
 
 def test_boxes_are_clipped_like_relabeling(ckpt: Path) -> None:
-    from pipeline.detect import Detection
+    from pipeline.relabel.detect import Detection
 
     class Outside:
         def detect(self, rgb):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline import detect
-from pipeline.relabel import RelabelConfig, load_box_file, read_boxes, relabel, select_face
+from pipeline.relabel import detect
+from pipeline.relabel.job import RelabelConfig, load_box_file, read_boxes, relabel, select_face
 from relabel_helpers import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
 from stages.cli import main
 

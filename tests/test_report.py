@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.report import collect, markdown_table, parse_eval, write_report
+from pipeline.evaluation.report import collect, markdown_table, parse_eval, write_report
 from stages.report import cli
 
 
@@ -99,7 +99,7 @@ def _grid(path: Path) -> Path:
 
 
 def test_ensemble_row_from_grid(metrics: Path, tmp_path: Path) -> None:
-    from pipeline.report import ensemble_row_from_grid
+    from pipeline.evaluation.report import ensemble_row_from_grid
 
     row = ensemble_row_from_grid(_grid(tmp_path / "grid.json"), 2, 2, "resnet50")
     assert row.label == "Ensemble-ResNet50" and row.results["AFLW2000"].pitch == pytest.approx(4.2)
@@ -122,7 +122,7 @@ def test_cli_with_ensemble_grid(metrics: Path, tmp_path: Path) -> None:
 
 
 def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
-    """The JSON of `hpekd evaluate` (pipeline.evaluate.evaluate_checkpoint), with its identity check."""
+    """The JSON of `hpekd evaluate` (pipeline.evaluation.evaluate.evaluate_checkpoint), with its identity check."""
     block = {"mae_pitch": 5.0, "mae_yaw": 4.0, "mae_roll": 3.0, "mae_mean": 4.0, "n": 9, "dropped": 0}
     data = {"model": "models/student_resnet18.pt", "kind": "student", "backbone": "resnet18", "split": "test",
             "datasets": {"synth_test": block, "biwi": {**block, "mae_mean": 4.5}}, "all": block}

@@ -12,12 +12,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.datasets import PoseDataset
-from pipeline.evaluate import EvalConfig, evaluate_checkpoint
-from pipeline.io import config_from_mapping
-from pipeline.model import HeadPoseNet, ModelSpec
-from pipeline.train import Stage1Config, baseline_mae, train_teacher
+from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+from pipeline.core.io import config_from_mapping
+from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.training.engine import Stage1Config, baseline_mae, train_teacher
 from stages.cli import main
 from conftest import make_tiny_dataset
 
@@ -59,7 +59,7 @@ def test_training_beats_mean_baseline_and_evaluate_cli(tmp_path: Path) -> None:
     e = json.loads(ev.read_text())
     assert set(e["datasets"]) == {"tiny_test"} and e["all"]["n"] == 32
     assert e["all"]["mae_mean"] == pytest.approx(m["final"]["mae_mean"], abs=1e-3)  # same numbers as the engine
-    from pipeline.images import read_image
+    from pipeline.core.images import read_image
 
     assert read_image(grid).shape[0] > 64
     r = CliRunner().invoke(main, ["evaluate", "--model", str(out), "--boxes", str(boxes), "--metrics", str(ev),
@@ -161,7 +161,7 @@ def test_cli_bad_inputs(tiny_boxes: Path, tmp_path: Path) -> None:
 
 
 def test_weights_from_matching_backbone_load(tiny_boxes: Path, tmp_path: Path) -> None:
-    from pipeline.train import load_backbone_weights
+    from pipeline.training.engine import load_backbone_weights
 
     src = HeadPoseNet(ModelSpec("resnet18", (1,)))
     path = tmp_path / "r18.pth"
@@ -209,7 +209,7 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(
         "import torch\ntorch.set_num_threads(1)\n"
-        "from pipeline.train import Stage1Config, train_teacher\n"
+        "from pipeline.training.engine import Stage1Config, train_teacher\n"
         "cfg = Stage1Config(backbone='resnet18', input_size=32, batch_size=4, workers=0, epochs=1, device='cpu')\n"
         f"train_teacher(cfg, {str(boxes)!r}, {str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}, progress=False)\n"
     )

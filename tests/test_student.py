@@ -11,17 +11,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline import labelstore
-from pipeline.bins import BinGrid
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.teacher import labelstore
+from pipeline.core.bins import BinGrid
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.data.datasets import read_boxes_table
-from pipeline.images import read_image
-from pipeline.student import (
+from pipeline.core.images import read_image
+from pipeline.training.student import (
     StudentConfig, TeacherTable, check_memory, check_provenance, load_teacher_labels, student_dataset,
     student_fns, teacher_input, train_student,
 )
-from pipeline.teacher_job import ZDataset
-from pipeline.train import Runtime, evaluate
+from pipeline.teacher.job import ZDataset
+from pipeline.training.engine import Runtime, evaluate
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from stages.train_student import cli
@@ -225,7 +225,7 @@ def test_short_training_lowers_mae_and_cli_resume(data: tuple[Path, Path], tmp_p
     args = ["--labels", str(store), "--boxes", str(boxes), "--backbone", "resnet18", "--out", str(out),
             "--metrics", str(metrics), "--plots", str(plots), "--params", str(params), "--no-progress"]
     torch.manual_seed(0)
-    from pipeline.model import HeadPoseNet
+    from pipeline.model.network import HeadPoseNet
 
     before = _test_mae(HeadPoseNet(StudentConfig().spec()), boxes)
     res = CliRunner().invoke(cli, args)

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from pipeline.angles import flip_pose, project_3ddfa
+from pipeline.core.angles import flip_pose, project_3ddfa
 from pipeline.synth import (
     FLIP_PERM, SynthConfig, draw_sample, landmarks_model, render_head, render_onto, sample_head, sample_name,
     synthesize,

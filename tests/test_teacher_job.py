@@ -20,13 +20,13 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import make_tiny_dataset
-from pipeline import labelstore
-from pipeline.ensemble import ensemble_probs
-from pipeline.geometry import crop
-from pipeline.images import read_image
-from pipeline.io import sha256_file
-from pipeline.teacher_job import TeacherLabelsConfig, run_teacher_labels
-from pipeline.views import view_from_row
+from pipeline.teacher import labelstore
+from pipeline.teacher.ensemble import ensemble_probs
+from pipeline.core.geometry import crop
+from pipeline.core.images import read_image
+from pipeline.core.io import sha256_file
+from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.core.views import view_from_row
 from stages.cli import main
 from teacher_helpers import make_teacher_checkpoint
 
@@ -93,7 +93,7 @@ def test_store_content_and_provenance(env):
     assert len(store_files(env["ref"])) < 30
     # row 5, view 1 equals the ensemble of its replayed view computed directly
     r = train.iloc[5]
-    model = __import__("pipeline.checkpoint", fromlist=["x"]).model_from_checkpoint(str(env["ck"]))[0].eval()
+    model = __import__("pipeline.model.checkpoint", fromlist=["x"]).model_from_checkpoint(str(env["ck"]))[0].eval()
     z = crop(read_image(f"{r.root}/{r.image_path}"), (r.x1, r.y1, r.x2, r.y2), (32, 32), pad=2,
              view=view_from_row(views[5, 1]))
     want = ensemble_probs(model, torch.from_numpy(z)[None], (32, 32), 2, 2)[0].numpy()

@@ -3,7 +3,7 @@
 Each item is a dict of tensors (collated by the default DataLoader collate):
 
 - ``image``: uint8 [3, h, w] RGB crop (normalisation happens on the device in the training
-  step with :func:`pipeline.images.normalize`);
+  step with :func:`pipeline.core.images.normalize`);
 - ``target``: float32 [3] (pitch, yaw, roll) in degrees, corrected for the view;
 - ``index``: int64, the row's position in the boxes table (= the manifest row and the label
   store row, DESIGN §6/§7);
@@ -44,11 +44,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.angles import THETA
-from pipeline.datasets.manifest import read_boxes
+from pipeline.core.angles import THETA
+from pipeline.manifest.index import read_boxes
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
-from pipeline.geometry import View
-from pipeline.images import read_image
+from pipeline.core.geometry import View
+from pipeline.core.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ REQUIRED = ("split", "status", "dataset", "root", "image_path", "pitch", "yaw", 
 
 
 def read_boxes_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """``boxes.parquet`` validated by :func:`pipeline.datasets.manifest.read_boxes`, in row order."""
+    """``boxes.parquet`` validated by :func:`pipeline.manifest.index.read_boxes`, in row order."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"boxes table {str(p)!r} not found (run `hpekd relabel` first)")

@@ -4,8 +4,8 @@ Two parts, applied in this order:
 
 1. **Geometric** (changes the pose): horizontal flip (p = 0.5) then an in-plane rotation
    uniform in [-15°, 15°], done together with the box crop as ONE affine warp
-   (:func:`pipeline.geometry.crop`); the target angles are corrected exactly through rotation
-   matrices (:meth:`pipeline.geometry.View.pose`). A view is a plain :class:`View` value, so
+   (:func:`pipeline.core.geometry.crop`); the target angles are corrected exactly through rotation
+   matrices (:meth:`pipeline.core.geometry.View.pose`). A view is a plain :class:`View` value, so
    the teacher-label job and the student replay it from its explicit parameters.
 2. **Photometric** (keeps the pose): the albumentations list of DESIGN §9, built with
    ``strict=True`` so a misspelt (e.g. albumentations 1.x) argument is an error.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import albumentations as A
 import numpy as np
 
-from pipeline.geometry import View, crop
+from pipeline.core.geometry import View, crop
 
 
 @dataclass(frozen=True)

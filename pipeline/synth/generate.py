@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.io import atomic_path, write_json
+from pipeline.core.io import atomic_path, write_json
 
 from .head import HeadParams, sample_head
 from .matio import write_label_mat, write_pts_mat

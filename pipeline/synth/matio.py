@@ -5,7 +5,7 @@ What is stored (per face; all float64):
 - ``Pose_Para`` 1×7: pitch, yaw, roll in **radians** (the 3DDFA angles the image was rendered
   with), tx, ty, tz (3DDFA translation, y-up frame) and the scale ``s``; a model point ``v``
   of :func:`pipeline.synth.head.landmarks_model` projects to ``s·R·v + t`` and image row
-  ``H − 1 − y'`` (:func:`pipeline.angles.project_3ddfa`). The model unit is about half a face
+  ``H − 1 − y'`` (:func:`pipeline.core.angles.project_3ddfa`). The model unit is about half a face
   width, so ``s`` is in pixels per unit (300W-LP's BFM scale is in other units; only the
   angles are used downstream).
 - ``pt2d`` 2×68: image x, y of the 68 iBUG landmarks (projected model landmarks; no

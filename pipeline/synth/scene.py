@@ -1,7 +1,7 @@
 """Rendering a head into an image: placement with the 3DDFA projection, shading, backgrounds,
 occluders, and the pose distribution.
 
-Projection is exactly DESIGN §3 (:func:`pipeline.angles.project_3ddfa`): a model point ``v``
+Projection is exactly DESIGN §3 (:func:`pipeline.core.angles.project_3ddfa`): a model point ``v``
 lands at ``s·R·v + t`` with ``R = rotation_from_degrees(pitch, yaw, roll)`` and image row
 ``H − 1 − y'``. ``s`` is chosen so that the face width (jaw landmark 0 to 16 at zero pose) is
 ``face_size`` pixels, and ``t`` so that the centre of the landmark box lands on ``center``.
@@ -16,7 +16,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from pipeline.angles import THETA, rotation_from_degrees
+from pipeline.core.angles import THETA, rotation_from_degrees
 
 from .head import HeadParams, Mesh, body_meshes, head_mesh, landmarks_model, sample_head
 from .raster import rasterize

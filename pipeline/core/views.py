@@ -1,0 +1,65 @@
+"""Seeded geometric views of the teacher-label store (DESIGN §6).
+
+Every training sample gets ``V`` views. View 0 is the identity; view ``v > 0`` is drawn from
+a numpy generator seeded by a stable hash of ``(seed, sample_id, v)``: a horizontal flip with
+probability ``flip_prob`` and a rotation uniform in ``[-max_angle, max_angle]`` degrees (the
+pose-changing augmentation of DESIGN §9). Keyed draws make a view independent of row order,
+of which process computes it and of how many views were asked for, so the teacher job and the
+student reproduce the same view from nothing but the sample id.
+
+The angle is rounded to float32 *before* use, because the store keeps views as float32 and
+the student replays what is stored: teacher and student then warp with the same matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from pipeline.core.geometry import View
+
+FLIP_PROB = 0.5
+MAX_ANGLE = 15.0
+
+
+def _generator(seed: int, sample_id: str, view: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}/{sample_id}/{view}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def draw_view(
+    sample_id: str, view: int, seed: int, flip_prob: float = FLIP_PROB, max_angle: float = MAX_ANGLE
+) -> View:
+    """View ``view`` of ``sample_id``; ``view == 0`` is the identity."""
+    if view == 0:
+        return View()
+    rng = _generator(seed, sample_id, view)
+    flip = bool(rng.random() < flip_prob)
+    angle = float(np.float32(rng.uniform(-max_angle, max_angle)))
+    return View(flip=flip, angle=angle)
+
+
+def views_for(
+    sample_id: str, n_views: int, seed: int, flip_prob: float = FLIP_PROB, max_angle: float = MAX_ANGLE
+) -> list[View]:
+    """The ``n_views`` views of one sample (view 0 first, the identity)."""
+    if n_views < 1:
+        raise ValueError(f"number of views {n_views!r} must be >= 1 (view 0 is the identity)")
+    return [draw_view(sample_id, v, seed, flip_prob, max_angle) for v in range(n_views)]
+
+
+def views_array(
+    sample_ids: list[str], n_views: int, seed: int, flip_prob: float = FLIP_PROB, max_angle: float = MAX_ANGLE
+) -> np.ndarray:
+    """float32 [N, V, 2]: (flip flag 0/1, angle in degrees) as stored in the label store."""
+    out = np.zeros((len(sample_ids), n_views, 2), dtype=np.float32)
+    for i, sid in enumerate(sample_ids):
+        for v, view in enumerate(views_for(sid, n_views, seed, flip_prob, max_angle)):
+            out[i, v] = (1.0 if view.flip else 0.0, view.angle)
+    return out
+
+
+def view_from_row(row: np.ndarray) -> View:
+    """Rebuild a :class:`View` from one stored ``views[i, v]`` row (flip flag, angle)."""
+    return View(flip=bool(row[0] >= 0.5), angle=float(row[1]))

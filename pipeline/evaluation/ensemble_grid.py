@@ -1,0 +1,151 @@
+"""The (p, s) grid of convolutional ensembles on a test set (paper Tables 2–4, Fig. 6).
+
+ONE pass with ``p = p_max, s = 1`` evaluates every crop offset of the largest region Z once;
+every (p, s) ensemble with ``p ≤ p_max`` is then a subset mean of those crops
+(:func:`pipeline.teacher.ensemble.subset_mean`: offsets ``(p_max − p + s·i, p_max − p + s·j)``), so
+the whole table costs one ``(2·p_max + 1)²`` ensemble per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
+from pipeline.core.io import atomic_path, write_json
+from pipeline.teacher.job import ZDataset, cached_model, read_boxes_table, _loader_workers
+
+log = logging.getLogger(__name__)
+
+ANGLES = ("pitch", "yaw", "roll")
+
+
+@dataclass(frozen=True)
+class EnsembleGridConfig:
+    """params.yaml section ``ensemble_grid``. Output-defining: p_max, s, split, theta_range."""
+
+    p_max: int = 15
+    s: tuple[int, ...] = (1, 3, 5, 15)
+    split: str = "test"
+    theta_range: float = 99.0  # keep samples with all angles in [-θ, θ] (DESIGN §8)
+    batch_size: int = 4  # images per pass (each brings (2·p_max+1)² crops)
+    chunk: int = 1024  # crops per forward pass
+    loader_workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.s:
+            raise ValueError("ensemble_grid.s is empty: give at least one stride")
+        for s in self.s:
+            validate_ensemble(0, s)
+        if self.p_max < 0:
+            raise ValueError(f"ensemble_grid.p_max={self.p_max} must be >= 0")
+
+    def grid(self) -> list[tuple[int, int]]:
+        """All (p, s) with p a multiple of s, 0 ≤ p ≤ p_max."""
+        return [(p, s) for s in sorted(set(self.s)) for p in range(0, self.p_max + 1, s)]
+
+
+def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> list[dict[str, Any]]:
+    """MAE rows (dataset, p, s, A, mae_pitch, mae_yaw, mae_roll, mae) for every (p, s)."""
+    from pipeline.model.checkpoint import load_checkpoint
+    from pipeline.core.io import sha256_file
+    from pipeline.model.network import ModelSpec
+
+    state = load_checkpoint(checkpoint)
+    spec = ModelSpec.from_dict(state["model_spec"])
+    size = (int(state["input_size"][0]), int(state["input_size"][1]))
+    head = spec.predict_key
+    grid = spec.grids[head]
+    del state
+    df = read_boxes_table(boxes)
+    gt = df[list(ANGLES)].to_numpy(np.float64)
+    keep = np.array((df["status"].astype(str) == "ok") & (df["split"].astype(str) == cfg.split), dtype=bool)
+    keep &= np.isfinite(gt).all(1) & (np.abs(gt) <= cfg.theta_range).all(1)
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        raise ValueError(f"{boxes!r} has no usable {cfg.split!r} rows with known angles in range")
+    sel = df.iloc[rows]
+    paths = [str(Path(r) / ip) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
+    box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+    datasets = sel["dataset"].astype(str).to_numpy()
+    model, dev = cached_model(checkpoint, sha256_file(checkpoint), cfg.device, False)
+    ds = ZDataset(paths, box_arr, np.zeros((len(rows), 1, 2), np.float32), size, cfg.p_max)
+    nw = _loader_workers(cfg.loader_workers)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=nw,
+                                         pin_memory=dev.type == "cuda", prefetch_factor=4 if nw else None)
+    combos = cfg.grid()
+    err = {c: np.zeros((len(rows), 3)) for c in combos}
+    off = 0
+    from tqdm import tqdm
+
+    for zb in tqdm(loader, desc="ensemble grid", unit="batch", disable=None):
+        B = zb.shape[0]
+        probs = crop_probs(model, zb[:, 0], size, cfg.p_max, 1, head=head, chunk=cfg.chunk, device=dev, amp=cfg.amp)
+        truth = torch.as_tensor(gt[rows[off : off + B]], device=dev, dtype=torch.float32)
+        for c in combos:
+            pred = grid.decode_probs(subset_mean(probs, cfg.p_max, *c))
+            err[c][off : off + B] = (pred - truth).abs().cpu().numpy()
+        off += B
+    out = []
+    for name in sorted(set(datasets)):
+        m = datasets == name
+        for p, s in combos:
+            mae = err[(p, s)][m].mean(0)
+            out.append({"dataset": name, "p": p, "s": s, "A": ensemble_size(p, s), "n": int(m.sum()),
+                        **{f"mae_{a}": round(float(v), 4) for a, v in zip(ANGLES, mae)},
+                        "mae": round(float(mae.mean()), 4)})
+    return out
+
+
+def write_grid(rows: list[dict[str, Any]], cfg: EnsembleGridConfig, json_path: str, csv_path: str, png_path: str) -> None:
+    """JSON (metrics: table + best per dataset), CSV (plots) and the Fig. 6 heat map."""
+    best = {}
+    for r in rows:
+        if r["dataset"] not in best or r["mae"] < best[r["dataset"]]["mae"]:
+            best[r["dataset"]] = r
+    single = {r["dataset"]: r["mae"] for r in rows if r["p"] == 0}
+    write_json(json_path, {"p_max": cfg.p_max, "s": list(cfg.s), "best": best, "single": single, "rows": rows})
+    with atomic_path(csv_path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_heatmap(rows, cfg, png_path)
+
+
+def plot_heatmap(rows: list[dict[str, Any]], cfg: EnsembleGridConfig, png_path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["dataset"] for r in rows})
+    strides = sorted(set(cfg.s))
+    fig, axes = plt.subplots(len(names), 1, figsize=(max(5, 0.55 * (cfg.p_max + 2)), 1.2 + 0.6 * len(strides) * len(names)),
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        mat = np.full((len(strides), cfg.p_max + 1), np.nan)
+        for r in rows:
+            if r["dataset"] == name:
+                mat[strides.index(r["s"]), r["p"]] = r["mae"]
+        im = ax.imshow(mat, cmap="viridis_r", aspect="auto")
+        for (i, j), v in np.ndenumerate(mat):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
+        ax.set_xticks(range(cfg.p_max + 1))
+        ax.set_yticks(range(len(strides)), [str(s) for s in strides])
+        ax.set_xlabel("padding p")
+        ax.set_ylabel("stride s")
+        ax.set_title(f"{name}: ensemble MAE (mean of pitch, yaw, roll)")
+        fig.colorbar(im, ax=ax, label="MAE°")
+    fig.tight_layout()
+    with atomic_path(png_path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,89 @@
+"""Pose axes drawn on images, in the project's angle convention (DESIGN §3).
+
+The axes are the unit vectors of the head's model frame (x right, y up, z towards the
+camera) rotated with :func:`pipeline.core.angles.rotation_from_degrees` and projected the way
+300W-LP was generated (weak perspective, image ``y`` pointing down), so a drawing agrees with
+:func:`pipeline.core.angles.project_3ddfa` and with every label in the project.
+
+HopeNet's ``draw_axis`` computes the same projection with a hand-expanded formula (its green
+axis is our −y: it points down the face); here it is derived from the rotation itself so it
+can never drift from the convention. Colours (RGB): x red, y green, z blue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.core.angles import rotation_from_degrees
+
+AXIS_COLORS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # RGB: x, y, z
+
+
+def axes_endpoints(
+    pitch: float, yaw: float, roll: float, center: Sequence[float], size: float
+) -> np.ndarray:
+    """Image coordinates [3, 2] of the tips of the x, y, z axes of length ``size`` at ``center``.
+
+    ``R @ e_k`` projected orthographically with the y flip of :func:`project_3ddfa`.
+    """
+    r = rotation_from_degrees(pitch, yaw, roll)
+    cx, cy = float(center[0]), float(center[1])
+    # columns of R are the rotated unit axes; image y = -model y'
+    return np.stack([cx + size * r[0, :], cy - size * r[1, :]], axis=1)
+
+
+def draw_axes(
+    rgb: np.ndarray,
+    pitch: float,
+    yaw: float,
+    roll: float,
+    center: Sequence[float],
+    size: float,
+    thickness: int = 2,
+    colors: Sequence[tuple[int, int, int]] = AXIS_COLORS,
+) -> np.ndarray:
+    """Draw the pose axes on ``rgb`` (uint8 HWC, modified in place) and return it.
+
+    ``center`` = (x, y) pixel origin of the axes (e.g. the face box center), ``size`` = axis
+    length in pixels (e.g. half the box height). For a predicted-vs-true figure draw the
+    prediction with a larger ``thickness`` than the ground truth.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"draw_axes needs an RGB uint8 [H, W, 3] image, got {rgb.dtype} {rgb.shape}")
+    if not rgb.flags.c_contiguous or not rgb.flags.writeable:
+        raise ValueError("draw_axes draws in place: pass a writeable C-contiguous array (np.ascontiguousarray)")
+    tips = axes_endpoints(pitch, yaw, roll, center, size)
+    origin = (int(round(center[0])), int(round(center[1])))
+    for k in range(3):
+        tip = (int(round(tips[k, 0])), int(round(tips[k, 1])))
+        cv2.line(rgb, origin, tip, tuple(int(c) for c in colors[k]), int(thickness), cv2.LINE_AA)
+    return rgb
+
+
+def draw_face(
+    rgb: np.ndarray,
+    box: Sequence[float],
+    pitch: float,
+    yaw: float,
+    roll: float,
+    thickness: int = 2,
+    box_color: tuple[int, int, int] | None = (255, 255, 0),
+    label: bool = True,
+) -> np.ndarray:
+    """Box (optional), pose axes at the box center (length = half the box height) and a
+    ``p/y/r`` caption, as written by ``hpekd predict --draw``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if box_color is not None:
+        cv2.rectangle(rgb, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))),
+                      box_color, max(1, thickness // 2), cv2.LINE_AA)
+    draw_axes(rgb, pitch, yaw, roll, ((x1 + x2) / 2, (y1 + y2) / 2), (y2 - y1) / 2, thickness)
+    if label:
+        scale = max(0.3, min(1.0, (x2 - x1) / 250))
+        text = f"p{pitch:+.0f} y{yaw:+.0f} r{roll:+.0f}"
+        org = (int(round(x1)), max(10, int(round(y1)) - 4))
+        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return rgb

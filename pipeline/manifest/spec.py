@@ -1,0 +1,203 @@
+"""Configuration and row helpers shared by the dataset readers.
+
+A reader is a function ``read(spec: DatasetSpec, ctx: ReadContext) -> list[dict]`` returning
+one row per face with the manifest columns (see :data:`pipeline.manifest.index.COLUMNS`).
+Per-file problems (an unreadable ``.mat``, a ``.mat`` without ``Pose_Para``, an unreadable
+pose file) go through :meth:`ReadContext.problem`: with ``on_error: raise`` (default) they stop
+the index with a one-line error naming the file and what was expected; with
+``on_error: reject`` the row is kept with ``status = "rejected"`` and a short reason.
+Data properties (an angle outside [−99, 99], a face without a pose) are always rejected rows,
+never errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.io import config_from_mapping
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("300w_lp", "aflw2000", "biwi", "biwi_npz", "aflw")
+SPLITS = ("train", "test", "auto")
+ON_ERROR = ("raise", "reject")
+W300LP_SUBSETS = ("AFW", "AFW_Flip", "HELEN", "HELEN_Flip", "IBUG", "IBUG_Flip", "LFPW", "LFPW_Flip")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+# format-specific keys of DatasetSpec (None = not set); any other format must leave them unset
+_FORMAT_KEYS = {
+    "subsets": ("300w_lp",),
+    "test_first": ("aflw",),
+    "test_groups": ("biwi",),
+    "sqlite": ("aflw",),
+    "image_dir": ("aflw",),
+    "channels": ("biwi_npz",),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of ``index.datasets`` in params.yaml.
+
+    ``split``: ``train`` | ``test`` | ``auto``. ``auto`` is the paper's protocol for the
+    format: 300W-LP → train; AFLW2000 → test; BIWI → test, or by sequence when
+    ``test_groups`` is given (protocol 3: listed sequences test, the others train);
+    BIWI npz → test; AFLW → the first ``test_first`` images test, the rest train (protocol 2).
+    """
+
+    name: str
+    format: str
+    root: str
+    split: str = "auto"
+    subsets: tuple[str, ...] | None = None       # 300w_lp: subset folders (default the 8 of 300W-LP)
+    test_first: int | None = None                # aflw: first N images are test (default 2000)
+    test_groups: tuple[str, ...] | None = None   # biwi: sequences ("01".."24") that are test
+    sqlite: str | None = None                    # aflw: database, relative to root (default aflw.sqlite)
+    image_dir: str | None = None                 # aflw: folder under root of FaceImages.filepath (default flickr)
+    channels: str | None = None                  # biwi_npz: channel order of `image` (default bgr, FSA-Net used cv2)
+
+    def __post_init__(self) -> None:
+        where = f"index dataset {self.name!r}"
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/#\\"):
+            raise ValueError(f"index dataset name {self.name!r} must be a non-empty string without '/', '#', '\\'")
+        if self.format not in FORMATS:
+            raise ValueError(f"{where}: unknown dataset format {self.format!r}; known formats: {list(FORMATS)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"{where}: split {self.split!r} must be one of {list(SPLITS)}")
+        if not isinstance(self.root, str) or not self.root:
+            raise ValueError(f"{where}: root must be a path")
+        for key, formats in _FORMAT_KEYS.items():
+            if getattr(self, key) is not None and self.format not in formats:
+                raise ValueError(f"{where}: key {key!r} is not used by format {self.format!r} (only {list(formats)})")
+        for key in ("subsets", "test_groups"):
+            v = getattr(self, key)
+            if v is not None:
+                if isinstance(v, str) or not all(isinstance(s, (str, int)) for s in v):
+                    raise ValueError(f"{where}: {key} must be a list of names, got {v!r}")
+                object.__setattr__(self, key, tuple(_group_name(s) if key == "test_groups" else str(s) for s in v))
+        if self.test_first is not None and (not isinstance(self.test_first, int) or self.test_first < 0):
+            raise ValueError(f"{where}: test_first must be an integer >= 0, got {self.test_first!r}")
+        if self.channels is not None and self.channels not in ("bgr", "rgb"):
+            raise ValueError(f"{where}: channels must be 'bgr' or 'rgb', got {self.channels!r}")
+
+    # resolved format-specific settings
+    @property
+    def subset_list(self) -> tuple[str, ...]:
+        return self.subsets if self.subsets is not None else W300LP_SUBSETS
+
+    @property
+    def test_first_n(self) -> int:
+        return 2000 if self.test_first is None else self.test_first
+
+    @property
+    def test_group_set(self) -> tuple[str, ...]:
+        return self.test_groups or ()
+
+    @property
+    def sqlite_name(self) -> str:
+        return self.sqlite or "aflw.sqlite"
+
+    @property
+    def image_dir_name(self) -> str:
+        return "flickr" if self.image_dir is None else self.image_dir
+
+    @property
+    def channel_order(self) -> str:
+        return self.channels or "bgr"
+
+
+def _group_name(s: str | int) -> str:
+    """BIWI sequence names are two digits: 1 → "01"."""
+    return f"{s:02d}" if isinstance(s, int) else str(s)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """params.yaml section ``index``."""
+
+    datasets: tuple[Any, ...] = ()
+    check_images: bool = True      # decode every image (fast reduced decode); else: exists and non-empty
+    on_error: str = "raise"        # raise | reject: a broken annotation/image file stops the index or is a rejected row
+    workers: int = 2               # threads for the image check / npz extraction
+
+    def __post_init__(self) -> None:
+        specs = []
+        for i, d in enumerate(self.datasets):
+            if isinstance(d, DatasetSpec):
+                specs.append(d)
+            elif isinstance(d, Mapping):
+                specs.append(config_from_mapping(DatasetSpec, d, f"index.datasets[{i}]"))
+            else:
+                raise ValueError(f"index.datasets[{i}] must be a mapping {{name, format, root, split, ...}}, got {d!r}")
+        if not specs:
+            raise ValueError("index.datasets is empty: list at least one dataset {name, format, root, split}")
+        names = Counter(s.name for s in specs)
+        dups = sorted(n for n, c in names.items() if c > 1)
+        if dups:
+            raise ValueError(f"index.datasets: duplicate dataset name(s) {dups}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"index.on_error {self.on_error!r} must be one of {list(ON_ERROR)}")
+        if not isinstance(self.check_images, bool):
+            raise ValueError(f"index.check_images must be true or false, got {self.check_images!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"index.workers must be an integer >= 1, got {self.workers!r}")
+        object.__setattr__(self, "datasets", tuple(specs))
+
+
+@dataclass
+class ReadContext:
+    """What a reader needs besides its spec: the error policy and where to extract images."""
+
+    on_error: str = "raise"
+    extract_root: Path | None = None   # biwi_npz: images are extracted to <extract_root>/<name>/
+    workers: int = 2
+    progress: bool = False
+    logged: Counter = field(default_factory=Counter)
+
+    def problem(self, row: dict, reason: str, detail: str) -> dict:
+        """A broken file: raise ``ValueError(detail)`` or return ``row`` rejected with ``reason``."""
+        if self.on_error == "raise":
+            raise ValueError(f"{detail} (set index.on_error: reject to record such files as rejected rows)")
+        key = (row.get("dataset"), reason)
+        self.logged[key] += 1
+        if self.logged[key] <= 5:
+            log.warning("rejected: %s", detail)
+        return reject(row, reason)
+
+
+def reject(row: dict, reason: str) -> dict:
+    row["status"] = "rejected"
+    row["reason"] = reason
+    return row
+
+
+def make_row(
+    spec: DatasetSpec, root: str, image_path: str, split: str, face: int | str = 0,
+    angles: Sequence[float] | None = None, lm_box: Sequence[float] | None = None, group: str = "",
+) -> dict:
+    """One manifest row; ``sample_id = <dataset>/<image_path>#<face>``."""
+    image_path = str(image_path).replace("\\", "/")
+    p, y, r = (math.nan, math.nan, math.nan) if angles is None else (float(a) for a in angles)
+    box = (math.nan,) * 4 if lm_box is None else tuple(float(v) for v in lm_box)
+    return {
+        "sample_id": f"{spec.name}/{image_path}#{face}", "dataset": spec.name, "split": split, "root": root,
+        "image_path": image_path, "pitch": p, "yaw": y, "roll": r,
+        "lm_x1": box[0], "lm_y1": box[1], "lm_x2": box[2], "lm_y2": box[3],
+        "group": group, "status": "ok", "reason": "",
+    }
+
+
+def require_dir(path: Path, spec: DatasetSpec, expected: str) -> None:
+    if not path.is_dir():
+        raise ValueError(f"dataset {spec.name!r}: folder {str(path)!r} not found (expected {expected})")
+
+
+def fixed_split(spec: DatasetSpec, auto: str) -> str:
+    return auto if spec.split == "auto" else spec.split
+

@@ -1,0 +1,71 @@
+"""Checkpoints: model, optimizer, scheduler, epoch, config, written atomically.
+
+A checkpoint is a dict with ``kind`` ("stage1" or "student"), ``model_spec``
+(:class:`pipeline.model.network.ModelSpec` as a dict), ``model`` (state dict), ``optimizer``,
+``scheduler``, ``epoch`` (last finished epoch), ``config`` (the stage's params) and
+``input_size``. Loading checks the kind and the architecture and names what differs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.core.io import atomic_path
+from pipeline.model.network import HeadPoseNet, ModelSpec
+
+KINDS = ("stage1", "student")
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    if state.get("kind") not in KINDS:
+        raise ValueError(f"checkpoint kind {state.get('kind')!r} must be one of {KINDS}")
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} not found")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise ValueError(f"{str(p)!r} is not a readable hpekd checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("kind") not in KINDS or "model_spec" not in state:
+        raise ValueError(
+            f"{str(p)!r} is not an hpekd checkpoint: expected kind in {KINDS} with a model_spec "
+            "(train one with `hpekd train-teacher` or `hpekd train-student`)"
+        )
+    return state
+
+
+def model_from_checkpoint(
+    path_or_state: str | os.PathLike[str] | dict[str, Any], map_location: str | torch.device = "cpu"
+) -> tuple[HeadPoseNet, dict[str, Any]]:
+    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state, map_location)
+    spec = ModelSpec.from_dict(state["model_spec"])
+    model = HeadPoseNet(spec)
+    load_model_state(model, state["model"], where=str(path_or_state if not isinstance(path_or_state, dict) else "checkpoint"))
+    return model, state
+
+
+def load_model_state(model: HeadPoseNet, weights: dict[str, torch.Tensor], where: str) -> None:
+    """Strict load that names the first mismatching parameter instead of a wall of keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        detail = (
+            f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+            else f"shape of {shapes[0]!r}: {tuple(weights[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}"
+        )
+        raise ValueError(
+            f"checkpoint {where} does not match architecture {model.spec.backbone} "
+            f"with heads {list(model.heads)}: {detail}"
+        )
+    model.load_state_dict(weights)

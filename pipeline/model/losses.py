@@ -1,0 +1,93 @@
+"""Training losses (DESIGN §4, paper eq. 4 and eq. 7).
+
+Both losses take the model's raw outputs (``HeadPoseNet.forward`` dicts or one head's logits)
+and target angles in degrees ``[B, 3]`` (pitch, yaw, roll) and return ``(loss, parts)``:
+``loss`` a scalar tensor to back-propagate, ``parts`` a dict of detached scalar tensors for
+logging (the training engine averages them per epoch). Everything is computed in float32,
+also when the forward pass ran under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.core.bins import BinGrid
+
+ANGLES = ("pitch", "yaw", "roll")
+
+
+def _ce_sum(logits: torch.Tensor, target_angles: torch.Tensor, grid: BinGrid) -> torch.Tensor:
+    """Σ over the three angles of the batch-mean cross-entropy against the bin of the target."""
+    classes = grid.classify(target_angles)  # [B, 3] long
+    logits = logits.float()
+    return sum(F.cross_entropy(logits[:, a], classes[:, a]) for a in range(3))  # type: ignore[return-value]
+
+
+def stage1_loss(
+    outputs: Mapping[str, torch.Tensor],
+    target_angles: torch.Tensor,
+    grids: Mapping[str, BinGrid],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 4: ``(MAE(reg) + Σ_heads Σ_angles CE) / (M + 1)``, M = number of RvC heads.
+
+    ``outputs``: ``{"reg": [B, 3] degrees, "bin1": [B, 3, q1] logits, ...}`` as returned by
+    :class:`pipeline.model.network.HeadPoseNet`; ``grids``: ``ModelSpec.grids`` (head key → grid).
+    ``MAE(reg)`` is the mean absolute error in degrees over the batch and the three angles
+    (eq. 1); each CE is the batch mean, summed over the three angles. The class target of an
+    angle is ``BinGrid.classify`` (the bin containing it, clamped). A model without the
+    regression head divides by M.
+
+    Parts: ``mae_reg`` (if present), ``ce_<head>`` per head (summed over angles), ``loss``.
+    """
+    target = target_angles.float()
+    terms: list[torch.Tensor] = []
+    parts: dict[str, torch.Tensor] = {}
+    if "reg" in outputs:
+        mae = (outputs["reg"].float() - target).abs().mean()
+        terms.append(mae)
+        parts["mae_reg"] = mae.detach()
+    heads = [k for k in grids if k in outputs]
+    if len(heads) != len(grids):
+        missing = sorted(set(grids) - set(outputs))
+        raise ValueError(f"model outputs lack the RvC head(s) {missing} (outputs: {sorted(outputs)})")
+    for key in heads:
+        ce = _ce_sum(outputs[key], target, grids[key])
+        terms.append(ce)
+        parts[f"ce_{key}"] = ce.detach()
+    total = torch.stack(terms).sum() / len(terms)
+    parts["loss"] = total.detach()
+    return total, parts
+
+
+def student_loss(
+    logits_bin1: torch.Tensor,
+    target_angles: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    grid: BinGrid,
+    ce_weight: float = 0.05,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 7: ``(ce_weight · Σ_angles CE(gt, out) + Σ_angles KL(teacher ‖ softmax(out))) / 2``.
+
+    ``logits_bin1``: [B, 3, Q] logits of the student's one RvC head; ``target_angles``: [B, 3]
+    ground truth in degrees (classified with ``grid``); ``teacher_probs``: [B, 3, Q] ensemble
+    distributions (eq. 6, e.g. float16 from the label store; rows sum to 1, zeros allowed —
+    ``0·log 0`` counts as 0). CE is the batch mean per angle, KL uses ``batchmean`` per angle;
+    both are summed over the three angles.
+
+    Parts: ``ce`` and ``kl`` (each summed over angles, unweighted) and ``loss``.
+    """
+    if logits_bin1.shape != teacher_probs.shape:
+        raise ValueError(
+            f"student logits {tuple(logits_bin1.shape)} and teacher probabilities "
+            f"{tuple(teacher_probs.shape)} differ in shape (expected [B, 3, {grid.count}] both)"
+        )
+    logits = logits_bin1.float()
+    ce = _ce_sum(logits, target_angles.float(), grid)
+    logp = F.log_softmax(logits, dim=-1)
+    teacher = teacher_probs.float()
+    kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))
+    total = (ce_weight * ce + kl) / 2
+    return total, {"ce": ce.detach(), "kl": kl.detach(), "loss": total.detach()}  # type: ignore[union-attr]

@@ -1,0 +1,111 @@
+"""Head pose networks (DESIGN §4): a torchvision ResNet trunk with global average pooling,
+an optional regression head ``θ·tanh(out)`` and one RvC head ``Linear(C, 3·q_b)`` per bin
+size. Stage 1 uses {reg, b = 1, 2, 3, 4}; the stage-2 student uses one RvC head, b = 1.
+
+``forward`` returns a dict: ``"reg"`` → [B, 3] degrees (when present) and ``"bin<b>"`` →
+[B, 3, q_b] logits, angles in the order pitch, yaw, roll.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from pipeline.core.angles import THETA
+from pipeline.core.bins import BinGrid
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def head_key(size: float) -> str:
+    return f"bin{size:g}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the architecture; stored in every checkpoint."""
+
+    backbone: str = "resnet50"
+    bin_sizes: tuple[float, ...] = (1, 2, 3, 4)
+    regression: bool = True
+    theta: float = THETA
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if not self.bin_sizes:
+            raise ValueError("bin_sizes is empty: the model needs at least one RvC head")
+        if len(set(self.bin_sizes)) != len(self.bin_sizes):
+            raise ValueError(f"bin_sizes {list(self.bin_sizes)!r} has duplicates")
+        for b in self.bin_sizes:
+            BinGrid(b, self.theta)  # raises ValueError naming the bad size
+
+    @property
+    def grids(self) -> dict[str, BinGrid]:
+        return {head_key(b): BinGrid(b, self.theta) for b in self.bin_sizes}
+
+    @property
+    def predict_key(self) -> str:
+        """Test-time prediction uses the RvC head with the smallest bin size (DESIGN §4)."""
+        return head_key(min(self.bin_sizes))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bin_sizes"] = list(self.bin_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        d = dict(d)
+        d["bin_sizes"] = tuple(d["bin_sizes"])
+        return cls(**d)
+
+
+class HeadPoseNet(nn.Module):
+    def __init__(self, spec: ModelSpec, pretrained: bool = False, weights: str | Path | None = None):
+        super().__init__()
+        self.spec = spec
+        factory = getattr(torchvision.models, spec.backbone)
+        tv_weights = None
+        if pretrained:
+            # torchvision's weights API downloads into TORCH_HOME in the real world.
+            tv_weights = torchvision.models.get_model_weights(spec.backbone).DEFAULT
+        trunk = factory(weights=tv_weights)
+        if weights is not None:
+            path = Path(weights)
+            if not path.is_file():
+                raise ValueError(f"backbone weights file {str(path)!r} not found")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            missing, unexpected = trunk.load_state_dict(state, strict=False)
+            log.info("loaded %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
+        channels = trunk.fc.in_features
+        trunk.fc = nn.Identity()  # torchvision ResNet already pools globally (any input size)
+        self.trunk = trunk
+        self.reg = nn.Linear(channels, 3) if spec.regression else None
+        self.heads = nn.ModuleDict({k: nn.Linear(channels, 3 * g.count) for k, g in spec.grids.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.trunk(x)
+        out: dict[str, torch.Tensor] = {}
+        if self.reg is not None:
+            out["reg"] = self.spec.theta * torch.tanh(self.reg(feats).float())
+        for k, head in self.heads.items():
+            out[k] = head(feats).view(x.shape[0], 3, -1)
+        return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3] degrees (pitch, yaw, roll) from the smallest-bin RvC head (eq. 2)."""
+        key = self.spec.predict_key
+        return self.spec.grids[key].decode(self(x)[key])
+
+
+def build_model(spec: ModelSpec, pretrained: bool = False, weights: str | Path | None = None) -> HeadPoseNet:
+    return HeadPoseNet(spec, pretrained=pretrained, weights=weights)

@@ -1,0 +1,483 @@
+"""The teacher-label job (DESIGN §5–6): the convolutional ensemble of a stage-1 checkpoint
+over every training sample and V views, into a sharded Zarr store, on dask.distributed.
+
+Fast by construction:
+
+* a torch ``DataLoader`` (``loader_workers`` processes) reads each image ONCE and builds the
+  V padded regions Z with one affine warp each (:func:`pipeline.core.geometry.crop`, ``pad=p``);
+* the A crops are cut on the device as views of Z, normalised there and run in chunks of
+  ``chunk`` crops (bf16 autocast + channels-last on CUDA) by :func:`pipeline.teacher.ensemble.ensemble_probs`;
+* one DataLoader streams all rows of a task (a run of shards), so loading never stalls at a
+  shard boundary; a writer thread moves results to host memory, compresses and writes each
+  finished shard and sets its flag while the next shard computes.
+
+Distribution and resume: the unit of work is a shard (``shard_rows`` store rows). A dask
+task owns a run of whole shards, writes each as one object and sets its ``done`` flag last.
+A rerun skips shards whose flag is set. Everything is deterministic (fixed row order,
+fixed batch composition per shard, keyed views, eval mode, fp32 on CPU), so a killed and
+resumed run ends with the same bytes as an uninterrupted one, and N workers write the same
+store as one. ``workers = 0`` runs the shards in this process (no dask).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data.datasets import read_boxes_table  # noqa: F401 (re-exported for the student and tests)
+from pipeline.core.device import resolve_device
+from pipeline.teacher.ensemble import ensemble_probs, validate_ensemble
+from pipeline.core.geometry import crop
+from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD, read_image
+from pipeline.core.io import sha256_file
+from pipeline.teacher import labelstore
+from pipeline.core.views import views_array, view_from_row
+
+log = logging.getLogger(__name__)
+
+HEAD = "bin1"
+
+
+@dataclass(frozen=True)
+class TeacherLabelsConfig:
+    """params.yaml section ``teacher_labels``.
+
+    Output-defining: p, s, views, view_seed, flip_prob, max_angle, split, shard_rows,
+    chunk_rows. Performance only: batch_size, chunk, workers, loader_workers, device, amp,
+    compile, threads, tasks_per_worker.
+    """
+
+    p: int = 15
+    s: int = 5
+    views: int = 8
+    view_seed: int = 0
+    flip_prob: float = 0.5
+    max_angle: float = 15.0
+    split: str = "train"
+    shard_rows: int = 4096
+    chunk_rows: int = 64
+    batch_size: int = 16  # samples per batch (each brings V regions Z → V·A crops)
+    chunk: int = 1024  # crops per forward pass (0 = the whole batch)
+    workers: int = 0  # dask workers of a local cluster (0 = run in this process)
+    loader_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
+    compile: bool = False  # torch.compile the network (CUDA)
+    threads: int = 0  # torch CPU threads per worker (0 = cores / workers)
+    tasks_per_worker: int = 1  # dask tasks (runs of whole shards) per worker; more = finer balance
+
+    def __post_init__(self) -> None:
+        validate_ensemble(self.p, self.s)
+        if self.views < 1:
+            raise ValueError(f"teacher_labels.views={self.views} must be >= 1 (view 0 is the identity)")
+        if self.batch_size < 1 or self.chunk < 0 or self.workers < 0 or self.loader_workers < 0 or self.tasks_per_worker < 1:
+            raise ValueError("teacher_labels: need batch_size >= 1, chunk >= 0, workers >= 0, loader_workers >= 0, "
+                             "tasks_per_worker >= 1")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"teacher_labels.device={self.device!r}: use auto, cpu or cuda")
+        if not 0.0 <= self.flip_prob <= 1.0 or self.max_angle < 0:
+            raise ValueError("teacher_labels: flip_prob must be in [0, 1] and max_angle >= 0")
+        labelstore.Layout(1, 1, 1, self.shard_rows, self.chunk_rows)  # validates the shard shape
+
+    @property
+    def A(self) -> int:
+        return (2 * self.p // self.s + 1) ** 2
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
+    """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
+
+    The store's row i is ``df.iloc[rows[i]]``; the student uses the same function.
+    """
+    mask = (df["status"].astype(str) == "ok") & (df["split"].astype(str) == split)
+    return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- model
+
+_MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, torch.device]] = {}
+
+
+def cached_model(checkpoint: str, sha: str, device: str, compile_model: bool) -> tuple[torch.nn.Module, torch.device]:
+    """The teacher network, loaded once per process (dask worker) and device."""
+    from pipeline.model.checkpoint import model_from_checkpoint
+
+    key = (sha, device, compile_model)
+    if key not in _MODEL_CACHE:
+        dev = resolve_device(device)
+        model, _ = model_from_checkpoint(checkpoint)
+        model.eval().to(dev)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if compile_model:
+            model = torch.compile(model)
+        _MODEL_CACHE[key] = (model, dev)
+        log.info("loaded teacher %s on %s (pid %d)", Path(checkpoint).name, dev, os.getpid())
+    return _MODEL_CACHE[key]
+
+
+# ---------------------------------------------------------------------------- data
+
+class ZDataset(torch.utils.data.Dataset):
+    """Item i: uint8 [V, h+2p, w+2p, 3], the regions Z of all views of one sample."""
+
+    def __init__(self, paths: list[str], boxes: np.ndarray, views: np.ndarray, size: tuple[int, int], p: int):
+        self.paths, self.boxes, self.views, self.size, self.p = paths, boxes, views, size, p
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = read_image(self.paths[i])  # one decode for all V views
+        zs = [crop(img, self.boxes[i], self.size, pad=self.p, view=view_from_row(v)) for v in self.views[i]]
+        return torch.from_numpy(np.stack(zs))
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """A run of whole shards for one worker (picklable; no parquet read on workers).
+
+    ``paths``/``boxes``/``views`` hold the rows of ``shards`` concatenated in order.
+    """
+
+    out: str
+    checkpoint: str
+    checkpoint_sha: str
+    cfg: TeacherLabelsConfig
+    shards: tuple[int, ...]
+    bounds: tuple[tuple[int, int], ...]  # store rows [a, b) of each shard
+    paths: list[str]
+    boxes: np.ndarray
+    views: np.ndarray
+    input_size: tuple[int, int]
+    n_bins: int
+
+
+def _loader_workers(n: int) -> int:
+    if n and multiprocessing.current_process().daemon:
+        log.warning("running in a daemonic process (dask worker with distributed.worker.daemon=True): "
+                    "building Z in this process instead of %d loader workers", n)
+        return 0
+    return n
+
+
+def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
+    """Compute whole shards and write each (then its done flag). Runs on a dask worker.
+
+    One DataLoader streams all rows of the task, so loading never stalls between shards;
+    batches never cross a shard boundary (a shard's bytes do not depend on how shards were
+    grouped into tasks). A writer thread copies results to host memory and, once a shard is
+    complete, compresses and writes it and sets its flag while the next shard computes.
+    """
+    cfg = task.cfg
+    g = labelstore.open_store(task.out, mode="r+")
+    flags = labelstore.done_flags(g)
+    todo, base = [], 0
+    for k, (a, b) in zip(task.shards, task.bounds):
+        if not flags[k]:
+            todo.append((k, a, b, base))
+        base += b - a
+    results: list[dict[str, Any]] = [{"shard": k, "computed": False, "rows": 0, "crops": 0}
+                                     for k in task.shards if flags[k]]
+    if not todo:
+        return results
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
+    ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
+    batches, owner = [], []
+    for k, a, b, off in todo:  # per-shard batches: fixed composition whatever the grouping
+        for i in range(0, b - a, cfg.batch_size):
+            batches.append(list(range(off + i, off + min(b - a, i + cfg.batch_size))))
+            owner.append((k, i))
+    nw = _loader_workers(cfg.loader_workers)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if nw else None,
+    )
+    V = cfg.views
+    size_of = {k: b - a for k, a, b, _ in todo}
+    bufs: dict[int, np.ndarray] = {}
+    filled = dict.fromkeys(size_of, 0)
+    q: queue.Queue = queue.Queue(maxsize=4)
+    errors: list[BaseException] = []
+    t_start = {todo[0][0]: time.perf_counter()}
+
+    def writer() -> None:  # host copies, shard writes and done flags overlap the compute
+        while (item := q.get()) is not None:
+            if errors:
+                continue
+            try:
+                k, off, t = item
+                buf = bufs.setdefault(k, np.empty((size_of[k], V, 3, task.n_bins), dtype=np.float16))
+                arr = t.cpu().numpy()
+                buf[off : off + arr.shape[0]] = arr
+                filled[k] += arr.shape[0]
+                if filled[k] == size_of[k]:
+                    labelstore.write_shard(g, k, bufs.pop(k))
+                    dt = time.perf_counter() - t_start.get(k, time.perf_counter())
+                    results.append({"shard": k, "computed": True, "rows": size_of[k],
+                                    "crops": size_of[k] * V * cfg.A, "seconds": dt, "pid": os.getpid()})
+                    log.info("shard %d: %d rows, %d crops in %.1f s", k, size_of[k], size_of[k] * V * cfg.A, dt)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the task
+                errors.append(exc)
+
+    th = threading.Thread(target=writer, name="teacher-writer", daemon=True)
+    th.start()
+    try:
+        for (k, off), zb in zip(owner, loader):  # zb: [B, V, H, W, 3] uint8
+            t_start.setdefault(k, time.perf_counter())
+            B = zb.shape[0]
+            probs = ensemble_probs(
+                model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
+                head=HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
+            )
+            q.put((k, off, probs.view(B, V, 3, -1).to(torch.float16)))
+            if errors:
+                break
+    finally:
+        q.put(None)
+        th.join()
+    if errors:
+        raise errors[0]
+    missing = [k for k in size_of if filled[k] != size_of[k]]
+    if missing:
+        raise RuntimeError(f"shards {missing}: not all rows were computed")
+    return results
+
+
+# ---------------------------------------------------------------------------- plan
+
+@dataclass
+class JobPlan:
+    out: str
+    checkpoint: str
+    checkpoint_sha: str
+    attrs: dict[str, Any]
+    layout: labelstore.Layout
+    paths: list[str]
+    boxes: np.ndarray
+    views: np.ndarray
+    input_size: tuple[int, int]
+    pending: list[int] = field(default_factory=list)
+    resumed: bool = False
+
+    def task(self, cfg: TeacherLabelsConfig, shards: list[int]) -> ShardTask:
+        bounds = tuple(self.layout.shard_range(k) for k in shards)
+        idx = np.concatenate([np.arange(a, b) for a, b in bounds])
+        return ShardTask(self.out, self.checkpoint, self.checkpoint_sha, cfg, tuple(shards), bounds,
+                         [self.paths[i] for i in idx], self.boxes[idx], self.views[idx], self.input_size,
+                         self.layout.n_bins)
+
+
+def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
+    """Split pending shards into ``n_tasks`` contiguous runs (one per worker)."""
+    n_tasks = max(1, min(n_tasks, len(pending)))
+    per = -(-len(pending) // n_tasks)
+    return [pending[i : i + per] for i in range(0, len(pending), per)]
+
+
+def _guard_foreign(out: str) -> None:
+    """Refuse to overwrite a local directory that is not a zarr store."""
+    local = out[len("file://"):] if out.startswith("file://") else (None if "://" in out else out)
+    if local is None:
+        return
+    p = Path(local)
+    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not (p / "zarr.json").is_file())):
+        raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
+
+
+def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
+    """Hash inputs, create the store layout (or validate it for a resume), list pending shards."""
+    from pipeline.model.checkpoint import load_checkpoint
+    from pipeline.model.network import ModelSpec
+
+    state = load_checkpoint(checkpoint)
+    spec = ModelSpec.from_dict(state["model_spec"])
+    if HEAD not in spec.grids:
+        raise ValueError(f"checkpoint {checkpoint!r} has no bin-1 head (heads: {list(spec.grids)}); "
+                         "the teacher labels are bin-1 distributions")
+    if not state.get("input_size"):
+        raise ValueError(f"checkpoint {checkpoint!r} has no input_size")
+    input_size = (int(state["input_size"][0]), int(state["input_size"][1]))
+    grid = spec.grids[HEAD]
+    del state
+    df = read_boxes_table(boxes)
+    rows = select_rows(df, cfg.split)
+    if rows.size == 0:
+        raise ValueError(f"boxes file {boxes!r} has no usable rows with split={cfg.split!r} and status ok")
+    sel = df.iloc[rows]
+    sample_ids = sel["sample_id"].astype(str).tolist()
+    paths = [str((Path(r) / ip).resolve()) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
+    box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+    bad = ~np.isfinite(box_arr).all(1) | (box_arr[:, 2] - box_arr[:, 0] < 1) | (box_arr[:, 3] - box_arr[:, 1] < 1)
+    if bad.any():
+        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(bad)[0])]!r} has status ok but no usable box")
+    views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle)
+    layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
+    ck_sha = sha256_file(checkpoint)
+    attrs = labelstore.provenance(
+        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind="stage1",
+        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
+        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                              "scale": "1/255", "channels": "RGB"},
+        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
+        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
+        layout=layout,
+    )
+    out = str(out)
+    old = labelstore.existing_attrs(out)
+    resumed = False
+    if old is not None:
+        diffs = labelstore.diff_provenance(old, attrs)
+        if diffs:
+            log.warning("store %s was made for a different run (%s): rebuilding it", out, "; ".join(diffs[:3]))
+        else:
+            resumed = True
+            attrs = old  # keep the original creation time
+            labelstore.remove_partial_files(out)
+    if not resumed:
+        _guard_foreign(out)
+        labelstore.create_layout(out, attrs, sample_ids, rows, views)
+    g = labelstore.open_store(out)
+    flags = labelstore.done_flags(g)
+    pending = [k for k in range(layout.n_shards) if not flags[k]]
+    if resumed:
+        log.info("resuming %s: %d of %d shards already done", out, layout.n_shards - len(pending), layout.n_shards)
+    return JobPlan(out, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending, resumed)
+
+
+# ---------------------------------------------------------------------------- run
+
+@dataclass
+class JobResult:
+    out: str
+    computed: list[int]
+    skipped: list[int]
+    rows: int
+    crops: int
+    seconds: float
+    complete: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> distributed.SpecCluster
+    """One dask worker process per device (``CUDA_VISIBLE_DEVICES`` per worker on GPU)."""
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    # DataLoader workers are child processes: dask worker processes must not be daemonic.
+    dask.config.set({"distributed.worker.daemon": False})
+    gpu = resolve_device(device).type == "cuda"
+    n_gpu = torch.cuda.device_count() if gpu else 0
+    per = threads or max(1, (os.cpu_count() or 1) // n_workers)
+    workers = {}
+    for i in range(n_workers):
+        env = {"OMP_NUM_THREADS": str(per), "MKL_NUM_THREADS": str(per)}
+        if gpu:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpu)
+        workers[f"teacher-{i}"] = {"cls": Nanny, "options": {"nthreads": 1, "env": env, "name": f"teacher-{i}"}}
+    return SpecCluster(
+        workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        silence_logs=logging.WARNING, name="hpekd-teacher",
+    )
+
+
+def _progress(total_shards: int, total_rows: int, done_rows: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total_rows, initial=done_rows, unit="row", desc="teacher labels",
+                disable=None, dynamic_ncols=True)
+
+
+def run_teacher_labels(
+    cfg: TeacherLabelsConfig,
+    checkpoint: str,
+    boxes: str,
+    out: str,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+) -> JobResult:
+    """Build (or finish) the label store ``out``. Returns which shards this call computed."""
+    t0 = time.perf_counter()
+    plan = plan_job(cfg, checkpoint, boxes, out)
+    n_workers = cfg.workers if workers is None else workers
+    lay = plan.layout
+    skipped = [k for k in range(lay.n_shards) if k not in plan.pending]
+    done_rows = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in skipped)
+    results: list[dict[str, Any]] = []
+    bar = _progress(lay.n_shards, lay.n_rows, done_rows)
+    try:
+        if plan.pending and (client is not None or scheduler or n_workers > 0):
+            results = _run_dask(cfg, plan, n_workers, scheduler, client, bar)
+        else:
+            if plan.pending:
+                results = compute_shards(plan.task(cfg, plan.pending))
+                bar.update(sum(r["rows"] for r in results))
+                bar.set_postfix(shards=f"{len(skipped) + len(results)}/{lay.n_shards}")
+    finally:
+        bar.close()
+    flags = labelstore.done_flags(labelstore.open_store(plan.out))
+    computed = sorted(r["shard"] for r in results if r["computed"])
+    skipped = sorted(set(skipped) | {r["shard"] for r in results if not r["computed"]})
+    res = JobResult(plan.out, computed, skipped, sum(r["rows"] for r in results),
+                    sum(r["crops"] for r in results), time.perf_counter() - t0, bool(flags.all()))
+    if not res.complete:
+        raise RuntimeError(f"teacher-label store {plan.out} incomplete after the run: shards "
+                           f"{np.flatnonzero(flags == 0).tolist()[:10]} not done")
+    log.info("teacher labels: %d shards computed, %d skipped, %d crops in %.1f s",
+             len(computed), len(skipped), res.crops, res.seconds)
+    return res
+
+
+def _run_dask(cfg, plan: JobPlan, n_workers: int, scheduler: str | None, client: Any, bar) -> list[dict[str, Any]]:
+    from distributed import Client, as_completed
+
+    cluster = None
+    own_client = client is None
+    try:
+        if client is None:
+            if scheduler:
+                client = Client(scheduler)
+            else:
+                cluster = start_local_cluster(max(1, n_workers), cfg.device, cfg.threads)
+                client = Client(cluster)
+        token = uuid.uuid4().hex[:8]
+        n_workers = len(client.scheduler_info().get("workers", {})) or 1
+        tasks = cfg.tasks_per_worker * n_workers
+        futures = [
+            client.submit(compute_shards, plan.task(cfg, run), key=f"teacher-shards-{run[0]}-{token}", pure=False)
+            for run in group_shards(plan.pending, tasks)
+        ]
+        results = []
+        done_shards = plan.layout.n_shards - len(plan.pending)
+        for fut in as_completed(futures):
+            rs = fut.result()
+            results.extend(rs)
+            done_shards += len(rs)
+            bar.update(sum(r["rows"] for r in rs))
+            bar.set_postfix(shards=f"{done_shards}/{plan.layout.n_shards}")
+        return results
+    finally:
+        if own_client and client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,569 @@
+"""The shared training engine (stage 1 teacher and stage 2 student) and stage 1 itself.
+
+Engine (torchvision-references style), used by ``hpekd train-teacher`` and by the student:
+
+- :func:`train_one_epoch` / :func:`evaluate` / :func:`fit`;
+- the model is a :class:`pipeline.model.network.HeadPoseNet`; the stage plugs in
+  ``loss_fn(outputs, batch) -> (loss, parts)`` (``outputs`` = the model's forward dict,
+  ``batch`` = the collated dataset dict with every tensor already on the device, ``image``
+  normalised float) and ``predict_fn(outputs) -> [B, 3]`` degrees for evaluation;
+- data comes from :class:`pipeline.data.datasets.PoseDataset`-like datasets (items are dicts
+  with ``image`` uint8 [3, h, w] and ``target`` float32 [3]; indexable with ``(epoch, i)``);
+- bf16 autocast + channels-last on CUDA, fp32 on CPU; torchrun DDP when ``WORLD_SIZE > 1``
+  (nccl on CUDA, gloo on CPU), single process otherwise; rank 0 alone writes;
+- a checkpoint after every epoch, atomically (model, optimizer, scheduler, epoch, config,
+  RNG states, metric history); ``resume=True`` continues exactly: the data order and the
+  augmentation are pure functions of (seed, epoch, row), and the RNG states are restored,
+  so 1 epoch + resume 1 epoch gives the same weights as 2 epochs straight;
+- per-epoch metrics for DVC: a JSON (final and best) and a CSV plot file.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.core.device import resolve_device
+from pipeline.data.loader import make_loader
+from pipeline.data.transforms import AugmentConfig
+from pipeline.core.images import normalize
+from pipeline.core.io import atomic_path, write_json
+from pipeline.model.losses import stage1_loss
+from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+PredictFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+ANGLES = ("pitch", "yaw", "roll")
+SCHEDULERS = ("none", "cosine")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Optimisation settings the engine needs (a stage config provides them via ``.engine()``)."""
+
+    batch_size: int = 128
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # "none" | "cosine" (per epoch, to 0 at the last epoch)
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last one)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.epochs < 1 or self.workers < 0 or self.eval_every < 1:
+            raise ValueError(
+                f"batch_size ({self.batch_size}), epochs ({self.epochs}), eval_every ({self.eval_every}) must be "
+                f">= 1 and workers ({self.workers}) >= 0"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr {self.lr!r} must be > 0")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Single process, or torchrun DDP when ``WORLD_SIZE > 1`` (``RANK``/``LOCAL_RANK`` from env)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Runtime(resolve_device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    log.info("DDP rank %d/%d on %s", rank, world, dev)
+    return Runtime(dev, rank, world, local)
+
+
+def teardown_runtime(rt: Runtime) -> None:
+    """Destroy the process group that :func:`setup_runtime` created under torchrun."""
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare_batch(batch: Mapping[str, torch.Tensor], rt: Runtime) -> dict[str, torch.Tensor]:
+    """Move a collated batch to the device; ``image`` → normalised float (channels-last on CUDA)."""
+    out = {k: v.to(rt.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    image = normalize(out["image"])
+    if rt.device.type == "cuda":
+        image = image.contiguous(memory_format=torch.channels_last)
+    out["image"] = image
+    return out
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _all_reduce(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.distributed:
+        dist.all_reduce(t)
+    return t
+
+
+# ----------------------------------------------------------------------------- epoch loops
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    rt: Runtime,
+    epoch: int,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the sample-weighted mean of each loss part, plus
+    ``images_per_s``. ``loss_fn`` gets the forward dict and the on-device batch."""
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), dtype=torch.float64, device=rt.device)
+    start = time.perf_counter()
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}/{epochs or '?'}", leave=False, dynamic_ncols=True,
+        disable=not (progress and rt.is_main),
+    )
+    for step, raw in enumerate(bar):
+        batch = prepare_batch(raw, rt)
+        with torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16, enabled=rt.amp):
+            outputs = model(batch["image"])
+        loss, parts = loss_fn(outputs, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: lower lr?")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = batch["image"].shape[0]
+        count += n
+        for k, v in parts.items():
+            sums[k] = sums.get(k, torch.zeros((), dtype=torch.float64, device=rt.device)) + v.detach().double() * n
+        if step % 10 == 0 and bar.disable is False:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    elapsed = time.perf_counter() - start
+    _all_reduce(count, rt)
+    result = {k: float(_all_reduce(v, rt) / count) for k, v in sorted(sums.items())}
+    result["images_per_s"] = float(count) / max(elapsed, 1e-9)
+    return result
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) -> dict[str, float]:
+    """Eq. 1 on samples whose ground truth lies in ±99° (the dataset already filters;
+    kept here as a guard): ``mae_pitch``, ``mae_yaw``, ``mae_roll``, ``mae_mean``, ``n``."""
+    model = _unwrap(model)
+    model.eval()
+    abs_sum = torch.zeros(3, dtype=torch.float64, device=rt.device)
+    count = torch.zeros((), dtype=torch.float64, device=rt.device)
+    for raw in loader:
+        batch = prepare_batch(raw, rt)
+        with torch.autocast(device_type=rt.device.type, dtype=torch.bfloat16, enabled=rt.amp):
+            outputs = model(batch["image"])
+        pred = predict_fn(outputs).float()
+        target = batch["target"].float()
+        keep = (target.abs() <= 99).all(1)
+        abs_sum += (pred - target).abs()[keep].double().sum(0)
+        count += keep.sum()
+    _all_reduce(abs_sum, rt)
+    _all_reduce(count, rt)
+    n = max(float(count), 1.0)
+    mae = (abs_sum / n).tolist()
+    out = {f"mae_{a}": float(m) for a, m in zip(ANGLES, mae)}
+    out["mae_mean"] = float(np.mean(mae))
+    out["n"] = int(count)
+    return out
+
+
+# ----------------------------------------------------------------------------- metrics files
+
+
+def write_metrics(metrics_path: str | os.PathLike[str] | None, plots_path: str | os.PathLike[str] | None,
+                  history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> None:
+    """JSON ``{"epochs", "final": {...}, "best": {...}}`` and a CSV with one row per epoch."""
+    if metrics_path:
+        final = dict(history[-1]) if history else {}
+        write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {})})
+    if plots_path:
+        fields: list[str] = []
+        for row in history:
+            fields += [k for k in row if k not in fields]
+        with atomic_path(plots_path, ".csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                for row in history:
+                    w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    keys = sorted(set(a) | set(b))
+    return ", ".join(f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
+
+
+def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Optimizer, Any]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = None
+    if cfg.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return optimizer, scheduler
+
+
+def fit(
+    model: HeadPoseNet,
+    train_set: Any,
+    loss_fn: LossFn,
+    predict_fn: PredictFn,
+    cfg: EngineConfig,
+    *,
+    out: str | os.PathLike[str],
+    kind: str,
+    config: Mapping[str, Any],
+    input_size: Sequence[int],
+    test_set: Any = None,
+    metrics_path: str | os.PathLike[str] | None = None,
+    plots_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    extra_state: Mapping[str, Any] | None = None,
+    rt: Runtime | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` for ``cfg.epochs`` epochs, checkpointing to ``out`` after each one.
+
+    ``kind`` ("stage1" | "student") and ``config`` (the stage's params, JSON-able) go into the
+    checkpoint, with ``extra_state`` (e.g. the label store's provenance). With ``resume`` and
+    an existing ``out``, training continues after its last finished epoch; the checkpoint
+    must be of the same kind and architecture. Seed the global RNGs (:func:`set_seed`) before
+    building the model. ``stop_after=k`` ends this call after k epochs (a time-boxed job or a
+    simulated interruption; continue with ``resume``). Returns ``{"final": metrics of the last
+    epoch, "best": ...}``.
+    """
+    rt = rt or setup_runtime(cfg.device)
+    spec = model.spec
+    model.to(rt.device)
+    if rt.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    start_epoch = 0
+    out = Path(out)
+    if resume and out.is_file():
+        state = load_checkpoint(out, map_location="cpu")
+        if state["kind"] != kind:
+            raise ValueError(f"cannot resume {kind!r} training from {str(out)!r}: it is a {state['kind']!r} checkpoint")
+        if state["model_spec"] != spec.to_dict():
+            raise ValueError(
+                f"cannot resume from {str(out)!r}: it holds another architecture ({_spec_diff(state['model_spec'], spec.to_dict())})"
+            )
+        load_model_state(model, state["model"], where=repr(str(out)))
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+        history = list(state.get("history", []))
+        best = state.get("best")
+        start_epoch = int(state["epoch"])
+        old = state.get("engine", {})
+        changed = [k for k in ("batch_size", "seed", "lr", "scheduler", "epochs") if k in old and old[k] != getattr(cfg, k)]
+        if changed and rt.is_main:
+            log.warning("resuming with changed %s: the run will not match an uninterrupted one", changed)
+        log.info("resuming %s from epoch %d of %d", out, start_epoch, cfg.epochs)
+    elif resume and rt.is_main:
+        log.info("--resume: no checkpoint at %s yet, starting from scratch", out)
+
+    net: nn.Module = model
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    pin = rt.device.type == "cuda"
+    loader, sampler = make_loader(
+        train_set, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed,
+        rank=rt.rank, world_size=rt.world_size, pin_memory=pin,
+    )
+    test_loader = None
+    if test_set is not None:
+        test_loader, _ = make_loader(
+            test_set, cfg.batch_size, train=False, workers=min(cfg.workers, 2), seed=cfg.seed,
+            rank=rt.rank, world_size=rt.world_size, pin_memory=pin,
+        )
+    if rt.is_main:
+        log.info("training %s %s on %s: %d train samples, %d epochs, batch %d, lr %g",
+                 kind, spec.backbone, rt.device, len(train_set), cfg.epochs, cfg.batch_size, cfg.lr)
+
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end):
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        parts = train_one_epoch(net, loader, optimizer, loss_fn, rt, epoch, cfg.epochs, cfg.progress)
+        if scheduler is not None:
+            scheduler.step()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **parts}
+        last = epoch + 1 == cfg.epochs
+        if test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
+            row.update({k: v for k, v in evaluate(net, test_loader, predict_fn, rt).items() if k != "n"})
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if "mae_mean" in row and (best is None or row["mae_mean"] < best["mae_mean"]):
+            best = {k: row[k] for k in ("epoch", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean")}
+        if rt.is_main:
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            log.info("%s", msg)
+            save_checkpoint(out, {
+                "kind": kind,
+                "model_spec": spec.to_dict(),
+                "model": _unwrap(net).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch + 1,
+                "config": dict(config),
+                "engine": dataclasses.asdict(cfg),
+                "input_size": [int(s) for s in input_size],
+                "rng": rng_state(),
+                "history": history,
+                "best": best,
+                **dict(extra_state or {}),
+            })
+            write_metrics(metrics_path, plots_path, history, best)
+        if rt.distributed:
+            dist.barrier()
+    if rt.is_main and start_epoch >= cfg.epochs:
+        log.info("%s already has %d finished epochs (epochs: %d): nothing to train", out, start_epoch, cfg.epochs)
+        write_metrics(metrics_path, plots_path, history, best)
+    return {"final": history[-1] if history else {}, "best": best or {}}
+
+
+# ----------------------------------------------------------------------------- stage 1
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """params.yaml section ``train_teacher`` (unknown keys are an error)."""
+
+    backbone: str = "resnet50"
+    bin_sizes: tuple[float, ...] = (1, 2, 3, 4)
+    regression: bool = True
+    pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
+    weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
+    input_size: int | tuple[int, int] = 224
+    batch_size: int = 128
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 1
+    flip_p: float = 0.5
+    max_angle: float = 15.0
+    photometric: bool = True
+    datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all train rows)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        for b in self.bin_sizes:
+            if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.5 <= b <= 99 or (2 * 99 / b) < 2:
+                raise ValueError(
+                    f"bin size {b!r} does not divide ±99° sensibly: use a number of degrees in [0.5, 99] (e.g. 1, 2, 3, 4)"
+                )
+        self.spec()  # validates duplicates etc.
+        self.size  # validates input_size
+        self.engine()
+        self.augment()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        s = self.input_size
+        hw = (s, s) if isinstance(s, int) else tuple(s)
+        if len(hw) != 2 or not all(isinstance(v, int) and v >= 16 for v in hw):
+            raise ValueError(f"input_size {s!r} must be an int or [h, w] of at least 16 pixels")
+        return hw  # type: ignore[return-value]
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression)
+
+    def engine(self) -> EngineConfig:
+        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
+        return EngineConfig(**{k: getattr(self, k) for k in names})
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.flip_p, self.max_angle, self.photometric)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def load_backbone_weights(model: HeadPoseNet, path: str | os.PathLike[str]) -> None:
+    """Load a local backbone state dict into ``model.trunk``, refusing other architectures.
+
+    Accepts a torchvision ResNet state dict (``fc.*`` ignored) or an hpekd checkpoint (its
+    ``trunk.*`` weights). Any missing, unexpected or mis-shaped trunk key is an error naming
+    the file (a ResNet34 state dict contains every ResNet18 key, hence the unexpected check).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"weights file {str(p)!r} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"weights file {str(p)!r} is not a torch state dict ({exc.__class__.__name__}: {exc})") from exc
+    if isinstance(state, dict) and "model_spec" in state and "model" in state:
+        other = state["model_spec"].get("backbone")
+        if other != model.spec.backbone:
+            raise ValueError(f"weights {str(p)!r} are an hpekd {other} checkpoint, but backbone is {model.spec.backbone!r}")
+        state = {k[len("trunk."):]: v for k, v in state["model"].items() if k.startswith("trunk.")}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {str(p)!r} does not hold a state dict of tensors")
+    own = model.trunk.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith("fc.")]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        what = (
+            f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+            else f"shape of {shapes[0]!r} {tuple(state[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}"
+        )
+        raise ValueError(f"weights {str(p)!r} do not fit backbone {model.spec.backbone!r}: {what}")
+    model.trunk.load_state_dict({k: state[k] for k in own})
+    log.info("loaded backbone weights from %s", p)
+
+
+def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:
+    """Eq. 4 loss and smallest-bin prediction (eq. 2) for a stage-1 model."""
+    grids = spec.grids
+    key = spec.predict_key
+
+    def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
+        return stage1_loss(outputs, batch["target"], grids)
+
+    def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return grids[key].decode(outputs[key])
+
+    return loss_fn, predict_fn
+
+
+def train_teacher(
+    cfg: Stage1Config,
+    boxes: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    metrics_path: str | os.PathLike[str] | None = None,
+    plots_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Stage 1: train the multi-head teacher on the ``train`` rows of ``boxes`` and evaluate
+    on its ``test`` rows (if any) after each epoch."""
+    df = read_boxes_table(boxes)
+    engine = dataclasses.replace(cfg.engine(), progress=progress)
+    datasets = list(cfg.datasets) or None
+    src = repr(str(boxes))
+    train_set = PoseDataset(df, "train", cfg.size, train=True, augment=cfg.augment(), seed=cfg.seed, datasets=datasets,
+                            source=src)
+    has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
+    test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
+    rt = setup_runtime(engine.device)
+    set_seed(cfg.seed)
+    model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
+    if cfg.weights:
+        load_backbone_weights(model, cfg.weights)
+    loss_fn, predict_fn = stage1_fns(model.spec)
+    try:
+        return fit(
+            model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
+            input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
+            resume=resume, rt=rt, stop_after=stop_after,
+        )
+    finally:
+        teardown_runtime(rt)
+
+
+def baseline_mae(train_angles: np.ndarray, test_angles: np.ndarray) -> dict[str, float]:
+    """MAE of predicting the training mean pose for every test sample (a sanity baseline)."""
+    mean = np.asarray(train_angles, dtype=np.float64).mean(0)
+    mae = np.abs(np.asarray(test_angles, dtype=np.float64) - mean).mean(0)
+    out = {f"mae_{a}": float(m) for a, m in zip(ANGLES, mae)}
+    out["mae_mean"] = float(mae.mean())
+    return out
+
+
+__all__ = [
+    "EngineConfig", "Runtime", "Stage1Config", "baseline_mae", "evaluate", "fit", "load_backbone_weights",
+    "make_optimizer", "prepare_batch", "resolve_device", "set_seed", "setup_runtime", "stage1_fns",
+    "teardown_runtime", "train_one_epoch", "train_teacher", "write_metrics",
+]

@@ -1,0 +1,405 @@
+"""Stage 2: a student with one RvC head (bin size 1) trained on the cached teacher labels.
+
+The student never runs the teacher: it reads the soft labels of the label store written by
+``hpekd teacher-labels`` (DESIGN §6) into memory and, for every sample of every epoch,
+
+1. picks one of the store's ``V`` views, uniformly and reproducibly (the sample's generator
+   :func:`pipeline.data.transforms.sample_rng` of ``(seed, epoch, row)``);
+2. replays that view's geometric transform on the image exactly — the same
+   :func:`pipeline.core.geometry.crop` with the stored ``View(flip, angle)`` that built the
+   teacher's region Z, so the student's input is the center crop of Z — and corrects the
+   ground-truth pose with :meth:`View.pose`;
+3. takes the teacher distribution of that view as the soft target and adds fresh
+   photometric augmentation (it does not change the pose);
+4. minimises eq. 7 (:func:`pipeline.model.losses.student_loss`):
+   ``(ce_weight · Σ CE(gt, out) + Σ KL(teacher ‖ out)) / 2``.
+
+Training runs on the shared engine :func:`pipeline.training.engine.fit` (bf16 AMP + channels-last on
+CUDA, torchrun DDP, exact resume, DVC metrics), like stage 1.
+
+Before training, the store's provenance is checked against what the student is asked to
+train on (:func:`check_provenance`): the boxes table's sha256 and its training sample ids in
+order, the bin grid (b, θ, Q), the input size and normalisation, and optionally the teacher
+checkpoint; a mismatch is a ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.teacher import labelstore
+from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.transforms import AugmentConfig
+from pipeline.core.geometry import View, crop
+from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.core.io import sha256_file
+from pipeline.model.losses import student_loss
+from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec, head_key
+from pipeline.training.engine import EngineConfig, fit, load_backbone_weights, set_seed, setup_runtime
+from pipeline.core.views import view_from_row
+
+log = logging.getLogger(__name__)
+
+STUDENT_BIN = 1
+HEAD = head_key(STUDENT_BIN)  # "bin1"
+GB = 1024**3
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """params.yaml section ``train_student`` (unknown keys are an error).
+
+    The backbone usually comes from the command line (``--backbone``, one DVC stage per
+    entry of the ``students`` list); ``input_size: null`` means "the store's input size".
+    """
+
+    backbone: str = "resnet18"
+    pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
+    weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
+    input_size: int | tuple[int, int] | None = None  # must equal the store's (null: take it from the store)
+    batch_size: int = 128
+    epochs: int = 100
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    ce_weight: float = 0.05  # eq. 7 weight of the ground-truth cross-entropy
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 1
+    photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
+    max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
+    datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if not self.ce_weight >= 0:
+            raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
+        if not self.max_label_memory_gb > 0:
+            raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
+        if self.input_size is not None:
+            self.size  # validates
+        self.engine()
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        s = self.input_size
+        if s is None:
+            return None
+        hw = (s, s) if isinstance(s, int) else tuple(s)
+        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in hw):
+            raise ValueError(f"input_size {s!r} must be null, an int or [h, w] of at least 16 pixels")
+        return hw  # type: ignore[return-value]
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.backbone, bin_sizes=(STUDENT_BIN,), regression=False)
+
+    def engine(self) -> EngineConfig:
+        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
+        return EngineConfig(**{k: getattr(self, k) for k in names})
+
+    def augment(self) -> AugmentConfig:
+        # the geometric part is replayed from the store; only the photometric flag matters here
+        return AugmentConfig(flip_p=0.0, max_angle=0.0, photometric=self.photometric)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------- the label store
+
+
+@dataclass
+class TeacherLabels:
+    """A label store held in memory."""
+
+    path: str
+    attrs: dict[str, Any]
+    probs: np.ndarray  # float16 [N, V, 3, Q]
+    views: np.ndarray  # float32 [N, V, 2] (flip flag, angle°)
+    sample_ids: np.ndarray  # object [N]
+    rows: np.ndarray  # int64 [N], row of each sample in boxes.parquet
+
+    @property
+    def n_views(self) -> int:
+        return int(self.probs.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.probs.nbytes + self.views.nbytes + self.rows.nbytes)
+
+    def view(self, pos: int, v: int) -> View:
+        """The geometric view ``v`` of store row ``pos`` (what the teacher saw)."""
+        return view_from_row(self.views[pos, v])
+
+
+def available_memory() -> int:
+    """Bytes of RAM available to this process now (psutil, else ``sysconf``)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62
+
+
+def store_nbytes(layout: Mapping[str, int]) -> int:
+    """In-memory size of a store: probs (float16) + views (float32) + rows (int64)."""
+    n, v, q = int(layout["n_rows"]), int(layout["n_views"]), int(layout["n_bins"])
+    return n * v * 3 * q * 2 + n * v * 2 * 4 + n * 8
+
+
+def check_memory(nbytes: int, max_gb: float, path: str, available: int | None = None) -> None:
+    """Refuse a store that is over the configured limit or over 80 % of the available RAM."""
+    avail = available_memory() if available is None else available
+    need = nbytes / GB
+    if nbytes > max_gb * GB:
+        raise ValueError(
+            f"label store {path!r} needs {need:.2f} GiB in memory, more than train_student.max_label_memory_gb="
+            f"{max_gb:g}: raise that limit if the machine has the RAM (available now: {avail / GB:.1f} GiB), or "
+            "train on fewer rows/views (teacher_labels.views)"
+        )
+    if nbytes > 0.8 * avail:
+        raise ValueError(
+            f"label store {path!r} needs {need:.2f} GiB in memory but only {avail / GB:.1f} GiB are available "
+            "(the student loads it whole): free memory, use a machine with more RAM, or build a store with "
+            "fewer views (teacher_labels.views)"
+        )
+
+
+def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> TeacherLabels:
+    """Open the store, check that it fits in memory, then load it whole (logs its size)."""
+    path = str(path)
+    g = labelstore.open_store(path)
+    attrs = dict(g.attrs)
+    lay = attrs.get("layout") or {}
+    if not {"n_rows", "n_views", "n_bins"} <= set(lay):
+        raise ValueError(f"label store {path!r} has no layout attribute: rebuild it with `hpekd teacher-labels`")
+    nbytes = store_nbytes(lay)
+    check_memory(nbytes, max_gb, path)
+    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
+             path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
+    probs = labelstore.load_probs(path)  # refuses an incomplete store
+    views = np.asarray(g["views"][:], dtype=np.float32)
+    ids = np.array([str(x) for x in g["sample_id"][:]], dtype=object)
+    rows = np.asarray(g["row"][:], dtype=np.int64)
+    n = probs.shape[0]
+    if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
+        raise ValueError(
+            f"label store {path!r} is inconsistent: probs {probs.shape}, views {views.shape}, "
+            f"{len(ids)} sample ids, {len(rows)} rows"
+        )
+    return TeacherLabels(path, attrs, probs, views, ids, rows)
+
+
+def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
+    cur: Any = attrs
+    for k in dotted.split("."):
+        if not isinstance(cur, Mapping) or k not in cur:
+            return None
+        cur = cur[k]
+    return cur
+
+
+def check_provenance(
+    labels: TeacherLabels,
+    boxes_path: str | os.PathLike[str],
+    boxes: pd.DataFrame,
+    spec: ModelSpec,
+    input_size: tuple[int, int] | None,
+    teacher: str | os.PathLike[str] | None = None,
+) -> None:
+    """Refuse a store made for other data, another teacher or another head/input.
+
+    Checks, in order, naming the first field that differs: ``manifest.sha256`` (the boxes
+    file), ``sample_id`` (the store's rows must be the boxes table's training rows with
+    status ok, in order), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
+    head), ``input.size``, ``input.normalization``, and ``teacher.sha256`` when a teacher
+    checkpoint is given.
+    """
+    where = f"label store {labels.path!r}"
+    attrs = labels.attrs
+
+    def mismatch(field: str, store: Any, here: Any, hint: str) -> ValueError:
+        return ValueError(f"{where} does not match this run: {field} differs (store {store!r}, here {here!r}); {hint}")
+
+    rebuild = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
+    sha = sha256_file(boxes_path)
+    if _field(attrs, "manifest.sha256") != sha:
+        raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
+                       f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
+    from pipeline.teacher.job import select_rows
+
+    split = _field(attrs, "manifest.split") or "train"
+    want_rows = select_rows(boxes, split)
+    want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
+    have = labels.sample_ids
+    if len(want) != len(have):
+        raise mismatch("sample_id", f"{len(have)} rows", f"{len(want)} {split} rows with status ok", rebuild)
+    diff = np.flatnonzero(want != have)
+    if diff.size:
+        i = int(diff[0])
+        raise mismatch("sample_id", f"row {i} = {have[i]}", f"row {i} = {want[i]}",
+                       f"{diff.size} row(s) differ; {rebuild}")
+    if not np.array_equal(labels.rows, want_rows):
+        raise mismatch("row", "store row indices", "the boxes table's training rows", rebuild)
+    grid = spec.grids[HEAD]
+    for key, here in (("b", grid.size), ("theta", grid.theta), ("Q", grid.count)):
+        store = _field(attrs, f"bins.{key}")
+        if store is None or float(store) != float(here):
+            raise mismatch(f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + rebuild)
+    if labels.probs.shape[-1] != grid.count:
+        raise mismatch("bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, rebuild)
+    store_size = _field(attrs, "input.size")
+    if input_size is not None and (store_size is None or tuple(store_size) != tuple(input_size)):
+        raise mismatch("input.size", store_size, list(input_size),
+                       "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
+    norm = _field(attrs, "input.normalization") or {}
+    if norm and (list(norm.get("mean", IMAGENET_MEAN)) != list(IMAGENET_MEAN)
+                 or list(norm.get("std", IMAGENET_STD)) != list(IMAGENET_STD)):
+        raise mismatch("input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, rebuild)
+    if teacher is not None:
+        tsha = sha256_file(teacher)
+        if _field(attrs, "teacher.sha256") != tsha:
+            raise mismatch("teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
+                           f"the store was made by another teacher than {str(teacher)!r}; {rebuild}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ViewReplay:
+    """``PoseDataset.view_fn``: a uniformly drawn stored view per sample per epoch.
+
+    ``rng`` is the sample's generator for the epoch (seeded by (seed, epoch, row)); the
+    returned ``view_id`` is the store's view index, used to fetch the soft target.
+    Picklable, so DataLoader workers get it.
+    """
+
+    def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
+        self.views = labels.views
+        self.n_views = labels.n_views
+        self.pos = np.full(n_boxes_rows, -1, dtype=np.int64)
+        self.pos[labels.rows] = np.arange(len(labels.rows))
+
+    def __call__(self, row: int, rng: np.random.Generator) -> tuple[View, int]:
+        p = int(self.pos[row])
+        if p < 0:
+            raise ValueError(f"boxes row {row} has no teacher labels in the store")
+        v = int(rng.integers(self.n_views))
+        return view_from_row(self.views[p, v]), v
+
+
+def teacher_input(image: np.ndarray, box: Sequence[float], size: tuple[int, int], view: View, p: int) -> np.ndarray:
+    """The teacher's view of a sample without ensemble offset: the center crop of Z (DESIGN §5)."""
+    h, w = size
+    return crop(image, box, size, pad=p, view=view)[p : p + h, p : p + w]
+
+
+class TeacherTable:
+    """Soft-target lookup for a batch: ``probs[pos[row], view]`` → [B, 3, Q] on the device."""
+
+    def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
+        self.probs = torch.from_numpy(labels.probs)  # float16, shares memory with numpy
+        pos = np.full(n_boxes_rows, -1, dtype=np.int64)
+        pos[labels.rows] = np.arange(len(labels.rows))
+        self.pos = torch.from_numpy(pos)
+
+    def __call__(self, rows: torch.Tensor, views: torch.Tensor, device: torch.device) -> torch.Tensor:
+        p = self.pos[rows.cpu()]
+        if (p < 0).any():
+            raise ValueError(f"boxes row {int(rows.cpu()[p < 0][0])} has no teacher labels in the store")
+        v = views.cpu()
+        if (v < 0).any():
+            raise ValueError("batch without view ids: the dataset must replay the stored views")
+        return self.probs[p, v].to(device, non_blocking=True)
+
+
+def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float):
+    """Eq. 7 loss on the bin-1 head with the replayed view's soft target, and eq. 2 prediction."""
+    grid = spec.grids[HEAD]
+
+    def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
+        teacher = table(batch["index"], batch["view_id"], outputs[HEAD].device)
+        return student_loss(outputs[HEAD], batch["target"], teacher, grid, ce_weight)
+
+    def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return grid.decode(outputs[HEAD])
+
+    return loss_fn, predict_fn
+
+
+def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int, int], cfg: StudentConfig,
+                    train: bool = True) -> PoseDataset:
+    """Training rows of the store, replaying its views (``train=False``: no photometric)."""
+    split = _field(labels.attrs, "manifest.split") or "train"
+    return PoseDataset(
+        boxes, split, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
+        seed=cfg.seed, datasets=list(cfg.datasets) or None,
+    )
+
+
+# ----------------------------------------------------------------------------- stage 2
+
+
+def train_student(
+    cfg: StudentConfig,
+    labels_path: str | os.PathLike[str],
+    boxes_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    metrics_path: str | os.PathLike[str] | None = None,
+    plots_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    teacher: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Stage 2: check and load the label store, then train the student with eq. 7 on the
+    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows."""
+    boxes = read_boxes_table(boxes_path)
+    labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
+    spec = cfg.spec()
+    check_provenance(labels, boxes_path, boxes, spec, cfg.size, teacher)
+    size = cfg.size or tuple(int(v) for v in labels.attrs["input"]["size"])
+    train_set = student_dataset(labels, boxes, size, cfg)  # type: ignore[arg-type]
+    n_left = len(labels.rows) - len(train_set)
+    if n_left:
+        log.info("%d labelled row(s) not used (angles outside ±99° or other datasets)", n_left)
+    has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
+    test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
+    engine = dataclasses.replace(cfg.engine(), progress=progress)
+    rt = setup_runtime(engine.device)
+    set_seed(cfg.seed)
+    model = HeadPoseNet(spec, pretrained=cfg.pretrained)
+    if cfg.weights:
+        load_backbone_weights(model, cfg.weights)
+    loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight)
+    provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
+    return fit(
+        model, train_set, loss_fn, predict_fn, engine, out=out, kind="student", config=cfg.to_dict(),
+        input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
+        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt,
+    )
+
+
+__all__ = [
+    "StudentConfig", "TeacherLabels", "TeacherTable", "ViewReplay", "available_memory", "check_memory",
+    "check_provenance", "load_teacher_labels", "store_nbytes", "student_dataset", "student_fns",
+    "teacher_input", "train_student",
+]
