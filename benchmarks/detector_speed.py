@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.relabel.detect import available_detectors, get_detector  # noqa: E402
 from pipeline.core.images import read_image  # noqa: E402
+from pipeline.relabel.detect import available_detectors, get_detector  # noqa: E402
 
 
 def _cartoons(n: int, size: int = 450) -> list[np.ndarray]:

@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.model.checkpoint import save_checkpoint  # noqa: E402
-from pipeline.teacher.ensemble import ensemble_size  # noqa: E402
 from pipeline.core.images import write_image  # noqa: E402
+from pipeline.model.checkpoint import save_checkpoint  # noqa: E402
 from pipeline.model.network import HeadPoseNet, ModelSpec  # noqa: E402
+from pipeline.teacher.ensemble import ensemble_size  # noqa: E402
 from pipeline.teacher.job import TeacherLabelsConfig, cached_model, resolve_device, run_teacher_labels  # noqa: E402
 
 

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.data.datasets import PoseDataset  # noqa: E402
 from pipeline.data.loader import make_loader  # noqa: E402
 from pipeline.model.network import HeadPoseNet, ModelSpec  # noqa: E402
-from pipeline.training.engine import EngineConfig, make_optimizer, setup_runtime, stage1_fns, train_one_epoch  # noqa: E402
+from pipeline.training.engine import EngineConfig, make_optimizer, setup_runtime, train_one_epoch  # noqa: E402
+from pipeline.training.stage1 import stage1_fns  # noqa: E402
 
 
 def _timed(model, batches, optimizer, loss_fn, rt, n_images: int) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from pipeline.evaluation.ensemble_grid import EnsembleGridConfig, run_ensemble_grid, write_grid
 from pipeline.core.io import config_from_mapping, load_params
+from pipeline.evaluation.ensemble_grid import EnsembleGridConfig, run_ensemble_grid, write_grid
 from stages.common import params_option, user_errors
 
 

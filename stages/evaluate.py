@@ -19,8 +19,8 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
         grid_path: str | None, params_path: str) -> None:
-    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
     from pipeline.core.io import config_from_mapping, load_params
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 
     cfg = config_from_mapping(EvalConfig, load_params(params_path).get("evaluate"), f"{params_path} section 'evaluate'")
     result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path)

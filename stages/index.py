@@ -17,8 +17,8 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(out_path: str, summary_path: str | None, no_progress: bool, params_path: str) -> None:
     """Index datasets into one manifest; prints counts per dataset/split/status and rejection reasons."""
-    from pipeline.manifest.index import IndexConfig, format_summary, index_datasets
     from pipeline.core.io import config_from_mapping, load_params
+    from pipeline.manifest.index import IndexConfig, format_summary, index_datasets
 
     section = load_params(params_path).get("index")
     if section is None:

@@ -28,7 +28,7 @@ def cli(metrics_dir: str, grid_path: str | None, out_path: str, plot_path: str, 
     if grid_path:
         from pipeline.core.io import config_from_mapping, load_params
         from pipeline.teacher.job import TeacherLabelsConfig
-        from pipeline.training.engine import Stage1Config
+        from pipeline.training.stage1 import Stage1Config
 
         params = load_params(params_path)
         labels = config_from_mapping(TeacherLabelsConfig, params.get("teacher_labels"), f"{params_path}: teacher_labels")

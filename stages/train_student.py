@@ -31,7 +31,7 @@ def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, 
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, params_path: str) -> None:
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
     from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.training.student import StudentConfig, train_student
+    from pipeline.training.stage2 import StudentConfig, train_student
 
     section = dict(load_params(params_path).get("train_student") or {})
     if backbone:

@@ -23,7 +23,7 @@ from stages.common import params_option, user_errors
 def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, no_progress: bool,
         params_path: str) -> None:
     from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.training.engine import Stage1Config, train_teacher
+    from pipeline.training.stage1 import Stage1Config, train_teacher
 
     cfg = config_from_mapping(Stage1Config, load_params(params_path).get("train_teacher"),
                               f"{params_path} section 'train_teacher'")

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from pipeline.model.checkpoint import save_checkpoint
-from pipeline.relabel.detect import Detection
 from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.relabel.detect import Detection
 
 CELL = 80  # generated images are grids of CELL×CELL cells; a non-black cell holds one "face"
 MARGIN = 10

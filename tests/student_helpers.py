@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.teacher import labelstore
 from pipeline.core.bins import BinGrid
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
+from pipeline.core.views import view_from_row, views_array
+from pipeline.teacher import labelstore
 from pipeline.teacher.job import read_boxes_table, select_rows
-from pipeline.core.views import views_array, view_from_row
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pipeline.core.angles import project_3ddfa
+from pipeline.core.geometry import View, crop, crop_matrix, transform_points
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import EpochSampler, make_loader
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
-from pipeline.core.geometry import View, crop, crop_matrix, transform_points
 
 RNG = np.random.default_rng(1)
 # a generic rigid 3D point cloud and a face-like one (eyes, nose, mouth, ears, chin)

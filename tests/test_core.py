@@ -10,13 +10,20 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.core.angles import (
-    angles_from_rotation, aflw_angles, augment_pose, biwi_angles, flip_pose, project_3ddfa,
-    rotate_pose, rotation_3ddfa, rotation_from_degrees,
+    aflw_angles,
+    angles_from_rotation,
+    augment_pose,
+    biwi_angles,
+    flip_pose,
+    project_3ddfa,
+    rotate_pose,
+    rotation_3ddfa,
+    rotation_from_degrees,
 )
 from pipeline.core.bins import BinGrid
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.core.geometry import View, crop, crop_matrix, transform_points
 from pipeline.core.io import atomic_path, config_from_mapping
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from stages.cli import main
 

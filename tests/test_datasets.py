@@ -11,19 +11,25 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-
-from pipeline.manifest.boxfile import FileBox, load_box_file
-from pipeline.manifest.spec import DatasetSpec, IndexConfig
-from pipeline.manifest.landmarks import landmark_box
-from pipeline.manifest.index import (
-    COLUMNS, build_manifest, index_datasets, read_boxes, read_manifest, summarize, to_frame, write_manifest,
+from datasets_helpers import (
+    biwi_rotation_file,
+    face_points,
+    make_300w_lp,
+    make_aflw,
+    make_aflw2000,
+    make_biwi,
+    make_biwi_npz,
+    write_box_json,
+    write_pose_mat,
 )
+
 from pipeline.core.images import read_image
 from pipeline.core.io import config_from_mapping
-from datasets_helpers import (
-    biwi_rotation_file, face_points, make_300w_lp, make_aflw, make_aflw2000, make_biwi, make_biwi_npz,
-    write_box_json, write_pose_mat,
-)
+from pipeline.manifest.boxfile import FileBox, load_box_file
+from pipeline.manifest.index import build_manifest, index_datasets, summarize
+from pipeline.manifest.landmarks import landmark_box
+from pipeline.manifest.schema import COLUMNS, read_boxes, read_manifest, to_frame, write_manifest
+from pipeline.manifest.spec import DatasetSpec, IndexConfig
 
 
 def cfg(*datasets: dict, **kw) -> IndexConfig:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from pipeline.model.checkpoint import model_from_checkpoint
-from pipeline.inference.export import export_onnx
 from predict_helpers import make_checkpoint
+
+from pipeline.inference.export import export_onnx
+from pipeline.model.checkpoint import model_from_checkpoint
 from stages.export_onnx import cli as export_cli
 
 onnx = pytest.importorskip("onnx")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.teacher import labelstore
 from pipeline.core.views import views_array
+from pipeline.teacher import labelstore
 
 
 def _attrs(n=10, v=2, shard=4, chunk=2, **over):

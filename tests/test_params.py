@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.manifest.spec import IndexConfig
+from pipeline.core.io import config_from_mapping
 from pipeline.evaluation.ensemble_grid import EnsembleGridConfig
 from pipeline.evaluation.evaluate import EvalConfig
-from pipeline.core.io import config_from_mapping
+from pipeline.manifest.spec import IndexConfig
 from pipeline.relabel.job import RelabelConfig
-from pipeline.training.student import StudentConfig
 from pipeline.synth.generate import SynthConfig
 from pipeline.teacher.job import TeacherLabelsConfig
-from pipeline.training.engine import Stage1Config
+from pipeline.training.stage1 import Stage1Config
+from pipeline.training.stage2 import StudentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {

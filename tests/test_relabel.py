@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-
-from pipeline.relabel import detect
-from pipeline.relabel.job import RelabelConfig, load_box_file, read_boxes, relabel, select_face
 from relabel_helpers import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
+
+from pipeline.manifest.schema import read_boxes
+from pipeline.relabel import detect
+from pipeline.relabel.job import RelabelConfig, relabel
+from pipeline.relabel.select import load_box_file, select_face
 from stages.cli import main
 
 HAVE_YUNET = importlib.util.find_spec("yuface") is not None

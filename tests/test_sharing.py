@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import make_tiny_dataset
 
 pytestmark = pytest.mark.slow

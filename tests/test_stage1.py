@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import make_tiny_dataset
 
-from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.core.io import config_from_mapping
 from pipeline.data.datasets import PoseDataset
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
-from pipeline.core.io import config_from_mapping
+from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
-from pipeline.training.engine import Stage1Config, baseline_mae, train_teacher
+from pipeline.training.stage1 import Stage1Config, baseline_mae, train_teacher
 from stages.cli import main
-from conftest import make_tiny_dataset
 
 FAST = dict(backbone="resnet18", input_size=32, batch_size=16, workers=0, lr=3e-3)
 
@@ -161,7 +161,7 @@ def test_cli_bad_inputs(tiny_boxes: Path, tmp_path: Path) -> None:
 
 
 def test_weights_from_matching_backbone_load(tiny_boxes: Path, tmp_path: Path) -> None:
-    from pipeline.training.engine import load_backbone_weights
+    from pipeline.model.checkpoint import load_backbone_weights
 
     src = HeadPoseNet(ModelSpec("resnet18", (1,)))
     path = tmp_path / "r18.pth"
@@ -209,7 +209,7 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(
         "import torch\ntorch.set_num_threads(1)\n"
-        "from pipeline.training.engine import Stage1Config, train_teacher\n"
+        "from pipeline.training.stage1 import Stage1Config, train_teacher\n"
         "cfg = Stage1Config(backbone='resnet18', input_size=32, batch_size=4, workers=0, epochs=1, device='cpu')\n"
         f"train_teacher(cfg, {str(boxes)!r}, {str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}, progress=False)\n"
     )

@@ -10,23 +10,29 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from pipeline.teacher import labelstore
-from pipeline.core.bins import BinGrid
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.data.datasets import read_boxes_table
-from pipeline.core.images import read_image
-from pipeline.training.student import (
-    StudentConfig, TeacherTable, check_memory, check_provenance, load_teacher_labels, student_dataset,
-    student_fns, teacher_input, train_student,
-)
-from pipeline.teacher.job import ZDataset
-from pipeline.training.engine import Runtime, evaluate
-from pipeline.data.datasets import PoseDataset
-from pipeline.data.loader import make_loader
-from stages.train_student import cli
 from conftest import make_tiny_dataset
 from student_helpers import make_oracle_store
+
+from pipeline.core.bins import BinGrid
+from pipeline.core.images import read_image
+from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.loader import make_loader
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.teacher import labelstore
+from pipeline.teacher.job import ZDataset
+from pipeline.training.engine import Runtime, evaluate
+from pipeline.training.stage2 import (
+    StudentConfig,
+    TeacherTable,
+    check_memory,
+    check_provenance,
+    load_teacher_labels,
+    student_dataset,
+    student_fns,
+    teacher_input,
+    train_student,
+)
+from stages.train_student import cli
 
 SIZE = 48
 

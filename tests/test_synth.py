@@ -11,7 +11,14 @@ from click.testing import CliRunner
 
 from pipeline.core.angles import flip_pose, project_3ddfa
 from pipeline.synth import (
-    FLIP_PERM, SynthConfig, draw_sample, landmarks_model, render_head, render_onto, sample_head, sample_name,
+    FLIP_PERM,
+    SynthConfig,
+    draw_sample,
+    landmarks_model,
+    render_head,
+    render_onto,
+    sample_head,
+    sample_name,
     synthesize,
 )
 from pipeline.synth.raster import rasterize

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.core.angles import THETA
-from pipeline.manifest.index import read_boxes
+from pipeline.manifest.schema import read_boxes
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
 from pipeline.core.geometry import View
 from pipeline.core.images import read_image

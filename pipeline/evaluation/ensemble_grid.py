@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
 from pipeline.core.io import atomic_path, write_json
-from pipeline.teacher.job import ZDataset, cached_model, read_boxes_table, _loader_workers
+from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
+from pipeline.teacher.job import ZDataset, _loader_workers, cached_model, read_boxes_table
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class EnsembleGridConfig:
 
 def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> list[dict[str, Any]]:
     """MAE rows (dataset, p, s, A, mae_pitch, mae_yaw, mae_roll, mae) for every (p, s)."""
-    from pipeline.model.checkpoint import load_checkpoint
     from pipeline.core.io import sha256_file
+    from pipeline.model.checkpoint import load_checkpoint
     from pipeline.model.network import ModelSpec
 
     state = load_checkpoint(checkpoint)

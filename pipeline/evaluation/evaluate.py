@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.model.checkpoint import model_from_checkpoint
+from pipeline.core.io import sha256_file, write_json
 from pipeline.data.datasets import PoseDataset, read_boxes_table
 from pipeline.data.loader import make_loader
-from pipeline.core.io import sha256_file, write_json
 from pipeline.evaluation.figures import pose_grid, write_pose_grid
+from pipeline.model.checkpoint import model_from_checkpoint
 from pipeline.training.engine import ANGLES, Runtime, prepare_batch, resolve_device
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.inference.drawing import draw_axes
 from pipeline.core.images import write_image
 from pipeline.core.io import atomic_path
+from pipeline.inference.drawing import draw_axes
 
 TRUE_COLORS = ((255, 150, 150), (150, 255, 150), (150, 150, 255))  # lighter x/y/z for the ground truth
 

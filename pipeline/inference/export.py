@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import atomic_path, sha256_file
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.model.network import HeadPoseNet
 
 log = logging.getLogger(__name__)

@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.core.device import resolve_device
-from pipeline.teacher.ensemble import ensemble_probs, ensemble_size
 from pipeline.core.geometry import clip_box, crop
 from pipeline.core.images import normalize, read_image, write_image
 from pipeline.core.io import atomic_path
+from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.teacher.ensemble import ensemble_probs, ensemble_size
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class Predictor:
             if drawer is not None:
                 drawer.close()
 
-    def _flush(self, pending: list[_Entry], drawer: "_Drawer | None") -> Iterator[_Entry]:
+    def _flush(self, pending: list[_Entry], drawer: _Drawer | None) -> Iterator[_Entry]:
         crops = [c for e in pending for c in e.crops]
         angles = self.predict_crops(crops) if crops else np.empty((0, 3), np.float32)
         i = 0

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.angles import aflw_angles
-from pipeline.manifest.spec import DatasetSpec, ReadContext, make_row, reject, require_dir
 from pipeline.manifest.landmarks import landmark_box
+from pipeline.manifest.spec import DatasetSpec, ReadContext, make_row, reject, require_dir
 
 log = logging.getLogger(__name__)
 

@@ -200,4 +200,3 @@ def require_dir(path: Path, spec: DatasetSpec, expected: str) -> None:
 
 def fixed_split(spec: DatasetSpec, auto: str) -> str:
     return auto if spec.split == "auto" else spec.split
-

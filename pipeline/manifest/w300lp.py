@@ -22,10 +22,15 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pipeline.manifest.spec import (
-    IMAGE_EXTS, DatasetSpec, ReadContext, fixed_split, make_row, require_dir,
-)
 from pipeline.manifest.landmarks import landmark_box
+from pipeline.manifest.spec import (
+    IMAGE_EXTS,
+    DatasetSpec,
+    ReadContext,
+    fixed_split,
+    make_row,
+    require_dir,
+)
 
 log = logging.getLogger(__name__)
 

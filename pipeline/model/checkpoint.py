@@ -8,6 +8,7 @@ A checkpoint is a dict with ``kind`` ("stage1" or "student"), ``model_spec``
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 
 from pipeline.core.io import atomic_path
 from pipeline.model.network import HeadPoseNet, ModelSpec
+
+log = logging.getLogger(__name__)
 
 KINDS = ("stage1", "student")
 
@@ -69,3 +72,38 @@ def load_model_state(model: HeadPoseNet, weights: dict[str, torch.Tensor], where
             f"with heads {list(model.heads)}: {detail}"
         )
     model.load_state_dict(weights)
+
+
+def load_backbone_weights(model: HeadPoseNet, path: str | os.PathLike[str]) -> None:
+    """Load a local backbone state dict into ``model.trunk``, refusing other architectures.
+
+    Accepts a torchvision ResNet state dict (``fc.*`` ignored) or an hpekd checkpoint (its
+    ``trunk.*`` weights). Any missing, unexpected or mis-shaped trunk key is an error naming
+    the file (a ResNet34 state dict contains every ResNet18 key, hence the unexpected check).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"weights file {str(p)!r} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"weights file {str(p)!r} is not a torch state dict ({exc.__class__.__name__}: {exc})") from exc
+    if isinstance(state, dict) and "model_spec" in state and "model" in state:
+        other = state["model_spec"].get("backbone")
+        if other != model.spec.backbone:
+            raise ValueError(f"weights {str(p)!r} are an hpekd {other} checkpoint, but backbone is {model.spec.backbone!r}")
+        state = {k[len("trunk."):]: v for k, v in state["model"].items() if k.startswith("trunk.")}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {str(p)!r} does not hold a state dict of tensors")
+    own = model.trunk.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith("fc.")]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        what = (
+            f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+            else f"shape of {shapes[0]!r} {tuple(state[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}"
+        )
+        raise ValueError(f"weights {str(p)!r} do not fit backbone {model.spec.backbone!r}: {what}")
+    model.trunk.load_state_dict({k: state[k] for k in own})
+    log.info("loaded backbone weights from %s", p)

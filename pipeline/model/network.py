@@ -63,7 +63,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = dict(d)
         d["bin_sizes"] = tuple(d["bin_sizes"])
         return cls(**d)

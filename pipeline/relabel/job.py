@@ -38,30 +38,25 @@ settings such as ``min_iou``/``fallback``) only reads and detects the images not
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import hashlib
-import json
 import logging
 import math
-import multiprocessing
 import os
-import uuid
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from pipeline.relabel.detect import Detector, backend_version, box_iou, get_detector
-from pipeline.manifest.boxfile import load_box_file as _load_box_file
-from pipeline.manifest.index import BOX_COLUMNS, read_boxes, read_manifest, validate_manifest  # noqa: F401 (re-exported)
-from pipeline.manifest.index import COLUMNS as MANIFEST_COLUMNS
 from pipeline.core.geometry import clip_box
 from pipeline.core.io import atomic_path
+from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
+from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
+from pipeline.relabel.cache import image_key, read_images
+from pipeline.relabel.detect import get_detector
+from pipeline.relabel.select import face_id, file_box, load_box_file, row_landmark_box, select_face, visit_order
 
 log = logging.getLogger(__name__)
 
@@ -105,248 +100,6 @@ class RelabelConfig:
         if self.source == "file" and not self.box_files:
             raise ValueError("relabel.source is 'file' but relabel.box_files is empty: "
                              "map each dataset name to its JSON box file")
-
-
-# --------------------------------------------------------------------------- reading images
-
-
-def _image_key(dataset: str, image_path: str) -> str:
-    return f"{dataset}/{image_path}"
-
-
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        return -1, -1
-
-
-_WORKER_DETECTOR: dict[str, Detector] = {}
-
-
-def _init_worker() -> None:
-    # one thread per process: the pool provides the parallelism
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _process_chunk(items: Sequence[tuple[str, str]], spec: tuple[str, dict] | None,
-                   detector: Detector | None = None) -> list[dict]:
-    """Read (and detect on) each image ``(key, path)``; one JSON-able record per image."""
-    from pipeline.core.images import read_image
-
-    if spec is not None and detector is None:
-        tag = json.dumps(spec, sort_keys=True)
-        if tag not in _WORKER_DETECTOR:
-            _WORKER_DETECTOR[tag] = get_detector(spec[0], **spec[1])
-        detector = _WORKER_DETECTOR[tag]
-    out = []
-    for key, path in items:
-        size, mtime = _stat(path)
-        rec: dict[str, Any] = {"key": key, "size": size, "mtime_ns": mtime, "h": 0, "w": 0, "dets": [], "error": ""}
-        try:
-            img = read_image(path)
-        except FileNotFoundError:
-            rec["error"] = f"image not found: {path}"
-        except ValueError as exc:
-            rec["error"] = f"unreadable image: {exc}"
-        else:
-            rec["h"], rec["w"] = int(img.shape[0]), int(img.shape[1])
-            if detector is not None:
-                try:
-                    rec["dets"] = [[*map(float, d.box), float(d.score)] for d in detector.detect(img)]
-                except Exception as exc:  # noqa: BLE001 - one bad image must not end the run
-                    rec["error"] = f"detector failed: {type(exc).__name__}: {exc}"
-                    rec["transient"] = True
-        out.append(rec)
-    return out
-
-
-class _Cache:
-    """Append-only per-chunk JSONL parts under ``root/<tag>``; later parts win."""
-
-    def __init__(self, root: Path | None, tag: str, meta: dict) -> None:
-        self.dir = None if root is None else Path(root) / tag
-        self.records: dict[str, dict] = {}
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta_path = self.dir / "settings.json"
-        if not meta_path.exists():
-            with atomic_path(meta_path) as tmp:
-                tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for part in sorted(self.dir.glob("part-*.jsonl"), key=lambda p: p.stat().st_mtime_ns):
-            for line in part.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                    self.records[rec["key"]] = rec
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("relabel cache: skipping a bad line in %s", part)
-
-    def lookup(self, key: str, path: str) -> dict | None:
-        rec = self.records.get(key)
-        if rec is None:
-            return None
-        return rec if (rec.get("size"), rec.get("mtime_ns")) == _stat(path) else None
-
-    def add(self, records: list[dict]) -> None:
-        keep = [r for r in records if not r.get("transient")]
-        for r in records:
-            self.records[r["key"]] = r
-        if self.dir is None or not keep:
-            return
-        with atomic_path(self.dir / f"part-{uuid.uuid4().hex}.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-
-
-def _read_images(images: dict[str, str], spec: tuple[str, dict] | None, detector: Detector | None,
-                 config: RelabelConfig, cache_dir: str | os.PathLike | None, progress: bool) -> tuple[dict, dict]:
-    """Records for every image key (from the cache or computed); returns (records, counts)."""
-    meta = {"mode": "detect" if spec else "read", "detector": spec[0] if spec else None,
-            "options": spec[1] if spec else None, "version": backend_version(spec[0]) if spec else ""}
-    tag = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    cache = _Cache(None if cache_dir is None else Path(cache_dir), tag, meta)
-    records: dict[str, dict] = {}
-    todo = []
-    for key, path in images.items():
-        rec = cache.lookup(key, path)
-        if rec is None:
-            todo.append((key, path))
-        else:
-            records[key] = rec
-    counts = {"images": len(images), "from_cache": len(records), "computed": len(todo)}
-    if todo:
-        chunks = [todo[i:i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-        workers = config.workers or os.cpu_count() or 1
-        workers = min(workers, len(chunks))
-        what = f"detect ({spec[0]})" if spec else "read images"
-        log.info("relabel: %d images (%d from cache), %d to %s with %d process(es)",
-                 len(images), counts["from_cache"], len(todo), what, workers)
-        bar = tqdm(total=len(todo), desc=f"relabel: {what}", unit="img", disable=not progress)
-        try:
-            if workers <= 1:
-                for chunk in chunks:
-                    recs = _process_chunk(chunk, spec, detector)
-                    cache.add(recs)
-                    records.update((r["key"], r) for r in recs)
-                    bar.update(len(chunk))
-            else:
-                ctx = multiprocessing.get_context("spawn")  # fork after OpenMP use can deadlock
-                with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-                    futures = {pool.submit(_process_chunk, chunk, spec): len(chunk) for chunk in chunks}
-                    try:
-                        for fut in cf.as_completed(futures):
-                            recs = fut.result()
-                            cache.add(recs)
-                            records.update((r["key"], r) for r in recs)
-                            bar.update(futures[fut])
-                    except BaseException:
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
-        finally:
-            bar.close()
-    return records, counts
-
-
-# --------------------------------------------------------------------------- box files
-
-
-def _norm_relpath(p: str) -> str:
-    p = str(p).replace("\\", "/")
-    while p.startswith("./"):
-        p = p[2:]
-    return p
-
-
-def load_box_file(path: str | os.PathLike) -> dict[tuple[str, int], tuple[float, float, float, float]]:
-    """Published box JSON as ``{(relpath, faceid): (x1, y1, x2, y2)}`` (validated by
-    :func:`pipeline.manifest.boxfile.load_box_file`)."""
-    return {(_norm_relpath(rel), int(fid)): tuple(map(float, fb.box)) for (rel, fid), fb in _load_box_file(path).items()}
-
-
-def _file_box(boxes: dict, image_path: str, face: int) -> tuple[float, float, float, float] | None:
-    rel = _norm_relpath(image_path)
-    for k in (rel, os.path.splitext(rel)[0]):
-        if (k, face) in boxes:
-            return boxes[(k, face)]
-    return None
-
-
-# --------------------------------------------------------------------------- selection
-
-
-def _center(b: Sequence[float]) -> np.ndarray:
-    return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
-
-
-def select_face(dets: np.ndarray, w: int, h: int, landmark_box: Sequence[float] | None = None,
-                previous_box: Sequence[float] | None = None, min_iou: float = 0.3) -> tuple[int | None, float, str]:
-    """Pick the labelled face among detections ``dets`` [N, 5] (x1, y1, x2, y2, score).
-
-    Returns ``(index or None, IoU with the landmark box or NaN, reason if None)``; the rule is
-    the one in the module docstring.
-    """
-    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
-    if len(dets) == 0:
-        return None, math.nan, "no face detected"
-    if landmark_box is not None:
-        ious = box_iou(dets[:, :4], landmark_box)[:, 0]
-        i = int(np.argmax(ious))
-        if ious[i] < min_iou:
-            return None, float(ious[i]), (f"face does not match landmark box: best IoU {ious[i]:.2f} "
-                                          f"< min_iou {min_iou:g} ({len(dets)} face(s) found)")
-        return i, float(ious[i]), ""
-    centres = (dets[:, 0:2] + dets[:, 2:4]) / 2.0
-    if previous_box is not None:
-        d = np.linalg.norm(centres - _center(previous_box), axis=1)
-        return int(np.argmin(d)), math.nan, ""
-    half_diag = max(math.hypot(w, h) / 2.0, 1e-6)
-    d = np.linalg.norm(centres - np.array([w / 2.0, h / 2.0]), axis=1)
-    rank = dets[:, 4] * (1.0 - np.clip(d / half_diag, 0.0, 1.0))
-    return int(np.argmax(rank)), math.nan, ""
-
-
-def _landmark_box(row: Any) -> tuple[float, float, float, float] | None:
-    b = (row.lm_x1, row.lm_y1, row.lm_x2, row.lm_y2)
-    if not all(np.isfinite(v) for v in b) or b[2] <= b[0] or b[3] <= b[1]:
-        return None
-    return tuple(float(v) for v in b)
-
-
-def _face_id(sample_id: str) -> int:
-    tail = str(sample_id).rpartition("#")[2]
-    try:
-        return int(tail)
-    except ValueError:
-        return 0
-
-
-def _visit_order(df: pd.DataFrame) -> list[int]:
-    """Row positions: manifest order, except that each video group (dataset, group) is visited
-    in ``image_path`` order at the position of its first row."""
-    order: list[int] = []
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for pos, (ds, g) in enumerate(zip(df["dataset"].astype(str), df["group"].fillna("").astype(str))):
-        if g:
-            groups[(ds, g)].append(pos)
-    done_groups = set()
-    paths = df["image_path"].astype(str).to_numpy()
-    for pos, (ds, g) in enumerate(zip(df["dataset"].astype(str), df["group"].fillna("").astype(str))):
-        if not g:
-            order.append(pos)
-        elif (ds, g) not in done_groups:
-            done_groups.add((ds, g))
-            order.extend(sorted(groups[(ds, g)], key=lambda p: (paths[p], p)))
-    return order
 
 
 # --------------------------------------------------------------------------- main entry
@@ -396,9 +149,9 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     keys = [""] * n
     for pos in np.flatnonzero(todo):
         ds, rel, root = str(df.at[pos, "dataset"]), str(df.at[pos, "image_path"]), str(df.at[pos, "root"])
-        keys[pos] = _image_key(ds, rel)
+        keys[pos] = image_key(ds, rel)
         images.setdefault(keys[pos], str(Path(root) / rel))
-    records, cache_counts = _read_images(images, spec, detector, config, cache_dir, progress)
+    records, cache_counts = read_images(images, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
 
     x = np.full((n, 4), np.nan, dtype=np.float64)
     source = np.full(n, "", dtype=object)
@@ -413,7 +166,7 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     det_name = f"detector:{config.detector}"
 
     rows = list(df[list(MANIFEST_COLUMNS)].itertuples(index=False))
-    for pos in _visit_order(df):
+    for pos in visit_order(df):
         if not todo[pos]:
             continue
         row = rows[pos]
@@ -424,15 +177,15 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
             log.warning("relabel: sample %s: %s — fix or remove the file; the row is kept as rejected", sid, rec["error"])
             continue
         w, h = int(rec["w"]), int(rec["h"])
-        lm = _landmark_box(row)
+        lm = row_landmark_box(row)
         group = (str(row.dataset), str(row.group or ""))
         box, why = None, ""
         if config.source == "landmarks":
             box, why = (lm, "") if lm is not None else (None, "no landmark box")
             src = "landmarks"
         elif config.source == "file":
-            box = _file_box(file_boxes[str(row.dataset)], str(row.image_path), _face_id(sid))
-            why = "" if box is not None else f"no box in box file: {row.image_path} face {_face_id(sid)}"
+            box = file_box(file_boxes[str(row.dataset)], str(row.image_path), face_id(sid))
+            why = "" if box is not None else f"no box in box file: {row.image_path} face {face_id(sid)}"
             src = "file"
         else:
             dets = np.asarray(rec["dets"], dtype=np.float64).reshape(-1, 5)
@@ -538,7 +291,6 @@ def format_summary(summary: dict) -> str:
     if summary["fallback_by_reason"]:
         lines.append("  fell back: " + ", ".join(f"{k} ({v})" for k, v in summary["fallback_by_reason"].items()))
     return "\n".join(lines)
-
 
 
 # --------------------------------------------------------------------------- files

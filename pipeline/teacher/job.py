@@ -36,14 +36,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.data.datasets import read_boxes_table  # noqa: F401 (re-exported for the student and tests)
 from pipeline.core.device import resolve_device
-from pipeline.teacher.ensemble import ensemble_probs, validate_ensemble
 from pipeline.core.geometry import crop
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from pipeline.core.io import sha256_file
+from pipeline.core.views import view_from_row, views_array
+from pipeline.data.datasets import read_boxes_table  # noqa: F401 (re-exported for the student and tests)
 from pipeline.teacher import labelstore
-from pipeline.core.views import views_array, view_from_row
+from pipeline.teacher.ensemble import ensemble_probs, validate_ensemble
 
 log = logging.getLogger(__name__)
 

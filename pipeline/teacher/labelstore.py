@@ -137,7 +137,7 @@ def provenance(
         "layout": layout.to_dict(),
         "angles": ["pitch", "yaw", "roll"],
         "package": {"name": "hpekd", "version": _package_version()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

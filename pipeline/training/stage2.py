@@ -36,16 +36,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.teacher import labelstore
-from pipeline.data.datasets import PoseDataset, read_boxes_table
-from pipeline.data.transforms import AugmentConfig
 from pipeline.core.geometry import View, crop
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
+from pipeline.core.views import view_from_row
+from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.transforms import AugmentConfig
+from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
 from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec, head_key
-from pipeline.training.engine import EngineConfig, fit, load_backbone_weights, set_seed, setup_runtime
-from pipeline.core.views import view_from_row
+from pipeline.teacher import labelstore
+from pipeline.training.engine import EngineConfig, fit, set_seed, setup_runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,148 @@
+"""Stage 1 (paper §3.2, eq. 4): the multi-head ResNet teacher (regression head + RvC heads b = 1..4)
+trained on the train rows of boxes.parquet with the shared engine; `hpekd train-teacher`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.transforms import AugmentConfig
+from pipeline.model.checkpoint import load_backbone_weights
+from pipeline.model.losses import stage1_loss
+from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
+from pipeline.training.engine import (
+    ANGLES,
+    EngineConfig,
+    LossFn,
+    PredictFn,
+    fit,
+    set_seed,
+    setup_runtime,
+    teardown_runtime,
+)
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """params.yaml section ``train_teacher`` (unknown keys are an error)."""
+
+    backbone: str = "resnet50"
+    bin_sizes: tuple[float, ...] = (1, 2, 3, 4)
+    regression: bool = True
+    pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
+    weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
+    input_size: int | tuple[int, int] = 224
+    batch_size: int = 128
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 1
+    flip_p: float = 0.5
+    max_angle: float = 15.0
+    photometric: bool = True
+    datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all train rows)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        for b in self.bin_sizes:
+            if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.5 <= b <= 99 or (2 * 99 / b) < 2:
+                raise ValueError(
+                    f"bin size {b!r} does not divide ±99° sensibly: use a number of degrees in [0.5, 99] (e.g. 1, 2, 3, 4)"
+                )
+        self.spec()  # validates duplicates etc.
+        self.size  # validates input_size
+        self.engine()
+        self.augment()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        s = self.input_size
+        hw = (s, s) if isinstance(s, int) else tuple(s)
+        if len(hw) != 2 or not all(isinstance(v, int) and v >= 16 for v in hw):
+            raise ValueError(f"input_size {s!r} must be an int or [h, w] of at least 16 pixels")
+        return hw  # type: ignore[return-value]
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression)
+
+    def engine(self) -> EngineConfig:
+        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
+        return EngineConfig(**{k: getattr(self, k) for k in names})
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.flip_p, self.max_angle, self.photometric)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:
+    """Eq. 4 loss and smallest-bin prediction (eq. 2) for a stage-1 model."""
+    grids = spec.grids
+    key = spec.predict_key
+
+    def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
+        return stage1_loss(outputs, batch["target"], grids)
+
+    def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return grids[key].decode(outputs[key])
+
+    return loss_fn, predict_fn
+
+
+def train_teacher(
+    cfg: Stage1Config,
+    boxes: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    metrics_path: str | os.PathLike[str] | None = None,
+    plots_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Stage 1: train the multi-head teacher on the ``train`` rows of ``boxes`` and evaluate
+    on its ``test`` rows (if any) after each epoch."""
+    df = read_boxes_table(boxes)
+    engine = dataclasses.replace(cfg.engine(), progress=progress)
+    datasets = list(cfg.datasets) or None
+    src = repr(str(boxes))
+    train_set = PoseDataset(df, "train", cfg.size, train=True, augment=cfg.augment(), seed=cfg.seed, datasets=datasets,
+                            source=src)
+    has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
+    test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
+    rt = setup_runtime(engine.device)
+    set_seed(cfg.seed)
+    model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
+    if cfg.weights:
+        load_backbone_weights(model, cfg.weights)
+    loss_fn, predict_fn = stage1_fns(model.spec)
+    try:
+        return fit(
+            model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
+            input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
+            resume=resume, rt=rt, stop_after=stop_after,
+        )
+    finally:
+        teardown_runtime(rt)
+
+
+def baseline_mae(train_angles: np.ndarray, test_angles: np.ndarray) -> dict[str, float]:
+    """MAE of predicting the training mean pose for every test sample (a sanity baseline)."""
+    mean = np.asarray(train_angles, dtype=np.float64).mean(0)
+    mae = np.abs(np.asarray(test_angles, dtype=np.float64) - mean).mean(0)
+    out = {f"mae_{a}": float(m) for a, m in zip(ANGLES, mae)}
+    out["mae_mean"] = float(mae.mean())
+    return out
