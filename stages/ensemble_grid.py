@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import click
 
-from pipeline.core.io import config_from_mapping, load_params
-from pipeline.evaluation.ensemble_grid import EnsembleGridConfig, run_ensemble_grid, write_grid
-from stages.common import params_option, user_errors
+from pipeline.evaluation.ensemble_grid import run_ensemble_grid, write_grid
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -20,8 +19,7 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, params_path: str) -> None:
     """Evaluate every (p, s) ensemble with p <= p_max on the test split."""
-    params = load_params(params_path)
-    cfg = config_from_mapping(EnsembleGridConfig, params.get("ensemble_grid"), f"{params_path}: ensemble_grid")
+    cfg = load_config(params_path, "ensemble_grid")
     rows = run_ensemble_grid(cfg, model, boxes)
     write_grid(rows, cfg, out_json, out_csv, out_png)
     for r in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command(help="Evaluate a teacher or student checkpoint on the --split rows of --boxes: MAE per angle "
@@ -19,10 +19,9 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
         grid_path: str | None, params_path: str) -> None:
-    from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+    from pipeline.evaluation.evaluate import evaluate_checkpoint
 
-    cfg = config_from_mapping(EvalConfig, load_params(params_path).get("evaluate"), f"{params_path} section 'evaluate'")
+    cfg = load_config(params_path, "evaluate")
     result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path)
     for name, r in {**result["datasets"], "all": result["all"]}.items():
         click.echo(f"{name:>20}: pitch {r['mae_pitch']:6.2f} yaw {r['mae_yaw']:6.2f} roll {r['mae_roll']:6.2f} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -17,13 +17,9 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(out_path: str, summary_path: str | None, no_progress: bool, params_path: str) -> None:
     """Index datasets into one manifest; prints counts per dataset/split/status and rejection reasons."""
-    from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.manifest.index import IndexConfig, format_summary, index_datasets
+    from pipeline.manifest.index import format_summary, index_datasets
 
-    section = load_params(params_path).get("index")
-    if section is None:
-        raise ValueError(f"{params_path} has no 'index' section (index: {{datasets: [{{name, format, root, split}}]}})")
-    config = config_from_mapping(IndexConfig, section, f"{params_path}: index")
+    config = load_config(params_path, "index", required=True)
     summary = index_datasets(config, out_path, summary_path, progress=not no_progress)
     click.echo(format_summary(summary))
     click.echo(f"wrote {out_path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -23,10 +23,10 @@ from stages.common import params_option, user_errors
 def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,
         no_progress: bool, params_path: str) -> None:
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
-    from pipeline.core.io import config_from_mapping, load_params, write_json
-    from pipeline.relabel.job import RelabelConfig, format_summary, read_manifest_table, relabel, write_boxes
+    from pipeline.core.io import write_json
+    from pipeline.relabel.job import format_summary, read_manifest_table, relabel, write_boxes
 
-    config = config_from_mapping(RelabelConfig, load_params(params_path).get("relabel"), f"{params_path}: relabel")
+    config = load_config(params_path, "relabel")
     manifest = read_manifest_table(manifest_path)
     boxes, summary = relabel(manifest, config, cache_dir=None if no_cache else cache_dir, progress=not no_progress)
     write_boxes(boxes, out_path)

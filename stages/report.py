@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -26,13 +26,9 @@ def cli(metrics_dir: str, grid_path: str | None, out_path: str, plot_path: str, 
 
     extra = []
     if grid_path:
-        from pipeline.core.io import config_from_mapping, load_params
-        from pipeline.teacher.job import TeacherLabelsConfig
-        from pipeline.training.stage1 import Stage1Config
 
-        params = load_params(params_path)
-        labels = config_from_mapping(TeacherLabelsConfig, params.get("teacher_labels"), f"{params_path}: teacher_labels")
-        teacher = config_from_mapping(Stage1Config, params.get("train_teacher"), f"{params_path}: train_teacher")
+        labels = load_config(params_path, "teacher_labels")
+        teacher = load_config(params_path, "train_teacher")
         extra.append(ensemble_row_from_grid(grid_path, labels.p, labels.s, teacher.backbone))
     rows = write_report(metrics_dir, out_path, plot_path, extra)
     click.echo(markdown_table(rows), nl=False)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.core.io import config_from_mapping, load_params
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command(name="synthesize")
@@ -26,14 +25,11 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
     pt3d_68; landmarks/SYNTH/*_pts.mat), OUT/test (AFLW2000 flat layout), OUT/contact_sheet.png
     and OUT/synth_info.json. The same seed always gives the same files.
     """
-    from pipeline.synth.generate import SynthConfig, synthesize
+    from pipeline.synth.generate import synthesize
 
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    section = load_params(params_path).get("synthesize")
-    cfg = config_from_mapping(SynthConfig, section, f"section 'synthesize' of {params_path}")
-    if workers is not None:
-        cfg = SynthConfig(**{**cfg.__dict__, "workers": workers})
+    cfg = load_config(params_path, "synthesize", workers=workers)
     info = synthesize(Path(out_dir), cfg.n_train, cfg.n_test, cfg.seed, size=cfg.size, workers=cfg.workers,
                       occluder_prob=cfg.occluder_prob, progress=not no_progress)
     click.echo(f"synthesized {info['n_train']} train + {info['n_test']} test images ({cfg.size}x{cfg.size}) "

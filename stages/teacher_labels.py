@@ -7,9 +7,8 @@ import json
 
 import click
 
-from pipeline.core.io import config_from_mapping, load_params
-from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
-from stages.common import params_option, user_errors
+from pipeline.teacher.job import run_teacher_labels
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -24,9 +23,8 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(model: str, boxes: str, out: str, workers: int | None, scheduler: str | None, params_path: str) -> None:
     """Label every training sample (V views) with the teacher's ensemble distributions."""
-    params = load_params(params_path)
-    cfg = config_from_mapping(TeacherLabelsConfig, params.get("teacher_labels"), f"{params_path}: teacher_labels")
-    res = run_teacher_labels(cfg, model, boxes, out, workers=workers, scheduler=scheduler)
+    cfg = load_config(params_path, "teacher_labels", workers=workers)
+    res = run_teacher_labels(cfg, model, boxes, out, scheduler=scheduler)
     summary = res.to_dict()
     summary["crops_per_s"] = round(res.crops / res.seconds, 1) if res.seconds > 0 else 0.0
     click.echo(json.dumps(summary))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -30,13 +30,9 @@ from stages.common import params_option, user_errors
 def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, metrics_path: str | None,
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, params_path: str) -> None:
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
-    from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.training.stage2 import StudentConfig, train_student
+    from pipeline.training.stage2 import train_student
 
-    section = dict(load_params(params_path).get("train_student") or {})
-    if backbone:
-        section["backbone"] = backbone
-    cfg = config_from_mapping(StudentConfig, section, f"{params_path}: train_student")
+    cfg = load_config(params_path, "train_student", backbone=backbone or None)
     res = train_student(cfg, labels_path, boxes_path, out_path, metrics_path=metrics_path, plots_path=plots_path,
                         resume=resume, teacher=teacher_path, progress=not no_progress)
     click.echo(json.dumps({"out": out_path, "backbone": cfg.backbone, **res}, default=float))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command(help="Train the stage-1 teacher (ResNet + regression head + RvC heads) on the train rows of "
@@ -22,11 +22,9 @@ from stages.common import params_option, user_errors
 @user_errors
 def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, no_progress: bool,
         params_path: str) -> None:
-    from pipeline.core.io import config_from_mapping, load_params
-    from pipeline.training.stage1 import Stage1Config, train_teacher
+    from pipeline.training.stage1 import train_teacher
 
-    cfg = config_from_mapping(Stage1Config, load_params(params_path).get("train_teacher"),
-                              f"{params_path} section 'train_teacher'")
+    cfg = load_config(params_path, "train_teacher")
     result = train_teacher(cfg, boxes, out, metrics_path, plots_path, resume=resume, progress=not no_progress)
     final, best = result["final"], result["best"]
     if "mae_mean" in final:

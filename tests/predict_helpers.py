@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.checkpoint import checkpoint_state, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from pipeline.relabel.detect import Detection
 
@@ -24,10 +24,7 @@ def make_checkpoint(path: Path, kind: str = "student", size: tuple[int, int] = (
     with torch.no_grad():  # sharpen the random heads so predictions differ clearly between faces
         for head in model.heads.values():
             head.weight.mul_(40.0)
-    save_checkpoint(path, {
-        "kind": kind, "model_spec": spec.to_dict(), "model": model.state_dict(), "optimizer": None,
-        "scheduler": None, "epoch": 0, "config": {}, "input_size": list(size),
-    })
+    save_checkpoint(path, checkpoint_state(kind, model, size))
     return path
 
 

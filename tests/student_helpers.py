@@ -15,8 +15,9 @@ from pipeline.core.bins import BinGrid
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
+from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
-from pipeline.teacher.job import read_boxes_table, select_rows
+from pipeline.teacher.labelstore import select_rows
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
@@ -32,7 +33,7 @@ def make_oracle_store(
     bin_size: float = 1, teacher_sha: str = "0" * 64, sample_ids: list[str] | None = None,
     max_angle: float = 15.0,
 ) -> Path:
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     rows = select_rows(df, "train")
     ids = sample_ids or df["sample_id"].astype(str).to_numpy()[rows].tolist()
     grid = BinGrid(bin_size)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.checkpoint import checkpoint_state, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 
 
@@ -20,8 +20,5 @@ def make_teacher_checkpoint(path: Path, size: int = 32, backbone: str = "resnet1
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, {
-        "kind": "stage1", "model_spec": spec.to_dict(), "model": model.state_dict(), "optimizer": None,
-        "scheduler": None, "epoch": 0, "config": {}, "input_size": [size, size],
-    })
+    save_checkpoint(path, checkpoint_state("stage1", model, (size, size)))
     return path

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from pipeline.core.angles import project_3ddfa
-from pipeline.core.geometry import View, crop, crop_matrix, transform_points
+from pipeline.core.geometry import crop, crop_matrix, transform_points
+from pipeline.core.views import View, random_view
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import EpochSampler, make_loader
-from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
+from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, sample_rng
 
 RNG = np.random.default_rng(1)
 # a generic rigid 3D point cloud and a face-like one (eyes, nose, mouth, ears, chin)
@@ -140,7 +141,7 @@ def test_pose_dataset_bad_input(tiny_boxes, tmp_path) -> None:
     far.loc[far.index[:3], "yaw"] = 120.0
     ds = PoseDataset(far, "train", 48, train=False)
     assert ds.dropped == 3 and len(ds) == 45
-    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+    with pytest.raises(ValueError, match="missing.parquet.*not found"):
         PoseDataset(tmp_path / "missing.parquet", "train", 48, train=True)
     broken = df.copy()
     broken.loc[0, "image_path"] = "nowhere.png"

@@ -21,9 +21,11 @@ from pipeline.core.angles import (
     rotation_from_degrees,
 )
 from pipeline.core.bins import BinGrid
-from pipeline.core.geometry import View, crop, crop_matrix, transform_points
-from pipeline.core.io import atomic_path, config_from_mapping
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.core.config import config_from_mapping
+from pipeline.core.geometry import crop, crop_matrix, transform_points
+from pipeline.core.io import atomic_path
+from pipeline.core.views import View
+from pipeline.model.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from stages.cli import main
 
@@ -167,7 +169,7 @@ def test_model_heads_and_checkpoint_architecture_check(tmp_path) -> None:
     assert out["reg"].shape == (2, 3) and out["bin1"].shape == (2, 3, 198) and out["bin4"].shape == (2, 3, 50)
     assert out["reg"].abs().max() <= 99
     path = tmp_path / "m.pt"
-    save_checkpoint(path, {"kind": "stage1", "model_spec": spec.to_dict(), "model": model.state_dict(), "input_size": [40, 40]})
+    save_checkpoint(path, checkpoint_state("stage1", model, (40, 40)))
     loaded, state = model_from_checkpoint(path)
     assert loaded.spec == spec and state["input_size"] == [40, 40]
     other = HeadPoseNet(ModelSpec("resnet34", bin_sizes=(1, 4)))

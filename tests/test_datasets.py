@@ -23,8 +23,8 @@ from datasets_helpers import (
     write_pose_mat,
 )
 
+from pipeline.core.config import config_from_mapping
 from pipeline.core.images import read_image
-from pipeline.core.io import config_from_mapping
 from pipeline.manifest.boxfile import FileBox, load_box_file
 from pipeline.manifest.index import build_manifest, index_datasets, summarize
 from pipeline.manifest.landmarks import landmark_box

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.core.geometry import View, crop
+from pipeline.core.geometry import crop
 from pipeline.core.images import normalize, read_image
-from pipeline.core.views import views_array, views_for
+from pipeline.core.views import View, views_array, views_for
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from pipeline.teacher.ensemble import crop_offsets, crop_probs, ensemble_probs, ensemble_size, subset_mean
 

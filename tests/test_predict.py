@@ -161,7 +161,7 @@ def test_bad_inputs_have_clear_messages(ckpt: Path, tmp_path: Path) -> None:
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(ValueError, match="has no images"):
         collect_inputs([tmp_path / "emptydir"])
-    with pytest.raises(ValueError, match="multiple of s"):
+    with pytest.raises(ValueError, match="multiple of the stride s"):
         parse_ensemble("15,4")
     with pytest.raises(ValueError, match="'p,s'"):
         parse_ensemble("15")
@@ -240,7 +240,7 @@ def test_cli_failures_exit_nonzero(ckpt: Path, media: Path, tmp_path: Path) -> N
     res = runner.invoke(predict_cli, [str(media / "imgs/a.png"), "-m", str(bad), "--detector", "grid"])
     assert res.exit_code == 1 and "not an hpekd checkpoint" in res.output
     res = runner.invoke(predict_cli, [str(media / "imgs/a.png"), *base, "--ensemble", "3,2"])
-    assert res.exit_code == 1 and "multiple of s" in res.output
+    assert res.exit_code == 1 and "multiple of the stride s" in res.output
     res = runner.invoke(predict_cli, ["--help"])
     assert res.exit_code == 0 and "Examples" in res.output and "--ensemble" in res.output
 

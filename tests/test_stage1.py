@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
-from pipeline.core.io import config_from_mapping
+from pipeline.core.config import config_from_mapping
 from pipeline.data.datasets import PoseDataset
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 from pipeline.model.checkpoint import load_checkpoint, save_checkpoint

@@ -15,8 +15,9 @@ from student_helpers import make_oracle_store
 
 from pipeline.core.bins import BinGrid
 from pipeline.core.images import read_image
-from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
+from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import ZDataset
@@ -53,7 +54,7 @@ def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
     boxes, store = data
     labels = load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE)
-    table = TeacherTable(labels, len(read_boxes_table(boxes)))
+    table = TeacherTable(labels, len(read_boxes(boxes)))
     loss_fn, predict_fn = student_fns(cfg.spec(), table, cfg.ce_weight)
     grid = BinGrid(1)
     g = torch.Generator().manual_seed(0)
@@ -89,7 +90,7 @@ def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
     """Before photometric augmentation, the student's image for view k is the teacher's view k:
     the center crop of the region Z the teacher job built, and its target is View.pose(gt)."""
     boxes, store = data
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     labels = load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE, photometric=False)
     ds = student_dataset(labels, df, (SIZE, SIZE), cfg)
@@ -121,7 +122,7 @@ def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
 
 def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
     boxes, store = data
-    df, labels = read_boxes_table(boxes), load_teacher_labels(store)
+    df, labels = read_boxes(boxes), load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE)
     a = student_dataset(labels, df, (SIZE, SIZE), cfg)
     b = student_dataset(labels, df, (SIZE, SIZE), cfg)
@@ -141,7 +142,7 @@ def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
 def _check(store: Path, boxes: Path, **kw) -> None:
     labels = load_teacher_labels(store)
     cfg = StudentConfig(input_size=kw.pop("size", SIZE))
-    check_provenance(labels, boxes, read_boxes_table(boxes), cfg.spec(), cfg.size, **kw)
+    check_provenance(labels, boxes, read_boxes(boxes), cfg.spec(), cfg.size, **kw)
 
 
 def test_matching_store_accepted(data: tuple[Path, Path]) -> None:
@@ -158,7 +159,7 @@ def test_store_for_another_manifest_refused(data: tuple[Path, Path], tmp_path: P
 
 def test_store_with_other_sample_ids_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
     boxes, _ = data
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     ids = df.loc[df["split"] == "train", "sample_id"].astype(str).tolist()
     ids[5], ids[6] = ids[6], ids[5]
     store = make_oracle_store(boxes, tmp_path / "swapped.zarr", size=SIZE, sample_ids=ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 THETA = 99.0  # angle range kept for training/testing, degrees (DESIGN §3, §4)
+ANGLES = ("pitch", "yaw", "roll")  # the order of every [.., 3] angle axis in the project
 
 
 def rotation_3ddfa(pitch: float, yaw: float, roll: float) -> np.ndarray:

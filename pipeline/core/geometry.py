@@ -13,23 +13,10 @@ boxes (a rotation after anisotropic scaling would shear the face).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-from pipeline.core.angles import augment_pose
-
-
-@dataclass(frozen=True)
-class View:
-    """Explicit parameters of one geometric augmentation; ``View()`` is the identity."""
-
-    flip: bool = False
-    angle: float = 0.0  # degrees, counter-clockwise as displayed
-
-    def pose(self, pitch: float, yaw: float, roll: float) -> tuple[float, float, float]:
-        return augment_pose(pitch, yaw, roll, self.flip, self.angle)
+from pipeline.core.views import View
 
 
 def validate_box(box: tuple[float, float, float, float] | np.ndarray) -> tuple[float, float, float, float]:

@@ -7,19 +7,14 @@ interrupted stage never leaves a half-written file that DVC or a later stage wou
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
-
-T = TypeVar("T")
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -60,28 +55,5 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"params file {str(p)!r} not found: run from the project root or pass --params")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"params file {str(p)!r} must hold a mapping of sections")
-    return data
 
 
-def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
-    """Build the frozen dataclass ``cls`` from a params section; unknown keys raise.
-
-    A misspelt key silently falling back to its default is the classic way a run trains
-    something else than intended, so it is an error naming the key and the section.
-    """
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(names)}")
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)

@@ -1,4 +1,6 @@
-"""Seeded geometric views of the teacher-label store (DESIGN §6).
+"""The one View type of the project (a flip flag and an in-plane rotation angle) and how views
+are drawn: randomly per training sample, or keyed by (seed, sample_id, view) for the teacher-label
+store (DESIGN §6).
 
 Every training sample gets ``V`` views. View 0 is the identity; view ``v > 0`` is drawn from
 a numpy generator seeded by a stable hash of ``(seed, sample_id, v)``: a horizontal flip with
@@ -14,13 +16,32 @@ the student replays what is stored: teacher and student then warp with the same 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.geometry import View
+from pipeline.core.angles import augment_pose
 
 FLIP_PROB = 0.5
 MAX_ANGLE = 15.0
+
+
+@dataclass(frozen=True)
+class View:
+    """Explicit parameters of one geometric augmentation; ``View()`` is the identity."""
+
+    flip: bool = False
+    angle: float = 0.0  # degrees, counter-clockwise as displayed
+
+    def pose(self, pitch: float, yaw: float, roll: float) -> tuple[float, float, float]:
+        return augment_pose(pitch, yaw, roll, self.flip, self.angle)
+
+
+def random_view(rng: np.random.Generator, flip_p: float = 0.5, max_angle: float = 15.0) -> View:
+    """Draw a view: flip with probability ``flip_p``, angle uniform in ±``max_angle``."""
+    flip = bool(rng.random() < flip_p)
+    angle = float(rng.uniform(-max_angle, max_angle)) if max_angle > 0 else 0.0
+    return View(flip=flip, angle=angle)
 
 
 def _generator(seed: int, sample_id: str, view: int) -> np.random.Generator:

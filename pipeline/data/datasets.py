@@ -44,28 +44,17 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.core.angles import THETA
+from pipeline.core.angles import ANGLES, THETA
 from pipeline.manifest.schema import read_boxes
-from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, random_view, sample_rng
-from pipeline.core.geometry import View
+from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, sample_rng
+from pipeline.core.views import random_view
+from pipeline.core.views import View
 from pipeline.core.images import read_image
 
 log = logging.getLogger(__name__)
 
 ViewFn = Callable[[int, np.random.Generator], "View | tuple[View, int]"]
-REQUIRED = ("split", "status", "dataset", "root", "image_path", "pitch", "yaw", "roll", "x1", "y1", "x2", "y2")
 
-
-def read_boxes_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """``boxes.parquet`` validated by :func:`pipeline.manifest.index.read_boxes`, in row order."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"boxes table {str(p)!r} not found (run `hpekd relabel` first)")
-    df = read_boxes(p)
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"boxes table {str(p)!r} lacks column(s) {missing}")
-    return df.reset_index(drop=True)
 
 
 class PoseDataset(Dataset):
@@ -91,7 +80,7 @@ class PoseDataset(Dataset):
     ) -> None:
         if source is None:
             source = "boxes table" if isinstance(boxes, pd.DataFrame) else repr(str(boxes))
-        df = boxes.reset_index(drop=True) if isinstance(boxes, pd.DataFrame) else read_boxes_table(boxes)
+        df = boxes.reset_index(drop=True) if isinstance(boxes, pd.DataFrame) else read_boxes(boxes)
         self.size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
         if len(self.size) != 2 or min(self.size) < 8:
             raise ValueError(f"input size {size!r} must be an int or [h, w] of at least 8 pixels")
@@ -101,7 +90,7 @@ class PoseDataset(Dataset):
             if unknown:
                 raise ValueError(f"dataset(s) {unknown} have no {split!r} rows in {source}")
             mask &= df["dataset"].isin(list(datasets))
-        angles = df[["pitch", "yaw", "roll"]].to_numpy(np.float64)
+        angles = df[list(ANGLES)].to_numpy(np.float64)
         ok_angles = np.isfinite(angles).all(1)
         if theta is not None:
             ok_angles &= (np.abs(np.nan_to_num(angles, nan=np.inf)) <= theta).all(1)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import albumentations as A
 import numpy as np
 
-from pipeline.core.geometry import View, crop
+from pipeline.core.geometry import crop
+from pipeline.core.views import View
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,6 @@ class AugmentConfig:
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one sample in one epoch: a pure function of (seed, epoch, index)."""
     return np.random.default_rng([int(seed), int(epoch), int(index)])
-
-
-def random_view(rng: np.random.Generator, flip_p: float = 0.5, max_angle: float = 15.0) -> View:
-    """Draw a view: flip with probability ``flip_p``, angle uniform in ±``max_angle``."""
-    flip = bool(rng.random() < flip_p)
-    angle = float(rng.uniform(-max_angle, max_angle)) if max_angle > 0 else 0.0
-    return View(flip=flip, angle=angle)
 
 
 def geometric(

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
+from pipeline.manifest.schema import read_boxes
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
-from pipeline.teacher.job import ZDataset, _loader_workers, cached_model, read_boxes_table
+from pipeline.teacher.job import ZDataset, _loader_workers, cached_model
 
 log = logging.getLogger(__name__)
 
-ANGLES = ("pitch", "yaw", "roll")
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,16 @@ class EnsembleGridConfig:
 def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> list[dict[str, Any]]:
     """MAE rows (dataset, p, s, A, mae_pitch, mae_yaw, mae_roll, mae) for every (p, s)."""
     from pipeline.core.io import sha256_file
-    from pipeline.model.checkpoint import load_checkpoint
+    from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
 
     state = load_checkpoint(checkpoint)
     spec = ModelSpec.from_dict(state["model_spec"])
-    size = (int(state["input_size"][0]), int(state["input_size"][1]))
+    size = input_size_of(state, repr(checkpoint))
     head = spec.predict_key
     grid = spec.grids[head]
     del state
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     gt = df[list(ANGLES)].to_numpy(np.float64)
     keep = np.array((df["status"].astype(str) == "ok") & (df["split"].astype(str) == cfg.split), dtype=bool)
     keep &= np.isfinite(gt).all(1) & (np.abs(gt) <= cfg.theta_range).all(1)

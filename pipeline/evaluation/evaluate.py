@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.core.angles import ANGLES
+from pipeline.core.device import resolve_device
 from pipeline.core.io import sha256_file, write_json
-from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from pipeline.evaluation.figures import pose_grid, write_pose_grid
-from pipeline.model.checkpoint import model_from_checkpoint
-from pipeline.training.engine import ANGLES, Runtime, prepare_batch, resolve_device
+from pipeline.manifest.schema import read_boxes
+from pipeline.model.checkpoint import input_size_of, model_from_checkpoint
+from pipeline.training.engine import Runtime, prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,8 @@ def evaluate_checkpoint(
     "split", "datasets": {name: {mae_*, n, dropped}}, "all": {...}}``.
     """
     model, state = model_from_checkpoint(model_path)
-    size = tuple(state.get("input_size") or (224, 224))
-    df = read_boxes_table(boxes)
+    size = input_size_of(state, repr(str(model_path)))
+    df = read_boxes(boxes)
     ds = PoseDataset(df, split, size, train=False, datasets=datasets, source=repr(str(boxes)))
     device = resolve_device(cfg.device)
     pred = predict_dataset(model, ds, cfg, device)

@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 ROLES = {"base": "Base", "ensemble": "Ensemble", "kd": "KD"}
-ANGLES = ("pitch", "yaw", "roll")
 FILE_RE = re.compile(r"^(base|ensemble|kd)-(resnet\d+)\.json$")
 
 

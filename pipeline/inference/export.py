@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import atomic_path, sha256_file
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.model.checkpoint import input_size_of, load_checkpoint, model_from_checkpoint
 from pipeline.model.network import HeadPoseNet
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,9 @@ def export_onnx(
         _require("onnxruntime", "checking the exported model (check=True)")
     ckpt = Path(checkpoint)
     state = load_checkpoint(ckpt)
-    if not state.get("input_size"):
-        raise ValueError(f"checkpoint {str(ckpt)!r} has no input_size; it was not written by hpekd training")
+    h, w = input_size_of(state, repr(str(ckpt)))
     model, state = model_from_checkpoint(state)
     model.eval()
-    h, w = (int(v) for v in state["input_size"])
     wrapper = PoseExportWrapper(model).eval()
     grid = model.spec.grids[wrapper.key]
     sample = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))

@@ -34,8 +34,8 @@ from pipeline.core.device import resolve_device
 from pipeline.core.geometry import clip_box, crop
 from pipeline.core.images import normalize, read_image, write_image
 from pipeline.core.io import atomic_path
-from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.teacher.ensemble import ensemble_probs, ensemble_size
+from pipeline.model.checkpoint import input_size_of, load_checkpoint, model_from_checkpoint
+from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,7 @@ def parse_ensemble(text: str | Sequence[int] | None) -> tuple[int, int] | None:
         if len(text) != 2:
             raise ValueError(f"ensemble {text!r} must be (p, s)")
         p, s = (int(v) for v in text)
-    if p < 0 or s < 1:
-        raise ValueError(f"ensemble p={p}, s={s}: need p >= 0 and s >= 1")
-    if p % s:
-        raise ValueError(f"ensemble p={p} must be a multiple of s={s} (DESIGN §5), e.g. p=15, s=5")
+    validate_ensemble(p, s)
     return p, s
 
 
@@ -160,15 +157,11 @@ class Predictor:
         self.ensemble = parse_ensemble(ensemble)
         self.device = resolve_device(device)
         state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        if not state.get("input_size"):
-            raise ValueError(
-                f"checkpoint {str(checkpoint) if not isinstance(checkpoint, dict) else ''!r} has no input_size; "
-                "it was not written by hpekd train-teacher/train-student"
-            )
+        size = input_size_of(state, repr(str(checkpoint)) if not isinstance(checkpoint, dict) else "(dict)")
         model, state = model_from_checkpoint(state)
         self.state = state
         self.kind: str = state["kind"]
-        self.input_size: tuple[int, int] = (int(state["input_size"][0]), int(state["input_size"][1]))
+        self.input_size: tuple[int, int] = size
         self.spec = model.spec
         self.model = model.to(self.device).eval()
         self.key = self.spec.predict_key

@@ -93,10 +93,12 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def read_boxes(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read and validate ``boxes.parquet`` (manifest columns + :data:`BOX_COLUMNS`)."""
+    """Read and validate ``boxes.parquet`` (manifest columns + :data:`BOX_COLUMNS`), rows in file
+    order with a fresh index (row i = manifest row i = label-store row order). The one reader of
+    the boxes table; every problem is a ``ValueError`` naming the file."""
     df = _read_table(path, "boxes file", "hpekd relabel")
     validate_manifest(df, f"boxes file {str(path)!r}")
     missing = [c for c in BOX_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"boxes file {str(path)!r} lacks column(s) {missing}; expected the manifest columns + {list(BOX_COLUMNS)} (rerun `hpekd relabel`)")
-    return df
+    return df.reset_index(drop=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.io import config_from_mapping
+from pipeline.core.config import config_from_mapping
 
 log = logging.getLogger(__name__)
 

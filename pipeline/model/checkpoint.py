@@ -23,6 +23,44 @@ log = logging.getLogger(__name__)
 KINDS = ("stage1", "student")
 
 
+def checkpoint_state(
+    kind: str,
+    model: HeadPoseNet,
+    input_size: tuple[int, int] | list[int],
+    *,
+    epoch: int = 0,
+    config: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The one builder of a checkpoint dict (training, weight importers, test helpers).
+
+    ``extra`` keys (engine settings, RNG states, metric history) are stored as given.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind {kind!r} must be one of {KINDS}")
+    return {
+        "kind": kind,
+        "model_spec": model.spec.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "epoch": int(epoch),
+        "config": dict(config or {}),
+        "input_size": [int(s) for s in input_size],
+        **extra,
+    }
+
+
+def input_size_of(state: dict[str, Any], where: str = "checkpoint") -> tuple[int, int]:
+    """The network input (h, w) a checkpoint was trained at; ``where`` names it in the error."""
+    size = state.get("input_size")
+    if not size or len(size) != 2:
+        raise ValueError(f"checkpoint {where} has no input_size; it was not written by hpekd train-teacher/train-student")
+    return int(size[0]), int(size[1])
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     if state.get("kind") not in KINDS:
         raise ValueError(f"checkpoint kind {state.get('kind')!r} must be one of {KINDS}")

@@ -16,8 +16,6 @@ import torch.nn.functional as F
 
 from pipeline.core.bins import BinGrid
 
-ANGLES = ("pitch", "yaw", "roll")
-
 
 def _ce_sum(logits: torch.Tensor, target_angles: torch.Tensor, grid: BinGrid) -> torch.Tensor:
     """Σ over the three angles of the batch-mean cross-entropy against the bin of the target."""

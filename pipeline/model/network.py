@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,14 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def head_key(size: float) -> str:
+    """The output key of the RvC head with bin size ``size`` (e.g. ``"bin1"``)."""
     return f"bin{size:g}"
+
+
+# The bin-1 head: the student's one head and the head whose ensemble distributions are the
+# teacher labels (DESIGN §4, §6).
+LABEL_BIN = 1
+LABEL_HEAD = head_key(LABEL_BIN)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,9 @@ class ModelSpec:
 
 
 class HeadPoseNet(nn.Module):
-    def __init__(self, spec: ModelSpec, pretrained: bool = False, weights: str | Path | None = None):
+    def __init__(self, spec: ModelSpec, pretrained: bool = False):
+        """``pretrained``: torchvision's ImageNet weights; a local state dict is loaded with
+        :func:`pipeline.model.checkpoint.load_backbone_weights` (which refuses a mismatch)."""
         super().__init__()
         self.spec = spec
         factory = getattr(torchvision.models, spec.backbone)
@@ -79,13 +87,6 @@ class HeadPoseNet(nn.Module):
             # torchvision's weights API downloads into TORCH_HOME in the real world.
             tv_weights = torchvision.models.get_model_weights(spec.backbone).DEFAULT
         trunk = factory(weights=tv_weights)
-        if weights is not None:
-            path = Path(weights)
-            if not path.is_file():
-                raise ValueError(f"backbone weights file {str(path)!r} not found")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            missing, unexpected = trunk.load_state_dict(state, strict=False)
-            log.info("loaded %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
         channels = trunk.fc.in_features
         trunk.fc = nn.Identity()  # torchvision ResNet already pools globally (any input size)
         self.trunk = trunk
@@ -105,7 +106,3 @@ class HeadPoseNet(nn.Module):
         """[B, 3] degrees (pitch, yaw, roll) from the smallest-bin RvC head (eq. 2)."""
         key = self.spec.predict_key
         return self.spec.grids[key].decode(self(x)[key])
-
-
-def build_model(spec: ModelSpec, pretrained: bool = False, weights: str | Path | None = None) -> HeadPoseNet:
-    return HeadPoseNet(spec, pretrained=pretrained, weights=weights)

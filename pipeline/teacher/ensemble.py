@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.core.images import normalize
+from pipeline.model.network import LABEL_HEAD
 
 
 def validate_ensemble(p: int, s: int) -> int:
@@ -81,7 +82,7 @@ def crop_probs(
     size: Sequence[int],
     p: int,
     s: int,
-    head: str = "bin1",
+    head: str = LABEL_HEAD,
     chunk: int = 0,
     device: torch.device | str | None = None,
     amp: bool = True,
@@ -132,7 +133,7 @@ def ensemble_probs(
     size: Sequence[int],
     p: int,
     s: int,
-    head: str = "bin1",
+    head: str = LABEL_HEAD,
     chunk: int = 0,
     device: torch.device | str | None = None,
     amp: bool = True,

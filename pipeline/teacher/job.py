@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline.core.device import resolve_device
@@ -41,14 +40,13 @@ from pipeline.core.geometry import crop
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
-from pipeline.data.datasets import read_boxes_table  # noqa: F401 (re-exported for the student and tests)
+from pipeline.manifest.schema import read_boxes
+from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
-from pipeline.teacher.ensemble import ensemble_probs, validate_ensemble
+from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
+from pipeline.teacher.labelstore import select_rows
 
 log = logging.getLogger(__name__)
-
-HEAD = "bin1"
-
 
 @dataclass(frozen=True)
 class TeacherLabelsConfig:
@@ -93,18 +91,11 @@ class TeacherLabelsConfig:
 
     @property
     def A(self) -> int:
-        return (2 * self.p // self.s + 1) ** 2
+        return ensemble_size(self.p, self.s)
 
 
 # ---------------------------------------------------------------------------- inputs
 
-def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
-    """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
-
-    The store's row i is ``df.iloc[rows[i]]``; the student uses the same function.
-    """
-    mask = (df["status"].astype(str) == "ok") & (df["split"].astype(str) == split)
-    return np.flatnonzero(mask.to_numpy()).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- model
@@ -244,7 +235,7 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
             B = zb.shape[0]
             probs = ensemble_probs(
                 model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
-                head=HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
+                head=LABEL_HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
             )
             q.put((k, off, probs.view(B, V, 3, -1).to(torch.float16)))
             if errors:
@@ -303,20 +294,18 @@ def _guard_foreign(out: str) -> None:
 
 def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
     """Hash inputs, create the store layout (or validate it for a resume), list pending shards."""
-    from pipeline.model.checkpoint import load_checkpoint
+    from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
 
     state = load_checkpoint(checkpoint)
     spec = ModelSpec.from_dict(state["model_spec"])
-    if HEAD not in spec.grids:
+    if LABEL_HEAD not in spec.grids:
         raise ValueError(f"checkpoint {checkpoint!r} has no bin-1 head (heads: {list(spec.grids)}); "
                          "the teacher labels are bin-1 distributions")
-    if not state.get("input_size"):
-        raise ValueError(f"checkpoint {checkpoint!r} has no input_size")
-    input_size = (int(state["input_size"][0]), int(state["input_size"][1]))
-    grid = spec.grids[HEAD]
+    input_size = input_size_of(state, repr(checkpoint))
+    grid = spec.grids[LABEL_HEAD]
     del state
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     rows = select_rows(df, cfg.split)
     if rows.size == 0:
         raise ValueError(f"boxes file {boxes!r} has no usable rows with split={cfg.split!r} and status ok")

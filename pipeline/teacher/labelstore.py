@@ -32,8 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
+
+from pipeline.core.angles import ANGLES
+from pipeline.model.network import LABEL_HEAD
+from pipeline.teacher.ensemble import ensemble_size
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +127,19 @@ def provenance(
     layout: Layout,
 ) -> dict[str, Any]:
     """The group attributes (JSON) of a store; ``created`` and ``package`` are informative."""
-    A = (2 * p // s + 1) ** 2
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "teacher": {"sha256": checkpoint_sha256, "kind": checkpoint_kind, "model_spec": dict(model_spec),
-                    "architecture": model_spec.get("backbone"), "head": "bin1"},
+                    "architecture": model_spec.get("backbone"), "head": LABEL_HEAD},
         "bins": {"b": bin_size, "theta": theta, "Q": n_bins},
-        "ensemble": {"p": p, "s": s, "A": A},
+        "ensemble": {"p": p, "s": s, "A": ensemble_size(p, s)},
         "input": {"size": [int(input_size[0]), int(input_size[1])], "normalization": dict(normalization)},
         "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": "ok"},
         "views": {"seed": view_seed, "V": n_views, "flip_prob": flip_prob, "max_angle": max_angle,
                   "view0": "identity", "columns": ["flip", "angle_deg"]},
         "layout": layout.to_dict(),
-        "angles": ["pitch", "yaw", "roll"],
+        "angles": list(ANGLES),
         "package": {"name": "hpekd", "version": _package_version()},
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -346,7 +350,7 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
             )
     if boxes is not None:
         from pipeline.core.io import sha256_file
-        from pipeline.teacher.job import read_boxes_table, select_rows
+        from pipeline.manifest.schema import read_boxes
 
         attrs = g.attrs
         sha = sha256_file(boxes)
@@ -355,7 +359,7 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
                 f"manifest {str(boxes)!r} has sha256 {sha[:12]}…, the store was made from "
                 f"{attrs['manifest']['sha256'][:12]}…"
             )
-        df = read_boxes_table(boxes)
+        df = read_boxes(boxes)
         rows = select_rows(df, attrs["manifest"].get("split", "train"))
         want = np.array([str(x) for x in df["sample_id"].to_numpy()[rows]], dtype=object)
         have = np.array([str(x) for x in g["sample_id"][:]], dtype=object)
@@ -371,3 +375,12 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
             if not np.array_equal(np.asarray(g["row"][:]), rows):
                 problems.append("row indices do not match the manifest's training rows")
     return problems
+
+
+def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
+    """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
+
+    The store's row i is ``df.iloc[rows[i]]``; the student uses the same function.
+    """
+    mask = (df["status"].astype(str) == "ok") & (df["split"].astype(str) == split)
+    return np.flatnonzero(mask.to_numpy()).astype(np.int64)

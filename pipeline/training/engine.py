@@ -37,18 +37,18 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from pipeline.core.angles import ANGLES
 from pipeline.core.device import resolve_device
 from pipeline.core.images import normalize
 from pipeline.core.io import atomic_path, write_json
 from pipeline.data.loader import make_loader
-from pipeline.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from pipeline.model.checkpoint import checkpoint_state, load_checkpoint, load_model_state, save_checkpoint
 from pipeline.model.network import HeadPoseNet
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 PredictFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
-ANGLES = ("pitch", "yaw", "roll")
 SCHEDULERS = ("none", "cosine")
 
 
@@ -378,21 +378,13 @@ def fit(
         if rt.is_main:
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             log.info("%s", msg)
-            save_checkpoint(out, {
-                "kind": kind,
-                "model_spec": spec.to_dict(),
-                "model": _unwrap(net).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch + 1,
-                "config": dict(config),
-                "engine": dataclasses.asdict(cfg),
-                "input_size": [int(s) for s in input_size],
-                "rng": rng_state(),
-                "history": history,
-                "best": best,
+            save_checkpoint(out, checkpoint_state(
+                kind, _unwrap(net), input_size, epoch=epoch + 1, config=config,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                engine=dataclasses.asdict(cfg), rng=rng_state(), history=history, best=best,
                 **dict(extra_state or {}),
-            })
+            ))
             write_metrics(metrics_path, plots_path, history, best)
         if rt.distributed:
             dist.barrier()

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.core.angles import ANGLES
+from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
+from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
 from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
 from pipeline.training.engine import (
-    ANGLES,
     EngineConfig,
     LossFn,
     PredictFn,
@@ -115,7 +116,7 @@ def train_teacher(
 ) -> dict[str, Any]:
     """Stage 1: train the multi-head teacher on the ``train`` rows of ``boxes`` and evaluate
     on its ``test`` rows (if any) after each epoch."""
-    df = read_boxes_table(boxes)
+    df = read_boxes(boxes)
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     datasets = list(cfg.datasets) or None
     src = repr(str(boxes))

@@ -36,22 +36,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core.geometry import View, crop
+from pipeline.core.geometry import crop
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
-from pipeline.core.views import view_from_row
-from pipeline.data.datasets import PoseDataset, read_boxes_table
+from pipeline.core.views import View, view_from_row
+from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
+from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
-from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec, head_key
+from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher import labelstore
 from pipeline.training.engine import EngineConfig, fit, set_seed, setup_runtime
 
 log = logging.getLogger(__name__)
 
-STUDENT_BIN = 1
-HEAD = head_key(STUDENT_BIN)  # "bin1"
 GB = 1024**3
 
 
@@ -106,7 +105,7 @@ class StudentConfig:
         return hw  # type: ignore[return-value]
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.backbone, bin_sizes=(STUDENT_BIN,), regression=False)
+        return ModelSpec(self.backbone, bin_sizes=(LABEL_BIN,), regression=False)
 
     def engine(self) -> EngineConfig:
         names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
@@ -246,10 +245,8 @@ def check_provenance(
     if _field(attrs, "manifest.sha256") != sha:
         raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
                        f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
-    from pipeline.teacher.job import select_rows
-
     split = _field(attrs, "manifest.split") or "train"
-    want_rows = select_rows(boxes, split)
+    want_rows = labelstore.select_rows(boxes, split)
     want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
     have = labels.sample_ids
     if len(want) != len(have):
@@ -261,7 +258,7 @@ def check_provenance(
                        f"{diff.size} row(s) differ; {rebuild}")
     if not np.array_equal(labels.rows, want_rows):
         raise mismatch("row", "store row indices", "the boxes table's training rows", rebuild)
-    grid = spec.grids[HEAD]
+    grid = spec.grids[LABEL_HEAD]
     for key, here in (("b", grid.size), ("theta", grid.theta), ("Q", grid.count)):
         store = _field(attrs, f"bins.{key}")
         if store is None or float(store) != float(here):
@@ -335,14 +332,14 @@ class TeacherTable:
 
 def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float):
     """Eq. 7 loss on the bin-1 head with the replayed view's soft target, and eq. 2 prediction."""
-    grid = spec.grids[HEAD]
+    grid = spec.grids[LABEL_HEAD]
 
     def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
-        teacher = table(batch["index"], batch["view_id"], outputs[HEAD].device)
-        return student_loss(outputs[HEAD], batch["target"], teacher, grid, ce_weight)
+        teacher = table(batch["index"], batch["view_id"], outputs[LABEL_HEAD].device)
+        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight)
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return grid.decode(outputs[HEAD])
+        return grid.decode(outputs[LABEL_HEAD])
 
     return loss_fn, predict_fn
 
@@ -373,7 +370,7 @@ def train_student(
 ) -> dict[str, Any]:
     """Stage 2: check and load the label store, then train the student with eq. 7 on the
     store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows."""
-    boxes = read_boxes_table(boxes_path)
+    boxes = read_boxes(boxes_path)
     labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
     spec = cfg.spec()
     check_provenance(labels, boxes_path, boxes, spec, cfg.size, teacher)
