@@ -2,7 +2,7 @@
 """Bootstrap for the two Quick-start commands; needs nothing but Python >= 3.11.
 
     python3 dev.py repro   # make .venv, install hpekd, run `dvc repro` (synthetic default)
-    python3 dev.py test    # make .venv, install hpekd + test extras, run pytest
+    python3 dev.py test    # make .venv, install hpekd + test extras, run ruff, then pytest
 
 The environment is (re)installed only when pyproject.toml or constraints.txt changed since
 the last install, so repeated runs start at once. Extra arguments go to dvc / pytest.
@@ -33,7 +33,7 @@ def _stamp() -> str:
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - the point is to say so on an old Python
         sys.exit(f"hpekd needs Python >= 3.11, this is {sys.version.split()[0]}")
     stamp_file = VENV / ".hpekd-installed"
     if stamp_file.is_file() and stamp_file.read_text() == _stamp():
@@ -62,6 +62,11 @@ def main(argv: list[str]) -> int:
     ensure_env()
     if argv[0] == "repro":
         return run([str(BIN / "dvc"), "repro", *argv[1:]])
+    # lint + import order first: cheap, and a failure names the file and line
+    code = run([str(BIN / "ruff"), "check", "."])
+    if code != 0:
+        print("ruff found problems (fix them, or `ruff check --fix .`)", file=sys.stderr)
+        return code
     code = run([str(PY), "-m", "pytest", *argv[1:]])
     if code == 5:
         print("pytest collected no tests: treating as a failure", file=sys.stderr)

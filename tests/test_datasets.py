@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from datasets_helpers import (
+
+from pipeline.core.config import config_from_mapping
+from pipeline.core.images import read_image
+from pipeline.manifest.boxfile import FileBox, load_box_file
+from pipeline.manifest.index import build_manifest, index_datasets, summarize
+from pipeline.manifest.landmarks import landmark_box
+from pipeline.manifest.schema import COLUMNS, read_boxes, read_manifest, to_frame, write_manifest
+from pipeline.manifest.spec import DatasetSpec, IndexConfig
+from tests.helpers.datasets import (
     biwi_rotation_file,
     face_points,
     make_300w_lp,
@@ -22,14 +30,6 @@ from datasets_helpers import (
     write_box_json,
     write_pose_mat,
 )
-
-from pipeline.core.config import config_from_mapping
-from pipeline.core.images import read_image
-from pipeline.manifest.boxfile import FileBox, load_box_file
-from pipeline.manifest.index import build_manifest, index_datasets, summarize
-from pipeline.manifest.landmarks import landmark_box
-from pipeline.manifest.schema import COLUMNS, read_boxes, read_manifest, to_frame, write_manifest
-from pipeline.manifest.spec import DatasetSpec, IndexConfig
 
 
 def cfg(*datasets: dict, **kw) -> IndexConfig:

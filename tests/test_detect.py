@@ -6,10 +6,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from relabel_helpers import BlobDetector, cartoon_image
 
 from pipeline.relabel import detect
 from pipeline.relabel.detect import Detection, Detector, available_detectors, box_iou, get_detector, register_detector
+from tests.helpers.relabel import BlobDetector, cartoon_image
 
 THREE_FACES = [(70, 110, 0.5), (180, 120, 0.7), (300, 110, 0.45)]
 

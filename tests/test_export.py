@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from predict_helpers import make_checkpoint
 
 from pipeline.inference.export import export_onnx
 from pipeline.model.checkpoint import model_from_checkpoint
 from stages.export_onnx import cli as export_cli
+from tests.helpers.predict import make_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from predict_helpers import GridDetector, make_checkpoint, make_grid_image, write_video
 
 from pipeline.core.angles import project_3ddfa
 from pipeline.core.geometry import crop
@@ -30,6 +29,7 @@ from pipeline.inference.predict import (
 from pipeline.model.checkpoint import model_from_checkpoint
 from pipeline.relabel.detect import register_detector
 from stages.predict import cli as predict_cli
+from tests.helpers.predict import GridDetector, make_checkpoint, make_grid_image, write_video
 
 register_detector("grid", GridDetector)  # lets the CLI tests use the fake detector by name
 

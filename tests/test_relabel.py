@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from relabel_helpers import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
 
 from pipeline.manifest.schema import read_boxes
 from pipeline.relabel import detect
 from pipeline.relabel.job import RelabelConfig, relabel
 from pipeline.relabel.select import load_box_file, select_face
 from stages.cli import main
+from tests.helpers.relabel import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
 
 HAVE_YUNET = importlib.util.find_spec("yuface") is not None
 

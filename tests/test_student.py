@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
-from student_helpers import make_oracle_store
 
 from pipeline.core.bins import BinGrid
 from pipeline.core.images import read_image
@@ -34,6 +33,7 @@ from pipeline.training.stage2 import (
     train_student,
 )
 from stages.train_student import cli
+from tests.helpers.student import make_oracle_store
 
 SIZE = 48
 

@@ -19,7 +19,6 @@ import torch
 import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
-from teacher_helpers import make_teacher_checkpoint
 
 from pipeline.core.geometry import crop
 from pipeline.core.images import read_image
@@ -29,6 +28,7 @@ from pipeline.teacher import labelstore
 from pipeline.teacher.ensemble import ensemble_probs
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from stages.cli import main
+from tests.helpers.teacher import make_teacher_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = dict(p=2, s=2, views=2, view_seed=7, shard_rows=2, chunk_rows=2, batch_size=2, chunk=64,

@@ -17,10 +17,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from pipeline.relabel.detection import Detection
 
 __all__ = [
     "Detection", "Detector", "get_detector", "register_detector", "available_detectors",
@@ -28,16 +29,6 @@ __all__ = [
 ]
 
 DEFAULT_DETECTOR = "yunet"
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected face: ``box`` = (x1, y1, x2, y2) pixels, ``score`` in [0, 1],
-    ``landmarks`` = [5, 2] (eyes, nose tip, mouth corners) or ``None``."""
-
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: np.ndarray | None = field(default=None, compare=False)
 
 
 @runtime_checkable

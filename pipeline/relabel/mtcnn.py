@@ -14,8 +14,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.relabel.backend_utils import check_rgb, shrink
-from pipeline.relabel.detect import Detection
+from pipeline.relabel.detection import Detection, check_rgb, shrink
 
 _KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.relabel.backend_utils import check_rgb, shrink
-from pipeline.relabel.detect import Detection
+from pipeline.relabel.detection import Detection, check_rgb, shrink
 
 
 class YuNetDetector:

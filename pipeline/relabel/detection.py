@@ -1,9 +1,22 @@
-"""Shared input checks and resizing for the detector backends."""
+"""What every detector backend shares: the :class:`Detection` record it returns, the RGB input
+check and the resize for large images (imported by the backends, never the other way round)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face: ``box`` = (x1, y1, x2, y2) pixels, ``score`` in [0, 1],
+    ``landmarks`` = [5, 2] (eyes, nose tip, mouth corners) or ``None``."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = field(default=None, compare=False)
 
 
 def check_rgb(rgb: np.ndarray, who: str) -> np.ndarray:
