@@ -177,3 +177,101 @@ def test_loader_workers_give_the_same_batches(tiny_boxes) -> None:
         batches.append(next(iter(loader)))
     assert torch.equal(batches[0]["image"], batches[1]["image"])
     assert torch.equal(batches[0]["index"], batches[1]["index"])
+
+
+# --------------------------------------------------------------------------- large yaw (90° < |yaw| ≤ 99°)
+
+
+def _geodesic_deg(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """Angle of the rotation between two poses, degrees (independent of the Euler branch)."""
+    from pipeline.core.angles import rotation_from_degrees
+
+    r = rotation_from_degrees(*a) @ rotation_from_degrees(*b).T
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
+
+
+@pytest.mark.parametrize("yaw", [89.0, 91.0, 95.0, 99.0])
+@pytest.mark.parametrize("alpha", [-0.01, 0.01, -15.0, 15.0])
+def test_rotation_keeps_large_yaw_labels_on_their_branch(yaw: float, alpha: float) -> None:
+    from pipeline.core.angles import angles_from_rotation, euler_twin, rotation_from_degrees
+    from pipeline.core.views import fit_view
+
+    label = (0.0, yaw, 0.0)
+    got = View(angle=alpha).pose(*label)
+    # exact: the corrected label is the rotated rotation, whichever Euler triple represents it
+    turn = rotation_from_degrees(0.0, 0.0, -alpha)  # a displayed CCW turn is Rz(-alpha) in 3DDFA's sign
+    np.testing.assert_allclose(rotation_from_degrees(*got), turn @ rotation_from_degrees(*label), atol=1e-9)
+    assert _geodesic_deg(got, label) == pytest.approx(abs(alpha), abs=1e-6)
+    # the branch nearest the label: yaw moves by at most |alpha| and stays on its side of 90°
+    assert abs(got[1] - yaw) <= abs(alpha) + 1e-9
+    twin = euler_twin(*got)
+    assert np.abs(np.subtract(got, label)).sum() <= np.abs(np.subtract(twin, label)).sum()
+    assert angles_from_rotation(rotation_from_degrees(*got), reference=label) == pytest.approx(got)
+    if abs(alpha) < 0.1:
+        # continuous: pitch and roll move by about |alpha| / |cos(yaw)| (gimbal lock amplifies)
+        bound = abs(alpha) * 1.02 / abs(np.cos(np.radians(yaw)))
+        assert np.abs(np.subtract(got, label)).max() <= bound
+    # what the old |yaw| < 90 branch gave: (0, 95, 0) rotated by 0.01° was (−179.89, 85.0, −179.89)
+    if (yaw, alpha) == (95.0, 0.01):
+        np.testing.assert_allclose(got, (0.114, 95.0, 0.115), atol=2e-3)
+    in_range = max(abs(a) for a in got) <= 99.0
+    fitted = fit_view(View(True, alpha), label)
+    if in_range:  # e.g. yaw 89 rotated by 15°: (∓86.1, 75.0, ∓86.3), exact and inside the bins
+        assert fitted == View(True, alpha)
+    else:  # yaw 91..99 rotated by 15° (and yaw 99 by any angle) leave ±99: keep the flip, no rotation
+        assert yaw >= 91 and (abs(alpha) == 15.0 or yaw == 99.0) and fitted == View(True, 0.0)
+        assert fitted.pose(*label) == (0.0, -yaw, -0.0)
+
+
+def test_fit_view_is_idempotent_and_keyed_views_use_it() -> None:
+    from pipeline.core.views import fit_view, views_array, views_for
+
+    labels = np.array([[0.0, 99.0, 0.0], [10.0, 20.0, 5.0], [-3.0, -97.0, 4.0]])
+    ids = ["a/x.jpg#0", "a/y.jpg#0", "a/z.jpg#0"]
+    plain = views_array(ids, 6, seed=1)
+    fitted = views_array(ids, 6, seed=1, poses=labels)
+    for i, sid in enumerate(ids):
+        for v, view in enumerate(views_for(sid, 6, seed=1)):
+            want = fit_view(view, tuple(labels[i]))
+            assert fit_view(want, tuple(labels[i])) == want
+            assert tuple(fitted[i, v]) == (float(want.flip), want.angle)
+            assert max(abs(a) for a in want.pose(*labels[i])) <= 99.0
+    np.testing.assert_array_equal(fitted[1], plain[1])  # yaw 20: every rotation kept
+    assert (fitted[0, 1:, 1] == 0).any() and not np.array_equal(fitted[0], plain[0])  # yaw 99: some dropped
+    with pytest.raises(ValueError, match=r"poses must be \[N, 3\] for 3 samples"):
+        views_array(ids, 2, 0, poses=labels[:2])
+
+
+def test_stage1_sample_at_yaw_95_every_rotation(tmp_path) -> None:
+    """A training row at yaw 95° under every rotation in [−15°, 15°]: the target is the exact
+    rotated label on the label's branch (yaw within |α|, rotation within |α| < 16° of the
+    label, all angles inside ±99°), or the rotation is skipped (target = label, image
+    unrotated, reported angle 0). Pitch and roll themselves move by ≈ 11.5°/° here."""
+    from tests.conftest import make_tiny_dataset
+
+    path = make_tiny_dataset(tmp_path, n_train=1, n_test=1)
+    df = pd.read_parquet(path)
+    df.loc[0, ["pitch", "yaw", "roll"]] = np.array([0.0, 95.0, 0.0], dtype=np.float32)
+    df.to_parquet(path, index=False)
+    label = (0.0, 95.0, 0.0)
+    kept = skipped = 0
+    for alpha in np.linspace(-15.0, 15.0, 61):
+        ds = PoseDataset(path, "train", 32, train=True, augment=AugmentConfig(photometric=False),
+                         view_fn=lambda row, rng, a=float(alpha): View(False, a))
+        item = ds[0]
+        target = tuple(float(v) for v in item["target"])
+        assert max(abs(v) for v in target) <= 99.0
+        assert abs(target[1] - 95.0) <= 16.0 and _geodesic_deg(target, label) <= abs(alpha) + 1e-3 < 16.0
+        if float(item["angle"]) == 0.0 and alpha != 0.0:
+            skipped += 1
+            np.testing.assert_allclose(target, label, atol=1e-5)
+            ref = PoseDataset(path, "train", 32, train=False)[0]
+            assert torch.equal(item["image"], ref["image"])
+        else:
+            kept += 1
+            assert float(item["angle"]) == pytest.approx(alpha, abs=1e-6)
+            np.testing.assert_allclose(target, View(False, float(alpha)).pose(*label), atol=1e-4)
+            if abs(alpha) <= 1.25:
+                assert np.abs(np.subtract(target, label)).max() < 16.0
+    # yaw stays ≤ 99 up to |α| ≈ 7.4°: those rotations are kept, larger ones skipped
+    assert kept == 29 and skipped == 32

@@ -14,6 +14,7 @@ from pipeline.core.angles import (
     angles_from_rotation,
     augment_pose,
     biwi_angles,
+    euler_twin,
     flip_pose,
     project_3ddfa,
     rotate_pose,
@@ -47,6 +48,13 @@ def test_rotation_matches_3ddfa_product_and_inverts() -> None:
     # |yaw| > 90 has an equivalent representation with |yaw| < 90: same rotation
     back = angles_from_rotation(rotation_from_degrees(45, 98, -98))
     np.testing.assert_allclose(rotation_from_degrees(*back), rotation_from_degrees(45, 98, -98), atol=1e-9)
+    # ... and the reference picks it: the triple nearest the label
+    np.testing.assert_allclose(angles_from_rotation(rotation_from_degrees(45, 98, -98), reference=(40, 95, -90)),
+                               (45, 98, -98), atol=1e-6)
+    for angles in [(45.0, 98.0, -98.0), (-10.0, -95.0, 20.0), (170.0, 5.0, -175.0)]:
+        twin = euler_twin(*angles)
+        assert all(-180 <= a < 180 for a in twin) and twin != pytest.approx(angles)
+        np.testing.assert_allclose(rotation_from_degrees(*twin), rotation_from_degrees(*angles), atol=1e-12)
 
 
 def _fit_image_points(pose: tuple[float, float, float], scale: float, t: np.ndarray, h: int) -> np.ndarray:

@@ -30,17 +30,44 @@ def rotation_from_degrees(pitch: float, yaw: float, roll: float) -> np.ndarray:
     return rotation_3ddfa(*np.radians([pitch, yaw, roll]))
 
 
-def angles_from_rotation(r: np.ndarray) -> tuple[float, float, float]:
+def _wrap(a: np.ndarray | float) -> np.ndarray:
+    """Angles in degrees wrapped to [-180, 180)."""
+    return (np.asarray(a, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
+def euler_twin(pitch: float, yaw: float, roll: float) -> tuple[float, float, float]:
+    """The other Euler triple of the same rotation, wrapped to [-180, 180):
+    ``Rx(p + 180)·Ry(180 − y)·Rz(r + 180) = Rx(p)·Ry(y)·Rz(r)`` (checked in the tests)."""
+    twin = _wrap([pitch + 180.0, 180.0 - yaw, roll + 180.0])
+    return tuple(float(v) for v in twin)  # type: ignore[return-value]
+
+
+def angle_distance(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """Sum over the three angles of the wrapped absolute difference, in degrees."""
+    return float(np.abs(_wrap(np.subtract(a, b))).sum())
+
+
+def angles_from_rotation(
+    r: np.ndarray, reference: tuple[float, float, float] | None = None
+) -> tuple[float, float, float]:
     """Inverse of :func:`rotation_3ddfa`, returns (pitch, yaw, roll) in **degrees**.
 
     From the expanded product: R[0,2] = -sin(yaw), R[0,:2] = cos(yaw)·(cos, sin)(roll),
-    R[1:,2] = cos(yaw)·(sin, cos)(pitch). Unique for |yaw| < 90°.
+    R[1:,2] = cos(yaw)·(sin, cos)(pitch). Every rotation has two Euler triples: the one with
+    |yaw| ≤ 90° returned here, and its :func:`euler_twin` with |yaw| ≥ 90°. With ``reference``
+    (e.g. the label before an augmentation), the triple nearest to it (:func:`angle_distance`)
+    is returned, so labels with 90° < |yaw| ≤ 99° stay continuous (DESIGN §3).
     """
     r = np.asarray(r, dtype=np.float64)
     yaw = np.arcsin(np.clip(-r[0, 2], -1.0, 1.0))
     roll = np.arctan2(r[0, 1], r[0, 0])
     pitch = np.arctan2(r[1, 2], r[2, 2])
-    return tuple(float(v) for v in np.degrees([pitch, yaw, roll]))  # type: ignore[return-value]
+    out = tuple(float(v) for v in np.degrees([pitch, yaw, roll]))
+    if reference is not None:
+        twin = euler_twin(*out)
+        if angle_distance(twin, reference) < angle_distance(out, reference):
+            return twin
+    return out  # type: ignore[return-value]
 
 
 def project_3ddfa(
@@ -67,16 +94,23 @@ def rotate_pose(pitch: float, yaw: float, roll: float, angle: float) -> tuple[fl
 
     In the y-up model frame a displayed CCW turn is a CCW turn about the camera axis, so the
     new rotation is ``Rz_ccw(angle) @ R``. Re-extracting the angles is exact; simply adding to
-    roll is exact only at pitch = yaw = 0 (where roll decreases by ``angle``).
+    roll is exact only at pitch = yaw = 0 (where roll decreases by ``angle``). Of the two
+    Euler triples of the new rotation, the one nearest the input pose is returned.
+
+    Near |yaw| = 90° pitch and roll are ill-conditioned: each degree of rotation moves them by
+    about 1/|cos(yaw)| degrees (11.5° at yaw 95°), in the direction that leaves the image
+    almost unchanged; the result is still exact.
     """
     a = np.radians(angle)
     ca, sa = np.cos(a), np.sin(a)
     turn = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]], dtype=np.float64)
-    return angles_from_rotation(turn @ rotation_from_degrees(pitch, yaw, roll))
+    return angles_from_rotation(turn @ rotation_from_degrees(pitch, yaw, roll), reference=(pitch, yaw, roll))
 
 
 def augment_pose(pitch: float, yaw: float, roll: float, flip: bool, angle: float) -> tuple[float, float, float]:
-    """Pose after the project's geometric augmentation: flip first, then rotation."""
+    """Pose after the project's geometric augmentation: flip first, then rotation (the Euler
+    triple nearest the flipped pose). May leave [-99, 99] for |yaw| near 99°: see
+    :func:`pipeline.core.views.fit_view` for what the augmentation does then."""
     if flip:
         pitch, yaw, roll = flip_pose(pitch, yaw, roll)
     if angle:

@@ -11,6 +11,15 @@ student reproduce the same view from nothing but the sample id.
 
 The angle is rounded to float32 *before* use, because the store keeps views as float32 and
 the student replays what is stored: teacher and student then warp with the same matrix.
+
+Labels that would leave [-99, 99]: near |yaw| = 99° a rotation can move the corrected label
+out of the range the heads cover (e.g. yaw 95° rotated by 15° is yaw 105.8°). Such a view
+keeps its flip and drops its rotation (:func:`fit_view`): the sample is used unrotated rather
+than with a target the bins cannot hold. The rule is a pure function of the view and the
+label, applied wherever a view meets its label — :func:`views_array` (given the labels, as the
+teacher job does), :func:`pipeline.data.transforms.geometric` and the training dataset — and it
+is idempotent, so the student replaying a stored (already fitted) view gets the same view the
+teacher saw.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.angles import augment_pose
+from pipeline.core.angles import THETA, augment_pose, in_range
 
 FLIP_PROB = 0.5
 MAX_ANGLE = 15.0
@@ -35,6 +44,14 @@ class View:
 
     def pose(self, pitch: float, yaw: float, roll: float) -> tuple[float, float, float]:
         return augment_pose(pitch, yaw, roll, self.flip, self.angle)
+
+
+def fit_view(view: View, pose: tuple[float, float, float] | None, theta: float = THETA) -> View:
+    """``view``, or ``view`` without its rotation when the rotated label leaves ±``theta``
+    (the flip alone keeps a label in range). ``pose=None``: ``view`` unchanged."""
+    if pose is None or not view.angle or in_range(*view.pose(*pose), theta=theta):
+        return view
+    return View(flip=view.flip, angle=0.0)
 
 
 def random_view(rng: np.random.Generator, flip_p: float = 0.5, max_angle: float = 15.0) -> View:
@@ -71,12 +88,19 @@ def views_for(
 
 
 def views_array(
-    sample_ids: list[str], n_views: int, seed: int, flip_prob: float = FLIP_PROB, max_angle: float = MAX_ANGLE
+    sample_ids: list[str], n_views: int, seed: int, flip_prob: float = FLIP_PROB, max_angle: float = MAX_ANGLE,
+    poses: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float32 [N, V, 2]: (flip flag 0/1, angle in degrees) as stored in the label store."""
+    """float32 [N, V, 2]: (flip flag 0/1, angle in degrees) as stored in the label store.
+
+    ``poses`` [N, 3] (the labels, degrees): each view is passed through :func:`fit_view`."""
+    if poses is not None and np.shape(poses) != (len(sample_ids), 3):
+        raise ValueError(f"poses must be [N, 3] for {len(sample_ids)} samples, got shape {np.shape(poses)}")
     out = np.zeros((len(sample_ids), n_views, 2), dtype=np.float32)
     for i, sid in enumerate(sample_ids):
+        pose = None if poses is None else tuple(float(a) for a in poses[i])
         for v, view in enumerate(views_for(sid, n_views, seed, flip_prob, max_angle)):
+            view = fit_view(view, pose)  # type: ignore[arg-type]
             out[i, v] = (1.0 if view.flip else 0.0, view.angle)
     return out
 

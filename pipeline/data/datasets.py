@@ -48,7 +48,7 @@ from pipeline.core.angles import ANGLES, THETA
 from pipeline.manifest.schema import read_boxes
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, sample_rng
 from pipeline.core.views import random_view
-from pipeline.core.views import View
+from pipeline.core.views import View, fit_view
 from pipeline.core.images import read_image
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class PoseDataset(Dataset):
         row = int(self.rows[i])
         rng = sample_rng(self.seed, epoch, row)
         view, view_id = self.view_for(i, rng)
+        view = fit_view(view, tuple(float(a) for a in self.angles[i]))  # no rotation that leaves ±99°
         try:
             image = read_image(self.paths[i])
         except (FileNotFoundError, ValueError) as exc:

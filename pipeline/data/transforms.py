@@ -5,8 +5,11 @@ Two parts, applied in this order:
 1. **Geometric** (changes the pose): horizontal flip (p = 0.5) then an in-plane rotation
    uniform in [-15°, 15°], done together with the box crop as ONE affine warp
    (:func:`pipeline.core.geometry.crop`); the target angles are corrected exactly through rotation
-   matrices (:meth:`pipeline.core.geometry.View.pose`). A view is a plain :class:`View` value, so
-   the teacher-label job and the student replay it from its explicit parameters.
+   matrices (:meth:`pipeline.core.views.View.pose`, the Euler triple nearest the label, so
+   90° < |yaw| ≤ 99° stays continuous). A rotation that would move the label out of [-99, 99]
+   is dropped for that sample (:func:`pipeline.core.views.fit_view`; image and target agree).
+   A view is a plain :class:`View` value, so the teacher-label job and the student replay it
+   from its explicit parameters.
 2. **Photometric** (keeps the pose): the albumentations list of DESIGN §9, built with
    ``strict=True`` so a misspelt (e.g. albumentations 1.x) argument is an error.
 
@@ -24,7 +27,7 @@ import albumentations as A
 import numpy as np
 
 from pipeline.core.geometry import crop
-from pipeline.core.views import View
+from pipeline.core.views import View, fit_view
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,11 @@ def geometric(
     pose: tuple[float, float, float] | None = None,
 ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Crop ``box`` of ``image`` to ``size`` (h, w) under ``view`` with one affine warp and
-    return ``(crop uint8 [h, w, 3], corrected pose)``; the pose is ``None`` when not given."""
+    return ``(crop uint8 [h, w, 3], corrected pose)``; the pose is ``None`` when not given.
+
+    With a pose, ``view`` is first passed through :func:`fit_view` (its rotation is dropped if
+    the corrected pose would leave ±99°); callers that report the view should fit it too."""
+    view = fit_view(view, pose)
     out = crop(image, box, size, view=view)
     return out, (view.pose(*pose) if pose is not None else None)
 

@@ -316,7 +316,8 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
     bad = ~np.isfinite(box_arr).all(1) | (box_arr[:, 2] - box_arr[:, 0] < 1) | (box_arr[:, 3] - box_arr[:, 1] < 1)
     if bad.any():
         raise ValueError(f"sample {sample_ids[int(np.flatnonzero(bad)[0])]!r} has status ok but no usable box")
-    views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle)
+    views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
+                        poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99°
     layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
     ck_sha = sha256_file(checkpoint)
     attrs = labelstore.provenance(
