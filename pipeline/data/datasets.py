@@ -45,16 +45,14 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.core.angles import ANGLES, THETA
+from pipeline.core.decode import read_crop
+from pipeline.core.views import View, fit_view, random_view
+from pipeline.data.transforms import AugmentConfig, apply_photometric, photometric, sample_rng
 from pipeline.manifest.schema import read_boxes
-from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, sample_rng
-from pipeline.core.views import random_view
-from pipeline.core.views import View, fit_view
-from pipeline.core.images import read_image
 
 log = logging.getLogger(__name__)
 
 ViewFn = Callable[[int, np.random.Generator], "View | tuple[View, int]"]
-
 
 
 class PoseDataset(Dataset):
@@ -62,7 +60,9 @@ class PoseDataset(Dataset):
 
     Rows with a NaN angle or any |angle| > ``theta`` are left out and counted in
     ``self.dropped`` (DESIGN §3/§8); ``theta=None`` keeps them. ``source`` names the table in
-    error messages (default: the path, or "boxes table" for a DataFrame).
+    error messages (default: the path, or "boxes table" for a DataFrame). ``reduced_decode``:
+    decode a JPEG at 1/2, 1/4 or 1/8 size when its box is that much larger than the output
+    (:mod:`pipeline.core.decode`; the teacher-label job reads images the same way).
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class PoseDataset(Dataset):
         datasets: Sequence[str] | None = None,
         theta: float | None = THETA,
         source: str | None = None,
+        reduced_decode: bool = True,
     ) -> None:
         if source is None:
             source = "boxes table" if isinstance(boxes, pd.DataFrame) else repr(str(boxes))
@@ -114,13 +115,14 @@ class PoseDataset(Dataset):
         self.split, self.train, self.seed = split, bool(train), int(seed)
         self.augment = augment or AugmentConfig()
         self.view_fn = view_fn
+        self.reduced_decode = bool(reduced_decode)
         self.epoch = 0
         self._photometric = photometric(self.augment) if train else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def with_size(self, size: tuple[int, int]) -> "PoseDataset":
+    def with_size(self, size: tuple[int, int]) -> PoseDataset:
         """A shallow copy that crops the same rows at another output size (e.g. for figures)."""
         other = copy.copy(self)
         other.size = (int(size[0]), int(size[1]))
@@ -146,10 +148,10 @@ class PoseDataset(Dataset):
         view, view_id = self.view_for(i, rng)
         view = fit_view(view, tuple(float(a) for a in self.angles[i]))  # no rotation that leaves ±99°
         try:
-            image = read_image(self.paths[i])
+            out = read_crop(self.paths[i], self.boxes[i], self.size, view, reduce=self.reduced_decode)
         except (FileNotFoundError, ValueError) as exc:
             raise ValueError(f"row {row} ({self.paths[i]}): {exc}") from exc
-        out, pose = geometric(image, self.boxes[i], self.size, view, tuple(self.angles[i]))
+        pose = view.pose(*self.angles[i])
         if self._photometric is not None:
             out = apply_photometric(self._photometric, out, rng)
         return {

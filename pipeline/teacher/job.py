@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.core.decode import read_crops
 from pipeline.core.device import resolve_device
-from pipeline.core.geometry import crop
-from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD, read_image
+from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
 from pipeline.manifest.schema import read_boxes
@@ -133,8 +133,8 @@ class ZDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        img = read_image(self.paths[i])  # one decode for all V views
-        zs = [crop(img, self.boxes[i], self.size, pad=self.p, view=view_from_row(v)) for v in self.views[i]]
+        # one decode for all V views, at reduced size when the box allows (as the student reads it)
+        zs = read_crops(self.paths[i], self.boxes[i], self.size, [view_from_row(v) for v in self.views[i]], pad=self.p)
         return torch.from_numpy(np.stack(zs))
 
 
