@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -56,8 +57,10 @@ class EpochSampler(Sampler):
 
 
 def _worker_init(_: int) -> None:
-    # each worker decodes/warps on one core; randomness comes from per-sample generators
+    # each worker decodes/warps on one core (OpenCV would otherwise start a thread pool per
+    # worker); randomness comes from per-sample generators
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def make_loader(
