@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from pipeline.core.config import config_from_mapping
 from pipeline.core.images import read_image
-from pipeline.manifest.boxfile import FileBox, load_box_file
+from pipeline.manifest.boxfile import FileBox, load_box_file, match_box_file
 from pipeline.manifest.index import build_manifest, index_datasets, summarize
 from pipeline.manifest.landmarks import landmark_box
 from pipeline.manifest.schema import COLUMNS, read_boxes, read_manifest, to_frame, write_manifest
@@ -142,12 +142,14 @@ def test_biwi_raw_reader(tmp_path: Path) -> None:
     assert df["image_path"].tolist() == rels
     assert df["sample_id"].tolist()[0] == "biwi/hpdb/01/frame_00003_rgb.png#0"
     assert df["group"].tolist() == ["01", "01", "02", "07"]
-    assert set(df["split"]) == {"test"}  # protocol 1: all test
+    # split auto: the paper's protocol-3 test sequences (06, 07, 10, 13, 15, 18, 21, 22) are test
+    assert df["split"].tolist() == ["train", "train", "train", "test"]
+    assert set(build_manifest(cfg({**spec, "split": "test"}))["split"]) == {"test"}  # protocol 1: all test
     expected = [p for s in seqs.values() for p in s]
     np.testing.assert_allclose(df[["pitch", "yaw", "roll"]].to_numpy(float), expected, atol=1e-4)
     assert df["lm_x1"].isna().all()
-    # protocol 3: split by sequence (ints accepted as sequence names)
-    df = build_manifest(cfg({**spec, "test_groups": [2, "07"]}))
+    # protocol 3 with other test sequences
+    df = build_manifest(cfg({**spec, "test_groups": ["02", "07"]}))
     assert df["split"].tolist() == ["train", "train", "test", "test"]
     with pytest.raises(ValueError, match=r"test_groups \['05'\] not found"):
         build_manifest(cfg({**spec, "test_groups": ["05"]}))
@@ -218,17 +220,22 @@ def test_aflw_sqlite_missing_tables(tmp_path: Path) -> None:
 
 def test_box_file_loader(tmp_path: Path) -> None:
     data = {"AFW/a.jpg": [{"bbox": [1, 2, 30, 40], "type": "train", "faceid": 0},
-                          {"bbox": [5.5, 6, 7, 8], "type": "train", "faceid": 1}],
-            ".\\sub\\b.jpg": [{"bbox": [0, 0, 10, 10], "type": "test", "faceid": 3}]}
+                          {"bbox": [5.5, 6, 7, 8], "type": "train", "faceid": 1, "score": 0.9}],
+            ".\\sub\\b.jpg": [{"bbox": [0, 0, 10, 10], "type": "test", "faceid": 3}],
+            "image00002.jpg": [{"bbox": [74.5, 107.7, 389.4, 393.5]}]}  # AFLW2000.json: bbox only
     boxes = load_box_file(write_box_json(tmp_path / "b.json", data))
-    assert boxes[("AFW/a.jpg", 1)] == FileBox((5.5, 6.0, 7.0, 8.0), "train")
-    assert boxes[("sub/b.jpg", 3)].box == (0, 0, 10, 10) and boxes[("sub/b.jpg", 3)].type == "test"
+    assert boxes["AFW/a.jpg"][1] == FileBox((5.5, 6.0, 7.0, 8.0), "train", 1)  # unknown keys ignored
+    assert boxes["sub/b.jpg"] == [FileBox((0, 0, 10, 10), "test", 3)]
+    assert boxes["image00002.jpg"] == [FileBox((74.5, 107.7, 389.4, 393.5), None, None)]
     bad = {
         "not valid JSON": "{oops",
         r"expected a list of faces": json.dumps({"a.jpg": {"bbox": [0, 0, 1, 1]}}),
-        r"needs keys bbox, type, faceid": json.dumps({"a.jpg": [{"bbox": [0, 0, 1, 1], "type": "test"}]}),
-        r"bbox \[0, 0, 1\] must be 4 finite numbers": json.dumps({"a.jpg": [{"bbox": [0, 0, 1], "type": "test", "faceid": 0}]}),
-        r"type 'val' must be one of": json.dumps({"a.jpg": [{"bbox": [0, 0, 1, 1], "type": "val", "faceid": 0}]}),
+        r"entry 'a.jpg': face \{'type': 'test'\} has no 'bbox'": json.dumps({"a.jpg": [{"type": "test"}]}),
+        r"entry 'a.jpg': bbox \[0, 0, 1\] must be 4 finite numbers": json.dumps({"a.jpg": [{"bbox": [0, 0, 1]}]}),
+        r"bbox \['0', 0, 1, 1\] must be 4 finite numbers": json.dumps({"a.jpg": [{"bbox": ["0", 0, 1, 1]}]}),
+        r"entry 'a.jpg': bbox \[5, 0, 1, 1\] must have x2 > x1": json.dumps({"a.jpg": [{"bbox": [5, 0, 1, 1]}]}),
+        r"type 'val' must be one of": json.dumps({"a.jpg": [{"bbox": [0, 0, 1, 1], "type": "val"}]}),
+        r"faceid '1' must be an integer": json.dumps({"a.jpg": [{"bbox": [0, 0, 1, 1], "faceid": "1"}]}),
         r"faceid 0 appears twice": json.dumps({"a.jpg": [{"bbox": [0, 0, 1, 1], "type": "test", "faceid": 0}] * 2}),
         r"top level is a list": "[]",
     }
@@ -238,6 +245,26 @@ def test_box_file_loader(tmp_path: Path) -> None:
             load_box_file(tmp_path / f"bad{i}.json")
     with pytest.raises(ValueError, match=r"missing\.json' not found"):
         load_box_file(tmp_path / "missing.json")
+
+
+def test_box_file_matching_rule() -> None:
+    entries = {"01/frame_00004_rgb.png": [FileBox((1, 1, 9, 9), "train")],    # BIWI, relative to hpdb/
+               "0/image00002.jpg": [FileBox((1, 1, 5, 5), "test", 7), FileBox((5, 5, 9, 9), "test", 8)],
+               "0/image00003": [FileBox((2, 2, 8, 8), "train", 9)],           # no extension
+               "1/ghost.jpg": [FileBox((1, 1, 2, 2), "test")],
+               "0/image00002.jpg#x": [], "age00002.jpg": [FileBox((0, 0, 1, 1))]}  # not at a folder boundary
+    paths = ["hpdb/01/frame_00004_rgb.png", "flickr/0/image00002.jpg", "flickr/0/image00002.jpg",
+             "flickr/0/image00003.jpg", "flickr/0/image00002.jpg"]
+    faces = [0, 8, 7, 9, 6]
+    m = match_box_file(entries, paths, faces, "f.json")
+    assert {k: v.box for k, v in m.by_row.items()} == {0: (1, 1, 9, 9), 2: (1, 1, 5, 5), 1: (5, 5, 9, 9), 3: (2, 2, 8, 8)}
+    assert m.unmatched == ["1/ghost.jpg", "age00002.jpg"] and m.entries == 6
+    assert m.summary()["unmatched"] == 2
+    # an image with several faces needs faceid
+    with pytest.raises(ValueError, match=r"f\.json: entry 'a\.jpg' has no faceid but image 'x/a\.jpg' has 2 faces"):
+        match_box_file({"a.jpg": [FileBox((0, 0, 1, 1))]}, ["x/a.jpg", "x/a.jpg"], [1, 2], "f.json")
+    with pytest.raises(ValueError, match=r"entry 'a\.jpg' fits several images"):
+        match_box_file({"a.jpg": [FileBox((0, 0, 1, 1))]}, ["x/a.jpg", "y/a.jpg"], [0, 0], "f.json")
 
 
 # --------------------------------------------------------------------------- manifest & config

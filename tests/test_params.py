@@ -14,7 +14,8 @@ from stages.common import SECTIONS, section_class
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "configs/params.paper.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "configs/params.paper.yaml", "configs/params.protocol1.yaml",
+                                  "configs/params.protocol2.yaml", "configs/params.protocol3.yaml"])
 def test_every_section_loads(name: str) -> None:
     params = yaml.safe_load((ROOT / name).read_text())
     assert set(params) == set(SECTIONS) | {"students"}, "every params section has a config class"

@@ -12,10 +12,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from pipeline.manifest.boxfile import load_box_file
 from pipeline.manifest.schema import read_boxes
 from pipeline.relabel import detect
 from pipeline.relabel.job import RelabelConfig, relabel
-from pipeline.relabel.select import load_box_file, select_face
+from pipeline.relabel.select import select_face
 from stages.cli import main
 from tests.helpers.relabel import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
 
@@ -48,18 +49,56 @@ def test_select_face_rules() -> None:
     dets = np.array([[0, 0, 20, 20, 0.99],      # corner, most confident
                      [40, 40, 60, 60, 0.6],     # centre
                      [75, 40, 95, 60, 0.8]])    # right
-    # 1. landmark box: largest IoU, whatever the score
-    i, iou, why = select_face(dets, 100, 100, landmark_box=(74, 38, 96, 62))
-    assert (i, why) == (2, "") and iou > 0.7
-    # ... below min_iou: rejected with the IoU in the reason
-    i, iou, why = select_face(dets, 100, 100, landmark_box=(20, 70, 35, 90), min_iou=0.3)
-    assert i is None and "does not match landmark box" in why and "3 face(s)" in why
+    # 1. landmark box: most overlap with its tight extent, whatever the score
+    i, ov, why = select_face(dets, 100, 100, landmark_box=(74, 38, 96, 62))
+    assert (i, why) == (2, "") and ov == 1.0
+    # ... below min_overlap: rejected as a mismatch, with the overlap in the reason
+    i, ov, why = select_face(dets, 100, 100, landmark_box=(20, 70, 35, 90), min_overlap=0.5)
+    assert i is None and why.startswith("face does not match landmarks: best overlap 0.00") and "3 face(s)" in why
     # 2. previous frame: nearest its centre
     assert select_face(dets, 100, 100, previous_box=(70, 45, 90, 65))[0] == 2
     # 3. confidence near the centre: the centre face beats the confident corner one
     assert select_face(dets, 100, 100)[0] == 1
     # no detections
     assert select_face(np.zeros((0, 5)), 100, 100) == (None, pytest.approx(np.nan, nan_ok=True), "no face detected")
+
+
+def test_tight_extent_inverts_the_landmark_box() -> None:
+    from pipeline.manifest.landmarks import landmark_box, tight_extent
+    from tests.helpers.datasets import face_points
+
+    for seed in range(3):
+        pts = face_points(68, center=(50 + seed, 60), half=10 + 5 * seed, seed=seed)
+        tight = (pts[0].min(), pts[1].min(), pts[0].max(), pts[1].max())
+        np.testing.assert_allclose(tight_extent(landmark_box(pts)), tight, atol=1e-9)
+    assert tight_extent((5, 5, 5, 9)) is None and tight_extent((np.nan, 0, 1, 1)) is None
+
+
+def test_tight_detection_at_large_pose_is_kept(tmp_path: Path, blobs) -> None:
+    """A tight detector box on the labelled face overlaps the enlarged landmark box with IoU
+    < 0.3 (the old rule rejected it); it covers the tight extent, so it is chosen now. A face
+    elsewhere in the image is a mismatch, no detection at all a miss: reported apart."""
+    from pipeline.manifest.landmarks import landmark_box
+    from pipeline.relabel.detect import box_iou
+
+    pts = np.array([[60.0, 140.0, 100.0], [50.0, 150.0, 100.0]])  # landmark extent (60, 50)-(140, 150)
+    lm = landmark_box(pts)
+    det = (66, 58, 134, 146)  # tight detector box inside the extent
+    assert box_iou(det, lm)[0, 0] < 0.3
+    squares = [(*det, 0.9), (170, 60, 230, 130, 0.95)]  # + another, more confident face
+    write_images(tmp_path, {"a.png": blob_image((200, 240), squares), "b.png": blob_image((200, 240), squares[1:]),
+                            "c.png": blob_image((200, 240), [])})
+    lm_cols = dict(lm_x1=lm[0], lm_y1=lm[1], lm_x2=lm[2], lm_y2=lm[3])
+    df = make_manifest([dict(root=str(tmp_path), image_path=f"{k}.png", **lm_cols) for k in "abc"])
+    out, summary = relabel(df, _cfg(), progress=False)
+    assert out["status"].tolist() == ["ok", "rejected", "rejected"]
+    assert out.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == list(det)
+    assert out.loc[1, "reason"].startswith("face does not match landmarks") and out.loc[2, "reason"] == "no face detected"
+    assert (summary["missed"], summary["mismatched"]) == (1, 1)
+    assert summary["per_dataset"]["ds"]["mismatched"] == 1 and summary["mean_overlap_landmarks"] == 1.0
+    assert summary["mean_iou_landmarks"] < 0.3
+    out, summary = relabel(df, _cfg(fallback="landmarks"), progress=False)  # fallbacks keep their cause
+    assert out["fallback"].tolist() == [False, True, True] and (summary["missed"], summary["mismatched"]) == (1, 1)
 
 
 def test_several_faces_with_fake_detector(tmp_path: Path, blobs) -> None:
@@ -133,35 +172,47 @@ def test_landmarks_source_and_clipping(tmp_path: Path) -> None:
 
 
 def test_box_file_import(tmp_path: Path) -> None:
-    write_images(tmp_path, {"sub/a.jpg": np.zeros((50, 60, 3), np.uint8), "b.jpg": np.zeros((50, 60, 3), np.uint8)})
+    write_images(tmp_path, {"img/sub/a.jpg": np.zeros((50, 60, 3), np.uint8), "img/b.jpg": np.zeros((50, 60, 3), np.uint8)})
     boxes = {"sub/a.jpg": [{"bbox": [1, 2, 20, 30], "type": "train", "faceid": 0},
                            {"bbox": [30, 2, 58, 40], "type": "train", "faceid": 1}],
-             "./b.jpg": [{"bbox": [-5, -5, 70, 70], "type": "test", "faceid": 0}]}
+             "./b.jpg": [{"bbox": [-5, -5, 70, 70], "type": "test"}],        # no faceid: the image's one face
+             "sub/ghost.jpg": [{"bbox": [1, 1, 5, 5]}], "sub/a.jpg#x": [{"bbox": [1, 1, 5, 5]}]}
     jf = tmp_path / "boxes.json"
     jf.write_text(json.dumps(boxes))
-    assert load_box_file(jf)[("b.jpg", 0)] == (-5, -5, 70, 70)
-    df = make_manifest([
-        dict(sample_id="ds/sub/a.jpg#1", root=str(tmp_path), image_path="sub/a.jpg"),
-        dict(sample_id="ds/sub/a.jpg#0", root=str(tmp_path), image_path="sub/a.jpg"),
-        dict(sample_id="ds/b.jpg#0", root=str(tmp_path), image_path="b.jpg"),
-        dict(sample_id="ds/sub/a.jpg#2", root=str(tmp_path), image_path="sub/a.jpg", lm_x1=5, lm_y1=5, lm_x2=25, lm_y2=25),
+    assert load_box_file(jf)["b.jpg"][0].box == (-5, -5, 70, 70)
+    df = make_manifest([  # image paths relative to the dataset root, one folder above the file's keys
+        dict(sample_id="ds/img/sub/a.jpg#1", root=str(tmp_path), image_path="img/sub/a.jpg"),
+        dict(sample_id="ds/img/sub/a.jpg#0", root=str(tmp_path), image_path="img/sub/a.jpg"),
+        dict(sample_id="ds/img/b.jpg#0", root=str(tmp_path), image_path="img/b.jpg"),
+        dict(sample_id="ds/img/sub/a.jpg#2", root=str(tmp_path), image_path="img/sub/a.jpg",
+             lm_x1=5, lm_y1=5, lm_x2=25, lm_y2=25),
     ])
     cfg = RelabelConfig(source="file", box_files={"ds": str(jf)}, workers=1)
     out, summary = relabel(df, cfg, progress=False)
     assert out[["x1", "y1", "x2", "y2"]].iloc[:3].to_numpy().tolist() == [[30, 2, 58, 40], [1, 2, 20, 30], [0, 0, 60, 50]]
     assert out["box_source"].tolist()[:3] == ["file"] * 3
-    assert out.loc[3, "status"] == "rejected" and out.loc[3, "reason"].startswith("no box in box file")
+    assert out.loc[3, "status"] == "rejected" and out.loc[3, "reason"] == "no box in box file: img/sub/a.jpg face 2"
+    assert summary["box_files"]["ds"] == {"entries": 5, "matched": 3, "unmatched": 2,
+                                          "unmatched_examples": ["sub/ghost.jpg", "sub/a.jpg#x"]}
+    from pipeline.relabel.job import format_summary
+    assert "ds: 2 of 5 box-file entries match no manifest row, e.g. sub/ghost.jpg, sub/a.jpg#x" in format_summary(summary)
     # with fallback, the face missing from the file keeps its landmark box, flagged
     out, summary = relabel(df, RelabelConfig(source="file", box_files={"ds": str(jf)}, fallback="landmarks", workers=1),
                            progress=False)
     assert out.loc[3, "status"] == "ok" and out.loc[3, "fallback"] and out.loc[3, "box_source"] == "landmarks"
     assert summary["fallback_by_reason"] == {"no box in box file": 1}
-    # errors name the file / dataset
+    # errors name the file / dataset / entry
     with pytest.raises(ValueError, match="no JSON for dataset 'ds'"):
         relabel(df, RelabelConfig(source="file", box_files={"other": str(jf)}), progress=False)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
         load_box_file(tmp_path / "bad.json")
+    (tmp_path / "nofid.json").write_text(json.dumps({"sub/a.jpg": [{"bbox": [1, 2, 20, 30]}]}))
+    with pytest.raises(ValueError, match=r"nofid\.json'.*entry 'sub/a\.jpg' has no faceid but image 'img/sub/a\.jpg' has 3 faces"):
+        relabel(df, RelabelConfig(source="file", box_files={"ds": str(tmp_path / "nofid.json")}), progress=False)
+    (tmp_path / "other.json").write_text(json.dumps({"01/frame_00004_rgb.png": [{"bbox": [1, 2, 20, 30]}]}))
+    with pytest.raises(ValueError, match=r"other\.json' matched no row of dataset 'ds'.*'01/frame_00004_rgb\.png'.*'img/sub/a\.jpg'"):
+        relabel(df, RelabelConfig(source="file", box_files={"ds": str(tmp_path / "other.json")}), progress=False)
 
 
 # --------------------------------------------------------------------------- resume
@@ -181,7 +232,7 @@ def test_resume_skips_finished_images(tmp_path: Path, blobs) -> None:
     assert made[-1].calls == 3 and summary["images"] == {"images": 7, "from_cache": 4, "computed": 3}
     assert (out["status"] == "ok").all()
     # selection settings do not invalidate the cache; a changed image does
-    out, summary = relabel(df, _cfg(chunk_size=2, min_iou=0.5, fallback="landmarks"), cache_dir=cache, progress=False)
+    out, summary = relabel(df, _cfg(chunk_size=2, min_overlap=0.8, fallback="landmarks"), cache_dir=cache, progress=False)
     assert made[-1].calls == 0 and summary["images"]["computed"] == 0
     write_images(tmp_path / "img", {"im3.png": blob_image((40, 40), [(0, 0, 20, 20, 0.8)])})
     out, summary = relabel(df, _cfg(chunk_size=2), cache_dir=cache, progress=False)
@@ -264,6 +315,10 @@ def test_config_validation() -> None:
         RelabelConfig(fallback="maybe")
     with pytest.raises(ValueError, match="box_files is empty"):
         RelabelConfig(source="file")
+    with pytest.raises(ValueError, match=r"relabel.min_iou was replaced by relabel.min_overlap"):
+        RelabelConfig(min_iou=0.3)
+    with pytest.raises(ValueError, match=r"relabel.min_overlap must be in \[0, 1\], got 1.5"):
+        RelabelConfig(min_overlap=1.5)
     with pytest.raises(ValueError, match="lacks column"):
         relabel(pd.DataFrame({"sample_id": ["x"]}), RelabelConfig())
 

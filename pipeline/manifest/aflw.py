@@ -13,8 +13,10 @@ ordered by image (``FaceImages`` row order) then ``face_id``; ``sample_id`` =
 ``FeatureCoords`` points when that table exists (same rule as AFLW2000). ``FaceRect`` must be
 present (it is part of the expected schema) but is not stored: the manifest keeps ``lm_*`` for
 landmark boxes only, and face boxes come from ``hpekd relabel``. A face without a
-``FacePose`` row is a rejected row ("no pose in FacePose"). Protocol 2 (``split: auto``): the
-first ``test_first`` (2,000) images are test, the rest train.
+``FacePose`` row is a rejected row ("no pose in FacePose"). Protocol 2: ``split: from_file``
+with the paper's AFLW.json (its 2,000 ``test`` faces; entries carry ``faceid`` = ``face_id``);
+``split: auto`` instead puts the first ``test_first`` (2,000) images in test (not the paper's
+split).
 """
 
 from __future__ import annotations

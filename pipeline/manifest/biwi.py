@@ -4,7 +4,9 @@ Raw layout (``format: biwi``): ``root/hpdb/NN/frame_XXXXX_rgb.png`` + ``frame_XX
 (``root`` may also be the ``hpdb`` folder itself). The pose file holds the 3×3 rotation (three
 rows) then the head translation (one row); angles follow HopeNet's conversion
 (:func:`pipeline.core.angles.biwi_angles`). ``group`` = the sequence ``NN``; protocol 3 splits by it
-(``split: auto`` + ``test_groups``). BIWI has no landmarks: boxes come from relabeling.
+(``split: auto``: ``test_groups``, default the paper's 06, 07, 10, 13, 15, 18, 21, 22; or
+``split: from_file`` with the published BIWI.json). Protocol 1 tests on all of BIWI: ``split:
+test``. BIWI has no landmarks: boxes come from relabeling.
 
 FSA-Net variant (``format: biwi_npz``, ``root`` = the ``.npz`` file): arrays ``image``
 [N, H, W, 3] uint8 (face crops; FSA-Net wrote them with OpenCV, so BGR by default, see
@@ -69,18 +71,19 @@ def read_biwi(spec: DatasetSpec, ctx: ReadContext) -> list[dict]:
         raise ValueError(f"dataset {spec.name!r}: no sequence folders NN in {str(seq_root)!r} "
                          "(expected hpdb/NN/frame_XXXXX_rgb.png + frame_XXXXX_pose.txt)")
     groups = [p.name for p in sequences]
-    test_groups = set(spec.test_group_set)
-    if test_groups and spec.split != "auto":
+    if spec.test_groups is not None and spec.split != "auto":
         raise ValueError(f"dataset {spec.name!r}: test_groups needs split: auto (got split: {spec.split})")
+    test_groups = set(spec.test_group_set)
     unknown = sorted(test_groups - set(groups))
-    if unknown:
+    if unknown and spec.test_groups is not None:
         raise ValueError(f"dataset {spec.name!r}: test_groups {unknown} not found in {str(seq_root)!r} (sequences there: {groups})")
+    if spec.split == "auto":
+        if unknown:
+            log.warning("%s: the paper's test sequences %s are not in %s", spec.name, unknown, seq_root)
+        log.info("%s: split by sequence, test = %s", spec.name, sorted(test_groups & set(groups)))
     rows: list[dict] = []
     for seq in sequences:
-        if spec.split == "auto":
-            split = ("test" if seq.name in test_groups else "train") if test_groups else "test"
-        else:
-            split = spec.split
+        split = ("test" if seq.name in test_groups else "train") if spec.split == "auto" else spec.split
         frames = sorted(p for p in seq.iterdir() if _FRAME.match(p.name))
         for image in frames:
             rel = image.relative_to(root).as_posix()

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.core.angles import THETA
 from pipeline.core.io import write_json
+from pipeline.manifest.boxfile import face_number, load_box_file, match_box_file, no_match_message
 from pipeline.manifest.schema import SPLITS, STATUSES, to_frame, validate_manifest, write_manifest
 from pipeline.manifest.spec import FORMATS, DatasetSpec, IndexConfig, ReadContext, reject
 
@@ -73,6 +74,35 @@ def _check_images(df_rows: list[dict], config: IndexConfig, ctx: ReadContext, pr
             ctx.problem(row, why, f"image {str(path)!r}: {why} (expected {expected})")
 
 
+# --------------------------------------------------------------------------- split files
+
+def apply_split_file(rows: list[dict], spec: DatasetSpec) -> None:
+    """``split: from_file``: each row's split is its entry's ``type`` in ``spec.split_file``;
+    rows of images not in the file are rejected ("not in split file <name>", split "train")."""
+    where = f"dataset {spec.name!r}: split file {spec.split_file!r}"
+    entries = load_box_file(spec.split_file)  # type: ignore[arg-type]
+    untyped = [rel for rel, faces in entries.items() if any(f.type is None for f in faces)]
+    if untyped:
+        raise ValueError(f"{where}: entry {untyped[0]!r} has no 'type' (train|test), so it gives no split "
+                         f"({len(untyped)} such entries); use a file with types or another split")
+    paths = [str(r["image_path"]) for r in rows]
+    match = match_box_file(entries, paths, [face_number(r["sample_id"]) for r in rows], where)
+    if not match.by_row:
+        raise ValueError(no_match_message(f"{where}:", spec.name, entries, paths))
+    name = Path(str(spec.split_file)).name
+    for pos, row in enumerate(rows):
+        hit = match.by_row.get(pos)
+        if hit is not None:
+            row["split"] = hit.type
+        else:
+            row["split"] = "train"
+            if row["status"] == "ok":
+                reject(row, f"not in split file {name}")
+    if match.unmatched:
+        log.warning("%s: %d entr%s of %s match no row, e.g. %s", spec.name, len(match.unmatched),
+                    "y" if len(match.unmatched) == 1 else "ies", name, match.unmatched[:3])
+
+
 # --------------------------------------------------------------------------- build
 
 def _reader(fmt: str):
@@ -94,6 +124,8 @@ def build_manifest(config: IndexConfig, extract_root: str | os.PathLike[str] | N
     rows: list[dict] = []
     for spec in config.datasets:
         got = _reader(spec.format)(spec, ctx)
+        if spec.split == "from_file":
+            apply_split_file(got, spec)
         log.info("%s (%s): %d rows from %s", spec.name, spec.format, len(got), spec.root)
         for row in got:
             if row["status"] != "ok":

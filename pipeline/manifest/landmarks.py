@@ -49,3 +49,19 @@ def landmark_box(points: np.ndarray, k: float = K_DEFAULT) -> tuple[float, float
     x2 += 2 * k * abs(x2 - x1)
     y2 += 0.6 * k * abs(y2 - y1)
     return x1, y1, x2, y2
+
+
+def tight_extent(lm_box: tuple[float, float, float, float] | np.ndarray, k: float = K_DEFAULT
+                 ) -> tuple[float, float, float, float] | None:
+    """The min/max extent of the landmarks that :func:`landmark_box` enlarged into ``lm_box``
+    (its exact inverse: the enlarged box is ``(1 + 2k)²·w`` by ``(1 + 2k)(1 + 0.6k)·h``).
+
+    The manifest keeps only the enlarged box (columns ``lm_*``); relabeling compares detections
+    with this tight extent, whose size does not depend on a box style."""
+    x1, y1, x2, y2 = (float(v) for v in lm_box)
+    if not all(np.isfinite([x1, y1, x2, y2])) or x2 <= x1 or y2 <= y1:
+        return None
+    w = (x2 - x1) / ((1 + 2 * k) * (1 + 2 * k))   # x1 -= 2k·w, then x2 += 2k·(1 + 2k)·w
+    h = (y2 - y1) / ((1 + 2 * k) * (1 + 0.6 * k))  # y1 -= 2k·h, then y2 += 0.6k·(1 + 2k)·h
+    tx1, ty1 = x1 + 2 * k * w, y1 + 2 * k * h
+    return tx1, ty1, tx1 + w, ty1 + h

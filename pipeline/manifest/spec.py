@@ -25,10 +25,13 @@ from pipeline.core.config import config_from_mapping
 log = logging.getLogger(__name__)
 
 FORMATS = ("300w_lp", "aflw2000", "biwi", "biwi_npz", "aflw")
-SPLITS = ("train", "test", "auto")
+SPLITS = ("train", "test", "auto", "from_file")
 ON_ERROR = ("raise", "reject")
 W300LP_SUBSETS = ("AFW", "AFW_Flip", "HELEN", "HELEN_Flip", "IBUG", "IBUG_Flip", "LFPW", "LFPW_Flip")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+# protocol 3 (paper §4.4): the BIWI sequences of the published BIWI.json's "test" entries
+# (5,065 faces; the other 16 sequences are the 10,612 train faces)
+PAPER_BIWI_TEST_GROUPS = ("06", "07", "10", "13", "15", "18", "21", "22")
 
 # format-specific keys of DatasetSpec (None = not set); any other format must leave them unset
 _FORMAT_KEYS = {
@@ -45,10 +48,14 @@ _FORMAT_KEYS = {
 class DatasetSpec:
     """One entry of ``index.datasets`` in params.yaml.
 
-    ``split``: ``train`` | ``test`` | ``auto``. ``auto`` is the paper's protocol for the
-    format: 300W-LP → train; AFLW2000 → test; BIWI → test, or by sequence when
-    ``test_groups`` is given (protocol 3: listed sequences test, the others train);
-    BIWI npz → test; AFLW → the first ``test_first`` images test, the rest train (protocol 2).
+    ``split``: ``train`` | ``test`` | ``auto`` | ``from_file``. ``auto`` is the protocol for the
+    format: 300W-LP → train; AFLW2000 → test; BIWI → by sequence (protocol 3: the
+    ``test_groups``, default the paper's 06, 07, 10, 13, 15, 18, 21, 22, are test, the others
+    train); BIWI npz → test; AFLW → the first ``test_first`` images test, the rest train (not
+    the paper's split: use ``from_file`` with its AFLW.json). ``from_file``: each row's split is
+    the ``type`` of its entry in ``split_file`` (a published box JSON, matched like
+    ``relabel.box_files``, :mod:`pipeline.manifest.boxfile`); rows of images absent from the file
+    are kept as rejected ("not in split file …").
     """
 
     name: str
@@ -61,6 +68,7 @@ class DatasetSpec:
     sqlite: str | None = None                    # aflw: database, relative to root (default aflw.sqlite)
     image_dir: str | None = None                 # aflw: folder under root of FaceImages.filepath (default flickr)
     channels: str | None = None                  # biwi_npz: channel order of `image` (default bgr, FSA-Net used cv2)
+    split_file: str | None = None                # split: from_file — the published JSON whose entries' "type" is the split
 
     def __post_init__(self) -> None:
         where = f"index dataset {self.name!r}"
@@ -72,6 +80,10 @@ class DatasetSpec:
             raise ValueError(f"{where}: split {self.split!r} must be one of {list(SPLITS)}")
         if not isinstance(self.root, str) or not self.root:
             raise ValueError(f"{where}: root must be a path")
+        if self.split == "from_file" and (not isinstance(self.split_file, str) or not self.split_file):
+            raise ValueError(f"{where}: split: from_file needs split_file: <path to the published JSON, e.g. BIWI.json>")
+        if self.split != "from_file" and self.split_file is not None:
+            raise ValueError(f"{where}: split_file is only used with split: from_file (got split: {self.split})")
         for key, formats in _FORMAT_KEYS.items():
             if getattr(self, key) is not None and self.format not in formats:
                 raise ValueError(f"{where}: key {key!r} is not used by format {self.format!r} (only {list(formats)})")
@@ -97,7 +109,8 @@ class DatasetSpec:
 
     @property
     def test_group_set(self) -> tuple[str, ...]:
-        return self.test_groups or ()
+        """BIWI ``split: auto`` test sequences: ``test_groups``, default the paper's eight."""
+        return self.test_groups if self.test_groups is not None else PAPER_BIWI_TEST_GROUPS
 
     @property
     def sqlite_name(self) -> str:
@@ -199,4 +212,5 @@ def require_dir(path: Path, spec: DatasetSpec, expected: str) -> None:
 
 
 def fixed_split(spec: DatasetSpec, auto: str) -> str:
+    """The split of every row of a single-split format (``from_file`` rows get theirs later)."""
     return auto if spec.split == "auto" else spec.split

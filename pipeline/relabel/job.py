@@ -8,14 +8,23 @@ Sources (``relabel.source``):
 
 - ``detector``: run a face detector (``relabel.detector``: ``yunet`` | ``mtcnn``) on every image.
 - ``landmarks``: the landmark box of the manifest (``lm_*`` columns).
-- ``file``: published JSON boxes (``relabel.box_files``: dataset name → JSON path), matched by
-  the row's ``image_path`` and the face id after ``#`` in its ``sample_id``.
+- ``file``: published JSON boxes (``relabel.box_files``: dataset name → JSON path, e.g. the
+  paper's ``AFLW2000.json``, ``BIWI.json``, ``AFLW.json`` as published), matched by
+  :func:`pipeline.manifest.boxfile.match_box_file`: the key is the image path relative to the
+  dataset's image folder (a suffix of ``image_path`` at a folder boundary), ``faceid`` the face
+  number after ``#`` in ``sample_id`` (an entry without it belongs to the image's only face).
+  Entries that match no row are counted and named in the summary (``box_files``); a file that
+  matches no row of its dataset at all is an error.
 
 Choosing the labelled face when the detector finds several (in this order):
 
-1. the row has a landmark box: the detection with the largest IoU with it; if that IoU is below
-   ``min_iou`` the detection is rejected ("face does not match landmark box") — a detector box
-   that hardly overlaps the labelled face belongs to another face or is a false positive;
+1. the row has a landmark box: the detection that overlaps most the *tight* landmark extent
+   (recovered exactly from the enlarged ``lm_*`` box, :func:`pipeline.manifest.landmarks.tight_extent`),
+   overlap = intersection / the smaller area, so a tight detector box and a loose one of the
+   same face both score ≈ 1 (IoU with the enlarged landmark box tops out near 0.37 for a tight
+   box); ties go to the higher IoU with the extent. Below ``min_overlap`` the row is rejected
+   ("face does not match landmarks": faces were found, none is the labelled one — reported as
+   ``mismatched``, apart from ``missed`` = "no face detected");
 2. the row is a video frame (non-empty ``group``; frames are visited in ``image_path`` order
    within ``(dataset, group)``) and an earlier frame got a box: the detection whose centre is
    nearest that box's centre;
@@ -52,11 +61,12 @@ import pandas as pd
 
 from pipeline.core.geometry import clip_box
 from pipeline.core.io import atomic_path
+from pipeline.manifest.boxfile import BoxFileMatch, load_box_file, match_box_file, no_match_message
 from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
 from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
 from pipeline.relabel.cache import image_key, read_images
-from pipeline.relabel.detect import get_detector
-from pipeline.relabel.select import face_id, file_box, load_box_file, row_landmark_box, select_face, visit_order
+from pipeline.relabel.detect import box_iou, get_detector
+from pipeline.relabel.select import MISMATCH, MISS, face_id, row_landmark_box, select_face, visit_order
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +84,8 @@ class RelabelConfig:
     score_threshold: float = 0.5        # detections below this score are ignored
     detector_options: Mapping[str, Any] = field(default_factory=dict)  # extra backend kwargs
     fallback: str = "none"              # none | landmarks
-    min_iou: float = 0.3                # min IoU of the chosen detection with the landmark box
+    min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
+    min_iou: float | None = None        # replaced by min_overlap (an error if set)
     min_box_size: float = 4.0           # px of width/height a clipped box must keep
     box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
     workers: int = 0                    # processes; 0 = all cores, 1 = in this process
@@ -87,8 +98,11 @@ class RelabelConfig:
             raise ValueError(f"relabel.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"relabel.score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.min_iou <= 1.0:
-            raise ValueError(f"relabel.min_iou must be in [0, 1], got {self.min_iou}")
+        if self.min_iou is not None:
+            raise ValueError("relabel.min_iou was replaced by relabel.min_overlap (intersection over the smaller "
+                             "area of the detection and the tight landmark extent, default 0.5): rename the key")
+        if not 0.0 <= self.min_overlap <= 1.0:
+            raise ValueError(f"relabel.min_overlap must be in [0, 1], got {self.min_overlap}")
         if self.min_box_size < 0:
             raise ValueError(f"relabel.min_box_size must be >= 0, got {self.min_box_size}")
         if self.workers < 0:
@@ -137,13 +151,9 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
         options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
         detector = get_detector(config.detector, **options)  # fails early if the backend is missing
         spec = (config.detector, options)
-    file_boxes: dict[str, dict] = {}
+    file_match: dict[str, BoxFileMatch] = {}
     if config.source == "file":
-        for ds in sorted(set(df.loc[todo, "dataset"].astype(str))):
-            if ds not in config.box_files:
-                raise ValueError(f"relabel.box_files has no JSON for dataset {ds!r} (source: file); "
-                                 f"known: {sorted(config.box_files)}")
-            file_boxes[ds] = load_box_file(config.box_files[ds])
+        file_match = _match_box_files(df, todo, config.box_files)
 
     images: dict[str, str] = {}
     keys = [""] * n
@@ -158,6 +168,8 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     score = np.full(n, np.nan)
     fallback = np.zeros(n, dtype=bool)
     iou_lm = np.full(n, np.nan)
+    overlap = np.full(n, np.nan)
+    cause = np.full(n, "", dtype=object)  # why the detector gave no box (MISS / MISMATCH), even if it fell back
     found = np.zeros(n, dtype=bool)
     status = df["status"].astype(str).to_numpy(dtype=object).copy()
     reason = df["reason"].fillna("").astype(str).to_numpy(dtype=object).copy()
@@ -184,7 +196,8 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
             box, why = (lm, "") if lm is not None else (None, "no landmark box")
             src = "landmarks"
         elif config.source == "file":
-            box = file_box(file_boxes[str(row.dataset)], str(row.image_path), face_id(sid))
+            hit = file_match[str(row.dataset)].by_row.get(pos)
+            box = None if hit is None else hit.box
             why = "" if box is not None else f"no box in box file: {row.image_path} face {face_id(sid)}"
             src = "file"
         else:
@@ -192,11 +205,15 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
             clipped = [(clip_box(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
             dets = np.array([[*b, s] for b, s in clipped if b is not None]).reshape(-1, 5)
             prev = previous.get(group) if group[1] else None
-            i, iou, why = select_face(dets, w, h, lm, prev, config.min_iou)
+            i, ov, why = select_face(dets, w, h, lm, prev, config.min_overlap)
             src = det_name
             if i is not None:
-                box, score[pos], iou_lm[pos] = tuple(dets[i, :4]), dets[i, 4], iou
+                box, score[pos], overlap[pos] = tuple(dets[i, :4]), dets[i, 4], ov
+                if lm is not None:
+                    iou_lm[pos] = float(box_iou(dets[i, :4], lm)[0, 0])
                 found[pos] = True
+            else:
+                cause[pos] = _category(why)
         if box is not None:
             clipped_box = clip_box(box, w, h, config.min_box_size)
             if clipped_box is None:
@@ -226,14 +243,45 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     out["status"] = status.astype(str)
     out["reason"] = reason.astype(str)
 
-    summary = _summary(out, todo, found, iou_lm, fell_back, config, cache_counts)
+    summary = _summary(out, todo, found, iou_lm, overlap, cause, fell_back, config, cache_counts)
+    if file_match:
+        summary["box_files"] = {ds: m.summary() for ds, m in sorted(file_match.items())}
     return out, summary
 
 
-def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.ndarray,
-             fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
+def _match_box_files(df: pd.DataFrame, todo: np.ndarray, box_files: Mapping[str, str]) -> dict[str, BoxFileMatch]:
+    """Each dataset with rows to box: its published file matched to its rows (all its rows, so
+    "the image's only face" counts rejected faces too); keys are row positions of ``df``."""
+    out: dict[str, BoxFileMatch] = {}
+    datasets = df["dataset"].astype(str).to_numpy()
+    for ds in sorted(set(datasets[todo])):
+        if ds not in box_files:
+            raise ValueError(f"relabel.box_files has no JSON for dataset {ds!r} (source: file); "
+                             f"known: {sorted(box_files)}")
+        where = f"box file {str(box_files[ds])!r}"
+        entries = load_box_file(box_files[ds])
+        pos = np.flatnonzero(datasets == ds)
+        paths = df["image_path"].astype(str).to_numpy()[pos].tolist()
+        faces = [face_id(s) for s in df["sample_id"].astype(str).to_numpy()[pos]]
+        m = match_box_file(entries, paths, faces, where)
+        if not m.by_row:
+            raise ValueError(no_match_message(where, ds, entries, paths))
+        m.by_row = {int(pos[k]): v for k, v in m.by_row.items()}
+        if m.unmatched:
+            log.warning("relabel: %d entr%s of %s match no row of dataset %r, e.g. %s", len(m.unmatched),
+                        "y" if len(m.unmatched) == 1 else "ies", where, ds, m.unmatched[:3])
+        out[ds] = m
+    return out
+
+
+def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.ndarray, overlap: np.ndarray,
+             cause: np.ndarray, fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
     ok = (out["status"] == "ok").to_numpy()
     new_rej = todo & ~ok
+    # true misses (nothing detected) vs mismatches (faces found, none the labelled one), whether
+    # the row was then rejected or fell back to its landmark box
+    missed_rows = todo & (cause == MISS)
+    mismatched_rows = todo & (cause == MISMATCH)
 
     def part(mask: np.ndarray) -> dict:
         n_todo = int((mask & todo).sum())
@@ -245,7 +293,10 @@ def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.
             "fallback": int((mask & out["fallback"].to_numpy()).sum()),
             "detected": int((mask & found & ok).sum()),
             "detection_rate": round(float((mask & found & ok).sum()) / n_todo, 4) if n_todo else None,
+            "missed": int((mask & missed_rows).sum()),
+            "mismatched": int((mask & mismatched_rows).sum()),
             "mean_iou_landmarks": _stats(iou_lm[mask & found & ok])["mean"],
+            "mean_overlap_landmarks": _stats(overlap[mask & found & ok])["mean"],
         }
 
     w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
@@ -283,9 +334,17 @@ def format_summary(summary: dict) -> str:
              f"{summary['ok']}/{summary['rows']} rows with a box, {summary['rejected']} rejected, "
              f"{summary['fallback']} fell back to landmarks, {summary['rejected_in_manifest']} already rejected"]
     for ds, p in summary["per_dataset"].items():
+        if summary["source"] != "detector":
+            lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok")
+            continue
         rate = "n/a" if p["detection_rate"] is None else f"{100 * p['detection_rate']:.1f}%"
-        iou = "n/a" if p["mean_iou_landmarks"] is None else f"{p['mean_iou_landmarks']:.3f}"
-        lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok, detection rate {rate}, mean IoU with landmark box {iou}")
+        ov = "n/a" if p["mean_overlap_landmarks"] is None else f"{p['mean_overlap_landmarks']:.3f}"
+        lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok, detection rate {rate} ({p['missed']} missed, "
+                     f"{p['mismatched']} mismatched), mean overlap with the landmark extent {ov}")
+    for ds, m in summary.get("box_files", {}).items():
+        if m["unmatched"]:
+            lines.append(f"  {ds}: {m['unmatched']} of {m['entries']} box-file entries match no manifest row, "
+                         f"e.g. {', '.join(m['unmatched_examples'])}")
     if summary["rejected_by_reason"]:
         lines.append("  rejected: " + ", ".join(f"{k} ({v})" for k, v in summary["rejected_by_reason"].items()))
     if summary["fallback_by_reason"]:
