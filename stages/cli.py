@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -43,12 +44,15 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error (also: HPEKD_DEBUG=1).")
+def main(verbose: bool, debug: bool) -> None:
     """hpekd: head pose estimation boosted by knowledge distillation.
 
     Each subcommand is one DVC stage (see dvc.yaml) or a tool around them. Stages read their
     own section of params.yaml; run `dvc repro` to rebuild the whole pipeline.
     """
+    if debug:
+        os.environ["HPEKD_DEBUG"] = "1"
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

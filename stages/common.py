@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ SECTIONS: dict[str, str] = {
     "ensemble_grid": "pipeline.evaluation.ensemble_grid:EnsembleGridConfig",
     "train_student": "pipeline.training.stage2:StudentConfig",
 }
+# top-level params keys that are not a stage's section (read by dvc.yaml templating)
+OTHER_KEYS = ("students",)
 
 
 def section_class(section: str) -> type:
@@ -33,40 +36,75 @@ def section_class(section: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def load_config(params_path: str, section: str, required: bool = False, **overrides: Any) -> Any:
+def load_config(params_path: str, section: str, **overrides: Any) -> Any:
     """The config of ``section`` in ``params_path``, with CLI ``overrides`` applied on top.
 
     The one override style of every stage: an option left unset (``None``) keeps the params
     value; a set option replaces it before validation, so it is checked like a params value.
-    ``required``: a missing section is an error instead of meaning "all defaults".
+    A missing section, or any unknown (e.g. misspelt) section in the file, is an error naming
+    the known sections: a stage never runs silently on all-default settings.
     """
     from pipeline.core.config import config_from_mapping, load_params
 
     params = load_params(params_path)
-    values = params.get(section)
-    if values is None and required:
-        raise ValueError(f"{params_path} has no {section!r} section")
-    if values is not None and not isinstance(values, dict):
-        raise ValueError(f"{params_path}: section {section!r} must be a mapping of keys, got {type(values).__name__}")
-    merged = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    known = sorted(SECTIONS) + sorted(OTHER_KEYS)
+    unknown = sorted(set(params) - set(SECTIONS) - set(OTHER_KEYS))
+    if unknown:
+        raise ValueError(f"{params_path}: unknown section(s) {unknown}; known sections: {known}")
+    if section not in params:
+        raise ValueError(f"{params_path} has no {section!r} section (known sections: {known}); "
+                         "copy it from the project's params.yaml")
+    values = params[section]
+    if not isinstance(values, dict):
+        raise ValueError(f"{params_path}: section {section!r} must be a mapping of keys, got {values!r}")
+    merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
     return config_from_mapping(section_class(section), merged, f"{params_path} section {section!r}")
 
 
-def user_errors(func: F) -> F:
-    """Report ``ValueError``/``FileNotFoundError`` as a one-line ``Error: ...`` with exit 1.
+def check_outputs(**paths: str | None) -> None:
+    """Check every output path of a stage before any work starts (one line naming the path)."""
+    from pipeline.core.io import check_output_path
 
-    Library code raises these at its boundaries with a message naming the file or sample
-    and what was expected; a traceback would only bury that message.
+    for what, path in paths.items():
+        if path and path != "-" and "://" not in str(path):
+            check_output_path(path, what.replace("_", " "))
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("HPEKD_DEBUG", "") not in ("", "0")
+
+
+def user_errors(func: F) -> F:
+    """Report any failure as a one-line ``Error: ...`` with exit 1 (no traceback).
+
+    Library code raises ``ValueError`` at its boundaries with a message naming the file or
+    sample and what was expected; a traceback would only bury that message. Anything else
+    (an OSError, a library error) is reported the same way, with its type. ``hpekd --debug``
+    or ``HPEKD_DEBUG=1`` shows the traceback instead.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the point: one line for the user
+            if debug_enabled():
+                raise
+            raise click.ClickException(_one_line(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValueError | FileNotFoundError):
+        msg = str(exc)
+    elif isinstance(exc, OSError) and exc.filename:
+        msg = f"{exc.strerror or exc.__class__.__name__}: {exc.filename!s}"
+    else:
+        msg = f"{exc.__class__.__name__}: {exc} (rerun with `hpekd --debug ...` for the traceback)"
+    return msg
 
 
 params_option = click.option(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from pipeline.evaluation.ensemble_grid import run_ensemble_grid, write_grid
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -19,6 +19,7 @@ from stages.common import load_config, params_option, user_errors
 @user_errors
 def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, params_path: str) -> None:
     """Evaluate every (p, s) ensemble with p <= p_max on the test split."""
+    check_outputs(json=out_json, csv=out_csv, png=out_png)
     cfg = load_config(params_path, "ensemble_grid")
     rows = run_ensemble_grid(cfg, model, boxes)
     write_grid(rows, cfg, out_json, out_csv, out_png)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command(help="Evaluate a teacher or student checkpoint on the --split rows of --boxes: MAE per angle "
@@ -21,6 +21,7 @@ def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metr
         grid_path: str | None, params_path: str) -> None:
     from pipeline.evaluation.evaluate import evaluate_checkpoint
 
+    check_outputs(metrics=metrics_path, grid=grid_path)
     cfg = load_config(params_path, "evaluate")
     result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path)
     for name, r in {**result["datasets"], "all": result["all"]}.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -19,7 +19,8 @@ def cli(out_path: str, summary_path: str | None, no_progress: bool, params_path:
     """Index datasets into one manifest; prints counts per dataset/split/status and rejection reasons."""
     from pipeline.manifest.index import format_summary, index_datasets
 
-    config = load_config(params_path, "index", required=True)
+    check_outputs(manifest=out_path, summary=summary_path)
+    config = load_config(params_path, "index")
     summary = index_datasets(config, out_path, summary_path, progress=not no_progress)
     click.echo(format_summary(summary))
     click.echo(f"wrote {out_path}")

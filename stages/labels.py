@@ -28,7 +28,7 @@ def info(path: str, as_json: bool) -> None:
     a = rec["attributes"]
     lay, ens, bins, t, v, m = a["layout"], a["ensemble"], a["bins"], a["teacher"], a["views"], a["manifest"]
     lines = [
-        f"store      {path}  ({a['format']} v{a['format_version']}, hpekd {a['package']['version']}, created {a['created']})",
+        f"store      {path}  ({a['format']} v{a['format_version']}, hpekd {a['package']['version']})",
         f"teacher    {t['architecture']} sha256 {t['sha256']}  head {t['head']}",
         f"bins       b={bins['b']:g} theta={bins['theta']:g} Q={bins['Q']}",
         f"ensemble   p={ens['p']} s={ens['s']} A={ens['A']}  input {a['input']['size'][0]}x{a['input']['size'][1]}",

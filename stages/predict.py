@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import user_errors
+from stages.common import check_outputs, user_errors
 
 EPILOG = """\b
 Examples:
@@ -50,6 +50,7 @@ def cli(inputs, model, out, fmt, draw_dir, ensemble, device, detector, batch_siz
     """
     from pipeline.inference.predict import Predictor, collect_inputs, output_format, write_rows
 
+    check_outputs(predictions=None if out == "-" else out, drawings=draw_dir)
     items = collect_inputs(inputs)  # missing paths fail here, before the model loads
     kind = output_format(None if out == "-" else out, fmt)
     pred = Predictor(model, device=device, detector=detector, batch_size=batch_size, ensemble=ensemble)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -23,6 +23,7 @@ from stages.common import load_config, params_option, user_errors
 def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,
         no_progress: bool, params_path: str) -> None:
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
+    check_outputs(boxes=out_path, summary=summary_path, cache=None if no_cache else cache_dir)
     from pipeline.core.io import write_json
     from pipeline.relabel.job import format_summary, read_manifest_table, relabel, write_boxes
 

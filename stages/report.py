@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -24,6 +24,7 @@ def cli(metrics_dir: str, grid_path: str | None, out_path: str, plot_path: str, 
     """Write the Table-5 style MAE table (Markdown) and a bar chart (PNG)."""
     from pipeline.evaluation.report import ensemble_row_from_grid, markdown_table, write_report
 
+    check_outputs(report=out_path, plot=plot_path)
     extra = []
     if grid_path:
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command(name="synthesize")
@@ -29,6 +29,7 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
 
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_outputs(output_folder=out_dir)
     cfg = load_config(params_path, "synthesize", workers=workers)
     info = synthesize(Path(out_dir), cfg.n_train, cfg.n_test, cfg.seed, size=cfg.size, workers=cfg.workers,
                       occluder_prob=cfg.occluder_prob, progress=not no_progress)

@@ -8,7 +8,7 @@ import json
 import click
 
 from pipeline.teacher.job import run_teacher_labels
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -19,12 +19,17 @@ from stages.common import load_config, params_option, user_errors
               help="Start a local dask cluster with N worker processes (one per GPU); 0 = run in this process. "
                    "Default: teacher_labels.workers.")
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler (e.g. tcp://host:8786).")
+@click.option("--break-lease", is_flag=True,
+              help="Take over the store's lease from a job that is gone (killed on another machine). A lease whose "
+                   "process is dead on this machine is taken over without it.")
 @params_option
 @user_errors
-def cli(model: str, boxes: str, out: str, workers: int | None, scheduler: str | None, params_path: str) -> None:
+def cli(model: str, boxes: str, out: str, workers: int | None, scheduler: str | None, break_lease: bool,
+        params_path: str) -> None:
     """Label every training sample (V views) with the teacher's ensemble distributions."""
+    check_outputs(label_store=out)
     cfg = load_config(params_path, "teacher_labels", workers=workers)
-    res = run_teacher_labels(cfg, model, boxes, out, scheduler=scheduler)
+    res = run_teacher_labels(cfg, model, boxes, out, scheduler=scheduler, break_lease=break_lease)
     summary = res.to_dict()
     summary["crops_per_s"] = round(res.crops / res.seconds, 1) if res.seconds > 0 else 0.0
     click.echo(json.dumps(summary))

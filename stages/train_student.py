@@ -6,7 +6,7 @@ import json
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command()
@@ -31,6 +31,7 @@ def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, 
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, params_path: str) -> None:
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
     from pipeline.training.stage2 import train_student
+    check_outputs(checkpoint=out_path, metrics=metrics_path, plots=plots_path)
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None)
     res = train_student(cfg, labels_path, boxes_path, out_path, metrics_path=metrics_path, plots_path=plots_path,

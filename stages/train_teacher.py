@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import load_config, params_option, user_errors
+from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command(help="Train the stage-1 teacher (ResNet + regression head + RvC heads) on the train rows of "
@@ -23,6 +23,7 @@ from stages.common import load_config, params_option, user_errors
 def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, no_progress: bool,
         params_path: str) -> None:
     from pipeline.training.stage1 import train_teacher
+    check_outputs(checkpoint=out, metrics=metrics_path, plots=plots_path)
 
     cfg = load_config(params_path, "train_teacher")
     result = train_teacher(cfg, boxes, out, metrics_path, plots_path, resume=resume, progress=not no_progress)

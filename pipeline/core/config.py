@@ -1,12 +1,20 @@
-"""Params loading: a params.yaml section into its frozen config dataclass, unknown keys refused."""
+"""Params loading: a params.yaml section into its frozen config dataclass.
+
+Unknown keys are refused and every value is checked against its field's type before the
+dataclass sees it, with one line naming the section, key, value and the expected type (a
+misspelt key or a quoted number silently falling back to a default, or failing deep inside
+training, is how a run ends up doing something else than intended).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -23,20 +31,85 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
     return data
 
 
-def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
-    """Build the frozen dataclass ``cls`` from a params section; unknown keys raise.
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin in (tuple, list, Sequence):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return "[" + ", ".join(_describe(a) for a in args) + "]" if args else "a list"
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping ({hint.__name__})"
+    return getattr(hint, "__name__", str(hint))
 
-    A misspelt key silently falling back to its default is the classic way a run trains
-    something else than intended, so it is an error naming the key and the section.
-    """
+
+def _check(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(value fits ``hint``, the value to use). Numbers written with an exponent and no dot
+    (``1e-4``) are strings to YAML 1.1; they are accepted where a float is expected."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True, value
+    if origin in (Union, types.UnionType):
+        for a in args:
+            ok, v = _check(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        if len(args) == 2 and args[1] is Ellipsis:
+            checked = [_check(v, args[0]) for v in value]
+        elif args:
+            if len(args) != len(value):
+                return False, value
+            checked = [_check(v, a) for v, a in zip(value, args)]
+        else:
+            return True, tuple(value)
+        return all(ok for ok, _ in checked), tuple(v for _, v in checked)
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return isinstance(value, Mapping), value
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (Mapping, hint)), value
+    return True, value  # anything else is left to the dataclass' own checks
+
+
+def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """Build the frozen dataclass ``cls`` from a params section; unknown keys and values of the
+    wrong type raise ``ValueError`` naming ``where``, the key and the expected type."""
+    if values is not None and not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping of keys, got {type(values).__name__} {values!r}")
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(names)}")
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
+    hints = typing.get_type_hints(cls)
+    for key in list(values):
+        ok, value = _check(values[key], hints.get(key, Any))
+        if not ok:
+            raise ValueError(
+                f"{where}: {key} = {values[key]!r} is {type(values[key]).__name__}; expected {_describe(hints[key])}"
+            )
+        values[key] = value
     return cls(**values)
-
-

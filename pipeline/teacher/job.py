@@ -44,7 +44,9 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
+from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.labelstore import select_rows
+from pipeline.teacher.lease import Lease, new_lease
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,8 @@ class ShardTask:
     views: np.ndarray
     input_size: tuple[int, int]
     n_bins: int
+    provenance_sha256: str = ""
+    lease: Lease | None = None
 
 
 def _loader_workers(n: int) -> int:
@@ -176,7 +180,14 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
     """
     cfg = task.cfg
     g = labelstore.open_store(task.out, mode="r+")
-    flags = labelstore.done_flags(g)
+    # never write into a store whose provenance this job did not create or verify
+    if task.provenance_sha256 and labelstore.provenance_sha256(g.attrs) != task.provenance_sha256:
+        raise ValueError(f"label store {task.out!r} now holds another run's layout (provenance changed under this "
+                         "job): stopped before writing")
+    if task.lease is not None:
+        task.lease.check()
+    ok = labelstore.verified_shards(g, task.out, task.shards)
+    flags = ok.astype(np.uint8)
     todo, base = [], 0
     for k, (a, b) in zip(task.shards, task.bounds):
         if not flags[k]:
@@ -219,7 +230,7 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
                 buf[off : off + arr.shape[0]] = arr
                 filled[k] += arr.shape[0]
                 if filled[k] == size_of[k]:
-                    labelstore.write_shard(g, k, bufs.pop(k))
+                    labelstore.write_shard(g, k, bufs.pop(k), lease=task.lease)
                     dt = time.perf_counter() - t_start.get(k, time.perf_counter())
                     results.append({"shard": k, "computed": True, "rows": size_of[k],
                                     "crops": size_of[k] * V * cfg.A, "seconds": dt, "pid": os.getpid()})
@@ -255,6 +266,9 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
 
 @dataclass
 class JobPlan:
+    """``out`` is the store being written: the requested path, or the store built beside it
+    (``final`` is then the requested path, swapped in when the new store is complete)."""
+
     out: str
     checkpoint: str
     checkpoint_sha: str
@@ -266,13 +280,15 @@ class JobPlan:
     input_size: tuple[int, int]
     pending: list[int] = field(default_factory=list)
     resumed: bool = False
+    final: str = ""
+    lease: Lease | None = None
 
     def task(self, cfg: TeacherLabelsConfig, shards: list[int]) -> ShardTask:
         bounds = tuple(self.layout.shard_range(k) for k in shards)
         idx = np.concatenate([np.arange(a, b) for a, b in bounds])
         return ShardTask(self.out, self.checkpoint, self.checkpoint_sha, cfg, tuple(shards), bounds,
                          [self.paths[i] for i in idx], self.boxes[idx], self.views[idx], self.input_size,
-                         self.layout.n_bins)
+                         self.layout.n_bins, labelstore.provenance_sha256(self.attrs), self.lease)
 
 
 def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
@@ -282,18 +298,86 @@ def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
     return [pending[i : i + per] for i in range(0, len(pending), per)]
 
 
+def _local(out: str) -> Path | None:
+    """The local directory of a store path (``file://`` included), None for other URLs."""
+    return Path(out[len("file://"):]) if out.startswith("file://") else (None if "://" in out else Path(out))
+
+
 def _guard_foreign(out: str) -> None:
     """Refuse to overwrite a local directory that is not a zarr store."""
-    local = out[len("file://"):] if out.startswith("file://") else (None if "://" in out else out)
+    local = _local(out)
     if local is None:
         return
-    p = Path(local)
-    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not (p / "zarr.json").is_file())):
+    if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
         raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
 
 
-def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
-    """Hash inputs, create the store layout (or validate it for a resume), list pending shards."""
+def beside_path(out: str) -> str:
+    """Where a store whose provenance differs is rebuilt before it replaces ``out``."""
+    local = _local(out)
+    assert local is not None
+    return str(local.parent / f".{local.name}.next")
+
+
+def _intact(path: str, attrs: dict[str, Any]) -> bool:
+    """A store at ``path`` made for exactly ``attrs`` whose layout opens (shards may be damaged)."""
+    old = labelstore.existing_attrs(path)
+    if old is None or labelstore.diff_provenance(old, attrs):
+        return False
+    try:
+        labelstore.open_store(path)
+    except ValueError as exc:
+        log.warning("%s", exc)
+        return False
+    return True
+
+
+def _choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
+    """(store to write, resume?) without changing anything on storage.
+
+    A matching store at ``out`` is resumed. A different or damaged one is kept until the
+    store replacing it is complete: on a local path the new store is built beside it
+    (:func:`beside_path`) and swapped in at the end; on other URLs it is rebuilt in place,
+    after every input has been checked.
+    """
+    if _intact(out, attrs):
+        return out, True
+    local = _local(out)
+    if local is None or not local.exists() or (local.is_dir() and not any(local.iterdir())):
+        old = labelstore.existing_attrs(out)
+        if old is not None:
+            log.warning("store %s was made for a different run (%s): rebuilding it in place", out,
+                        "; ".join(labelstore.diff_provenance(old, attrs)[:3]))
+        return out, False
+    _guard_foreign(out)
+    nxt = beside_path(out)
+    old = labelstore.existing_attrs(out)
+    why = "; ".join(labelstore.diff_provenance(old, attrs)[:3]) if old else "its layout is damaged"
+    log.warning("store %s was made for a different run (%s): building the new store in %s, it replaces the old "
+                "one only when complete", out, why, nxt)
+    return nxt, _intact(nxt, attrs)
+
+
+def swap_in(target: str, final: str) -> None:
+    """Replace ``final`` by the complete store ``target`` (local paths)."""
+    import shutil
+
+    dest, src = _local(final), _local(target)
+    assert dest is not None and src is not None
+    old = dest.parent / f".{dest.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old.exists():
+        shutil.rmtree(old)
+    log.info("new store complete: replaced %s", final)
+
+
+def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, lease: Lease | None = None) -> JobPlan:
+    """Hash inputs, choose and check the target store, check the inputs of every shard still to
+    compute, and only then create the layout (a new store) — nothing is written before that."""
     from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
 
@@ -303,6 +387,7 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
         raise ValueError(f"checkpoint {checkpoint!r} has no bin-1 head (heads: {list(spec.grids)}); "
                          "the teacher labels are bin-1 distributions")
     input_size = input_size_of(state, repr(checkpoint))
+    kind = str(state["kind"])
     grid = spec.grids[LABEL_HEAD]
     del state
     df = read_boxes(boxes)
@@ -313,15 +398,12 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
     sample_ids = sel["sample_id"].astype(str).tolist()
     paths = [str((Path(r) / ip).resolve()) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
     box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
-    bad = ~np.isfinite(box_arr).all(1) | (box_arr[:, 2] - box_arr[:, 0] < 1) | (box_arr[:, 3] - box_arr[:, 1] < 1)
-    if bad.any():
-        raise ValueError(f"sample {sample_ids[int(np.flatnonzero(bad)[0])]!r} has status ok but no usable box")
     views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
                         poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99°
     layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
     ck_sha = sha256_file(checkpoint)
     attrs = labelstore.provenance(
-        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind="stage1",
+        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
         bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
         input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                               "scale": "1/255", "channels": "RGB"},
@@ -330,25 +412,27 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
         layout=layout,
     )
     out = str(out)
-    old = labelstore.existing_attrs(out)
-    resumed = False
-    if old is not None:
-        diffs = labelstore.diff_provenance(old, attrs)
-        if diffs:
-            log.warning("store %s was made for a different run (%s): rebuilding it", out, "; ".join(diffs[:3]))
-        else:
-            resumed = True
-            attrs = old  # keep the original creation time
-            labelstore.remove_partial_files(out)
-    if not resumed:
-        _guard_foreign(out)
-        labelstore.create_layout(out, attrs, sample_ids, rows, views)
-    g = labelstore.open_store(out)
-    flags = labelstore.done_flags(g)
-    pending = [k for k in range(layout.n_shards) if not flags[k]]
+    final = out
+    local = _local(out)
+    if local is not None and not local.exists() and _intact(beside_path(out), attrs) and \
+            labelstore.verified_shards(labelstore.open_store(beside_path(out)), beside_path(out)).all():
+        swap_in(beside_path(out), out)  # a run killed between building and swapping in
+    target, resumed = _choose_target(out, attrs)
     if resumed:
-        log.info("resuming %s: %d of %d shards already done", out, layout.n_shards - len(pending), layout.n_shards)
-    return JobPlan(out, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending, resumed)
+        labelstore.remove_partial_files(target)
+        ok = labelstore.verified_shards(labelstore.open_store(target), target)
+        pending = [k for k in range(layout.n_shards) if not ok[k]]
+    else:
+        pending = list(range(layout.n_shards))
+    todo = np.concatenate([np.arange(*layout.shard_range(k)) for k in pending]) if pending else np.arange(0)
+    check_inputs([paths[i] for i in todo], box_arr[todo], [sample_ids[i] for i in todo], f"boxes file {boxes!r}")
+    if not resumed:
+        labelstore.create_layout(target, attrs, sample_ids, rows, views)
+    else:
+        attrs = dict(labelstore.open_store(target).attrs)
+        log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
+    return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending,
+                   resumed, final, lease)
 
 
 # ---------------------------------------------------------------------------- run
@@ -405,10 +489,23 @@ def run_teacher_labels(
     workers: int | None = None,
     scheduler: str | None = None,
     client: Any = None,
+    break_lease: bool = False,
 ) -> JobResult:
-    """Build (or finish) the label store ``out``. Returns which shards this call computed."""
+    """Build (or finish) the label store ``out`` under a lease (one writer at a time).
+    Returns which shards this call computed."""
     t0 = time.perf_counter()
-    plan = plan_job(cfg, checkpoint, boxes, out)
+    lease = new_lease(str(out), "")
+    lease.acquire(break_lease=break_lease)
+    try:
+        return _run(cfg, checkpoint, boxes, str(out), workers, scheduler, client, lease, t0)
+    finally:
+        lease.release()
+
+
+def _run(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, workers: int | None,
+         scheduler: str | None, client: Any, lease: Lease, t0: float) -> JobResult:
+    plan = plan_job(cfg, checkpoint, boxes, out, lease)
+    plan.lease = lease.describe(labelstore.provenance_sha256(plan.attrs))
     n_workers = cfg.workers if workers is None else workers
     lay = plan.layout
     skipped = [k for k in range(lay.n_shards) if k not in plan.pending]
@@ -433,6 +530,10 @@ def run_teacher_labels(
     if not res.complete:
         raise RuntimeError(f"teacher-label store {plan.out} incomplete after the run: shards "
                            f"{np.flatnonzero(flags == 0).tolist()[:10]} not done")
+    if plan.out != plan.final:
+        lease.check()
+        swap_in(plan.out, plan.final)
+        res.out = plan.final
     log.info("teacher labels: %d shards computed, %d skipped, %d crops in %.1f s",
              len(computed), len(skipped), res.crops, res.seconds)
     return res

@@ -1,6 +1,6 @@
 """The teacher-label store: one Zarr v3 group per teacher run (DESIGN §6).
 
-Layout (N = training rows, V = views, Q = bins of the bin-1 head)::
+Layout (N = training rows, V = views, Q = bins of the bin-1 head, S = shards)::
 
     teacher.zarr/
       zarr.json          group attributes = provenance (see ``provenance`` below)
@@ -8,15 +8,23 @@ Layout (N = training rows, V = views, Q = bins of the bin-1 head)::
                          along N: one file per shard of ``shard_rows`` rows, inner chunks of
                          ``chunk_rows`` rows, Blosc-zstd (:data:`COMPRESSOR`)
       views/             float32 [N, V, 2]     (flip flag, rotation angle°) of every view
-      sample_id/         string  [N]           manifest key of each row, in row order
-      row/               int64   [N]           row index of each sample in boxes.parquet
-      done/              uint8   [n_shards]    1 once a shard's probs are complete (one file
-                                               per flag: writers never share a chunk)
+      sample_id/         uint8   [N, L]        manifest key of each row, UTF-8, zero-padded to
+                                               L bytes (every Zarr v3 client reads uint8)
+      boxes_row/         int64   [N]           row index of each sample in boxes.parquet
+      done/              uint8   [S, 33]       per shard: [0] = 1 once its probs are complete,
+                                               [1:33] = sha256 of its decoded float16 values
+                                               (one file per shard: the flag and the digest are
+                                               written together, in one object)
 
 The layout (all arrays, views, ids, attributes) is created FIRST, in one place
 (:func:`create_layout`); writers then fill whole shards with :func:`write_shard`, which sets the
-shard's ``done`` flag last. The group attributes are written last of all during creation, so
-a store without them is an interrupted creation and is rebuilt.
+shard's flag and digest last. The group attributes are written last of all during creation,
+so a store without them is an interrupted creation. The attributes also hold the sha256 of
+``views``, ``sample_id`` and ``boxes_row`` (``content``).
+
+Every reader that trains or evaluates goes through :func:`load_probs` / :func:`load_views` /
+:func:`load_sample_ids` / :func:`load_rows`, which check the digests, finiteness and that each
+distribution sums to 1, and refuse a damaged store in one line naming the store and shard.
 
 Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
 ``memory://`` (one process only), ``s3://`` … (:func:`store_for`).
@@ -24,10 +32,11 @@ Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
 
 from __future__ import annotations
 
-import datetime as _dt
+import hashlib
+import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +44,7 @@ import numpy as np
 import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
 
 from pipeline.core.angles import ANGLES
 from pipeline.model.network import LABEL_HEAD
@@ -43,9 +53,9 @@ from pipeline.teacher.ensemble import ensemble_size
 log = logging.getLogger(__name__)
 
 FORMAT = "hpekd-teacher-labels"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: per-shard digests, uint8 sample ids, boxes_row, no creation time
 
-# The one compressor of the store (probs, views, row); shuffle helps fp16 distributions a lot.
+# The one compressor of the store (probs, views, boxes_row); shuffle helps fp16 distributions a lot.
 COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 # provenance fields that define *what* the store holds; a resume must match them exactly
@@ -53,6 +63,14 @@ IDENTITY_FIELDS = (
     "format", "format_version", "teacher", "bins", "ensemble", "input", "manifest", "views",
     "layout",
 )
+ARRAYS = ("probs", "views", "sample_id", "boxes_row", "done")
+DIGEST_BYTES = 32
+REPAIR = "rerun `hpekd teacher-labels` with the same inputs: it recomputes only the damaged shards"
+REBUILD = "rebuild it with `hpekd teacher-labels`"
+
+
+class StoreDamaged(ValueError):
+    """A label store whose bytes do not match what was written (one-line message)."""
 
 
 def _package_version() -> str:
@@ -126,7 +144,8 @@ def provenance(
     max_angle: float,
     layout: Layout,
 ) -> dict[str, Any]:
-    """The group attributes (JSON) of a store; ``created`` and ``package`` are informative."""
+    """The group attributes (JSON) of a store: a pure function of the inputs (no timestamp, host
+    or absolute path), so the same inputs give the same bytes; ``package`` is informative."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -141,7 +160,6 @@ def provenance(
         "layout": layout.to_dict(),
         "angles": list(ANGLES),
         "package": {"name": "hpekd", "version": _package_version()},
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -161,8 +179,39 @@ def diff_provenance(a: Mapping[str, Any], b: Mapping[str, Any], fields=IDENTITY_
     return out
 
 
+def provenance_sha256(attrs: Mapping[str, Any]) -> str:
+    """sha256 of the identity fields: names what a job writes (kept in its lease)."""
+    ident = {f: attrs.get(f) for f in IDENTITY_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
 def _group(path: str, mode: str) -> zarr.Group:
     return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
+
+
+def digest(block: np.ndarray) -> bytes:
+    """sha256 of a probs block as stored (float16, C order)."""
+    return hashlib.sha256(np.ascontiguousarray(block, dtype=np.float16).tobytes()).digest()
+
+
+def _sha(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def encode_ids(sample_ids: Sequence[str]) -> np.ndarray:
+    """uint8 [N, L]: each id's UTF-8 bytes, zero-padded (ids never contain NUL)."""
+    raw = [str(s).encode("utf-8") for s in sample_ids]
+    if any(b"\0" in r for r in raw):
+        raise ValueError("sample ids must not contain NUL characters")
+    width = max([len(r) for r in raw] + [1])
+    out = np.zeros((len(raw), width), dtype=np.uint8)
+    for i, r in enumerate(raw):
+        out[i, : len(r)] = np.frombuffer(r, dtype=np.uint8)
+    return out
+
+
+def decode_ids(codes: np.ndarray) -> list[str]:
+    return [bytes(row).rstrip(b"\0").decode("utf-8") for row in np.asarray(codes, dtype=np.uint8)]
 
 
 def create_layout(
@@ -178,6 +227,9 @@ def create_layout(
     shard, chunk = lay["shard_rows"], lay["chunk_rows"]
     if len(sample_ids) != n or rows.shape != (n,) or views.shape != (n, v, 2):
         raise ValueError("create_layout: sample_ids/rows/views do not match the layout size")
+    views = np.ascontiguousarray(views, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    ids = encode_ids(sample_ids)
     g = zarr.open_group(store_for(path), mode="w", zarr_format=3)
     g.create_array(
         "probs", shape=(n, v, 3, q), dtype="float16", chunks=(chunk, v, 3, q), shards=(shard, v, 3, q),
@@ -188,31 +240,61 @@ def create_layout(
         "views", shape=(n, v, 2), dtype="float32", chunks=(chunk, v, 2), shards=(one, v, 2),
         compressors=COMPRESSOR, fill_value=0, dimension_names=["row", "view", "param"],
     )
-    va[:] = views.astype(np.float32)
+    va[:] = views
     ra = g.create_array(
-        "row", shape=(n,), dtype="int64", chunks=(chunk,), shards=(one,), compressors=COMPRESSOR,
+        "boxes_row", shape=(n,), dtype="int64", chunks=(chunk,), shards=(one,), compressors=COMPRESSOR,
         fill_value=-1, dimension_names=["row"],
     )
-    ra[:] = rows.astype(np.int64)
-    sa = g.create_array("sample_id", shape=(n,), dtype=str, chunks=(n,), dimension_names=["row"])
-    sa[:] = np.array([str(x) for x in sample_ids], dtype=object)
-    g.create_array("done", shape=(lay["n_shards"],), dtype="uint8", chunks=(1,), fill_value=0,
-                   compressors=None, dimension_names=["shard"])
-    g.attrs.update(dict(attrs))  # last: a store with attributes is a complete layout
+    ra[:] = rows
+    sa = g.create_array("sample_id", shape=ids.shape, dtype="uint8", chunks=ids.shape, fill_value=0,
+                        compressors=COMPRESSOR, dimension_names=["row", "byte"])
+    sa[:] = ids
+    g.create_array("done", shape=(lay["n_shards"], 1 + DIGEST_BYTES), dtype="uint8", chunks=(1, 1 + DIGEST_BYTES),
+                   fill_value=0, compressors=None, dimension_names=["shard", "flag_sha256"])
+    full = dict(attrs)
+    full["content"] = {"views_sha256": _sha(views), "boxes_row_sha256": _sha(rows), "sample_id_sha256": _sha(ids),
+                       "sample_id_encoding": "utf-8, zero-padded uint8 rows"}
+    g.attrs.update(full)  # last: a store with attributes is a complete layout
     return g
 
 
 def open_store(path: str, mode: str = "r") -> zarr.Group:
-    """Open a label store lazily (``mode="r"``) or for writing (``"r+"``); checks the format."""
+    """Open a label store lazily (``mode="r"``) or for writing (``"r+"``); checks the format
+    and that every array is there with the shape and type of the layout."""
     try:
         g = _group(str(path), mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise FileNotFoundError(f"label store {str(path)!r} not found (run `hpekd teacher-labels`)") from exc
+    except Exception as exc:  # noqa: BLE001 - unreadable group metadata
+        raise StoreDamaged(f"label store {str(path)!r} cannot be opened ({exc.__class__.__name__}: {exc}); {REBUILD}") from exc
     if g.attrs.get("format") != FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a complete hpekd teacher-label store (format attribute "
             f"{g.attrs.get('format')!r}); rerun `hpekd teacher-labels` to (re)build it"
         )
+    if g.attrs.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"label store {str(path)!r} has format version {g.attrs.get('format_version')!r}, this hpekd reads "
+            f"version {FORMAT_VERSION}; {REBUILD}"
+        )
+    lay = layout_of(g)
+    want = {"probs": ("float16", (lay.n_rows, lay.n_views, 3, lay.n_bins)),
+            "views": ("float32", (lay.n_rows, lay.n_views, 2)), "boxes_row": ("int64", (lay.n_rows,)),
+            "sample_id": ("uint8", None), "done": ("uint8", (lay.n_shards, 1 + DIGEST_BYTES))}
+    for name, (dtype, shape) in want.items():
+        try:
+            arr = g[name]
+        except Exception as exc:  # noqa: BLE001 - KeyError, or unreadable zarr.json
+            raise StoreDamaged(
+                f"label store {str(path)!r} is damaged: array {name!r} is missing or its metadata is unreadable "
+                f"({exc.__class__.__name__}); {REBUILD}"
+            ) from exc
+        if str(arr.dtype) != dtype or (shape is not None and tuple(arr.shape) != shape) or (
+                name == "sample_id" and (arr.ndim != 2 or arr.shape[0] != lay.n_rows)):
+            raise StoreDamaged(
+                f"label store {str(path)!r} is damaged: array {name!r} is {arr.dtype} {tuple(arr.shape)}, the layout "
+                f"says {dtype} {shape or ('N', 'L')}; {REBUILD}"
+            )
     return g
 
 
@@ -231,19 +313,22 @@ def layout_of(g: zarr.Group) -> Layout:
     return Layout(lay["n_rows"], lay["n_views"], lay["n_bins"], lay["shard_rows"], lay["chunk_rows"])
 
 
+def _shard_state(g: zarr.Group, k: int) -> np.ndarray:
+    """Flag + digest of shard ``k``; all zeros (not done) when unreadable (a torn write)."""
+    try:
+        return np.asarray(g["done"][k], dtype=np.uint8)
+    except Exception:  # noqa: BLE001
+        log.warning("done flag of shard %d is unreadable: treating the shard as not done", k)
+        return np.zeros(1 + DIGEST_BYTES, dtype=np.uint8)
+
+
 def done_flags(g: zarr.Group) -> np.ndarray:
-    """One uint8 per shard; a flag that cannot be read (torn write on a non-atomic store) is 0."""
+    """One uint8 per shard (1 = its writer finished); unreadable flags count as 0."""
     arr = g["done"]
     try:
-        return np.asarray(arr[:], dtype=np.uint8)
+        return np.asarray(arr[:, 0], dtype=np.uint8)
     except Exception:  # noqa: BLE001
-        out = np.zeros(arr.shape, dtype=np.uint8)
-        for k in range(arr.shape[0]):
-            try:
-                out[k] = arr[k]
-            except Exception:  # noqa: BLE001
-                log.warning("done flag of shard %d is unreadable: treating the shard as not done", k)
-        return out
+        return np.array([_shard_state(g, k)[0] for k in range(arr.shape[0])], dtype=np.uint8)
 
 
 def remove_partial_files(path: str) -> int:
@@ -261,19 +346,88 @@ def remove_partial_files(path: str) -> int:
     return len(stray)
 
 
-def write_shard(g: zarr.Group, k: int, probs: np.ndarray) -> None:
-    """Write shard ``k`` whole (one storage object), then set its ``done`` flag."""
+def write_shard(g: zarr.Group, k: int, probs: np.ndarray, lease: Any = None) -> None:
+    """Write shard ``k`` whole (one storage object), then its flag and digest (one object).
+
+    ``lease``: a :class:`pipeline.teacher.lease.Lease`, checked before each of the two writes.
+    """
     lay = layout_of(g)
     a, b = lay.shard_range(k)
     if probs.shape != (b - a, lay.n_views, 3, lay.n_bins):
         raise ValueError(f"shard {k}: probs shape {probs.shape} != {(b - a, lay.n_views, 3, lay.n_bins)}")
-    g["probs"][a:b] = probs.astype(np.float16)
-    g["done"][k] = 1
+    block = np.ascontiguousarray(probs, dtype=np.float16)
+    state = np.frombuffer(b"\x01" + digest(block), dtype=np.uint8)
+    if lease is not None:
+        lease.check()
+    # a whole-shard write still reads an existing shard object (to merge it): drop a damaged
+    # one first, so a rerun can replace it
+    arr = g["probs"]
+    sync(g.store.delete(f"{arr.path}/{arr.metadata.encode_chunk_key((k, 0, 0, 0))}"))
+    arr[a:b] = block
+    if lease is not None:
+        lease.check()
+    g["done"][k] = state
 
 
-def load_probs(path: str) -> np.ndarray:
-    """All soft labels in memory: float16 [N, V, 3, Q] (refuses an incomplete store)."""
+def read_shard(g: zarr.Group, k: int, path: str, tol: float = 2e-3, values: bool = True) -> np.ndarray:
+    """Shard ``k`` decoded and verified: done, its digest matches, and (``values``) every
+    distribution is finite, non-negative and sums to 1 within ``tol``. Raises
+    :class:`StoreDamaged` naming the store, the shard and its rows."""
+    lay = layout_of(g)
+    a, b = lay.shard_range(k)
+    where = f"label store {str(path)!r}: shard {k} (rows {a}..{b - 1})"
+    state = _shard_state(g, k)
+    if not state[0]:
+        raise StoreDamaged(f"{where} is not done (an interrupted run); {REPAIR}")
+    try:
+        block = np.asarray(g["probs"][a:b])
+    except Exception as exc:  # noqa: BLE001 - codec errors: truncated or corrupt shard file
+        raise StoreDamaged(f"{where} cannot be decoded ({exc.__class__.__name__}: {exc}); {REPAIR}") from exc
+    if digest(block) != state[1:].tobytes():
+        raise StoreDamaged(
+            f"{where} does not match the sha256 recorded when it was written (shard file damaged, "
+            f"truncated, deleted or swapped); {REPAIR}"
+        )
+    if values:
+        problem = value_problem(block, tol)
+        if problem:
+            raise StoreDamaged(f"{where}: {problem}; {REPAIR}")
+    return block
+
+
+def value_problem(block: np.ndarray, tol: float = 2e-3) -> str | None:
+    """Why a probs block is not a set of distributions, or None."""
+    f = block.astype(np.float32)
+    if not np.isfinite(f).all():
+        return "non-finite probabilities"
+    if (f < 0).any():
+        return "negative probabilities"
+    err = np.abs(f.sum(-1) - 1.0)
+    if (err > tol).any():
+        return f"distributions do not sum to 1 (worst error {float(err.max()):.4f}, tolerance {tol})"
+    return None
+
+
+def verified_shards(g: zarr.Group, path: str, shards: Sequence[int] | None = None) -> np.ndarray:
+    """bool per shard (of ``shards``, default all): done and its bytes match its digest, i.e.
+    what a resume may keep; a damaged shard is logged and counts as not done."""
+    ks = range(layout_of(g).n_shards) if shards is None else shards
+    ok = np.zeros(layout_of(g).n_shards, dtype=bool)
+    for k in ks:
+        if not _shard_state(g, k)[0]:
+            continue
+        try:
+            read_shard(g, k, path, values=False)
+            ok[k] = True
+        except StoreDamaged as exc:
+            log.warning("%s", exc)
+    return ok
+
+
+def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
+    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
     g = open_store(path)
+    lay = layout_of(g)
     flags = done_flags(g)
     if not flags.all():
         missing = np.flatnonzero(flags == 0).tolist()
@@ -281,16 +435,34 @@ def load_probs(path: str) -> np.ndarray:
             f"label store {str(path)!r} is incomplete: shards {missing[:10]} not done "
             "(rerun `hpekd teacher-labels` to finish it)"
         )
-    return np.asarray(g["probs"][:])
+    out = np.empty((lay.n_rows, lay.n_views, 3, lay.n_bins), dtype=np.float16)
+    for k in range(lay.n_shards):
+        a, b = lay.shard_range(k)
+        out[a:b] = read_shard(g, k, path, tol)
+    return out
+
+
+def _verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
+    arr = np.asarray(g[name][:])
+    want = (g.attrs.get("content") or {}).get(f"{name}_sha256")
+    if want is None or _sha(arr) != want:
+        raise StoreDamaged(f"label store {str(path)!r}: array {name!r} does not match its recorded sha256 "
+                           f"(data file damaged or deleted); {REBUILD}")
+    return arr
 
 
 def load_views(path: str) -> np.ndarray:
-    """float32 [N, V, 2] (flip flag, angle°) of every stored view."""
-    return np.asarray(open_store(path)["views"][:])
+    """float32 [N, V, 2] (flip flag, angle°) of every stored view, verified."""
+    return _verified(open_store(path), "views", path)
 
 
 def load_sample_ids(path: str) -> list[str]:
-    return [str(x) for x in open_store(path)["sample_id"][:]]
+    return decode_ids(_verified(open_store(path), "sample_id", path))
+
+
+def load_rows(path: str) -> np.ndarray:
+    """int64 [N]: the boxes.parquet row of each store row, verified."""
+    return _verified(open_store(path), "boxes_row", path)
 
 
 def info(path: str) -> dict[str, Any]:
@@ -313,10 +485,13 @@ def info(path: str) -> dict[str, Any]:
 def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
     """Problems found in a store (empty list = good).
 
-    Checks: all shards done; every shard decodes; every (row, view, angle) distribution is
-    finite, non-negative and sums to 1 within ``tol`` (fp16 storage); with ``boxes``, the
-    manifest hash and the ``sample_id``/``row`` arrays match the rows the job would label.
+    Checks: all shards done; every shard decodes, matches its digest and holds distributions
+    (finite, non-negative, summing to 1 within ``tol``); ``views``/``sample_id``/``boxes_row``
+    match their digests, and ``views`` equals the views regenerated from (seed, sample_id,
+    view); with ``boxes``, the manifest hash and the ids/rows match the rows the job labels.
     """
+    from pipeline.core.views import views_array
+
     problems: list[str] = []
     g = open_store(path)
     lay = layout_of(g)
@@ -324,35 +499,32 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
     if not flags.all():
         missing = np.flatnonzero(flags == 0).tolist()
         problems.append(f"{len(missing)} of {lay.n_shards} shards not done: {missing[:10]}")
-    probs = g["probs"]
-    for k in range(lay.n_shards):
-        if not flags[k]:
-            continue
-        a, b = lay.shard_range(k)
+    for k in np.flatnonzero(flags):
         try:
-            block = np.asarray(probs[a:b]).astype(np.float32)
-        except Exception as exc:  # noqa: BLE001 - a corrupt shard fails to decode
-            problems.append(f"shard {k} (rows {a}..{b - 1}) cannot be decoded: {exc.__class__.__name__}: {exc}")
-            continue
-        if not np.isfinite(block).all():
-            bad = a + int(np.flatnonzero(~np.isfinite(block).reshape(b - a, -1).all(1))[0])
-            problems.append(f"shard {k}: non-finite probabilities (first at row {bad})")
-            continue
-        if (block < 0).any():
-            problems.append(f"shard {k}: negative probabilities")
-        sums = block.sum(-1)
-        err = np.abs(sums - 1.0)
-        if (err > tol).any():
-            r = a + int(np.unravel_index(np.argmax(err), err.shape)[0])
-            problems.append(
-                f"shard {k}: distributions do not sum to 1 (worst {float(sums.flat[np.argmax(err)]):.4f} "
-                f"at row {r}; tolerance {tol})"
-            )
+            read_shard(g, int(k), path, tol)
+        except StoreDamaged as exc:
+            problems.append(str(exc))
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("views", "sample_id", "boxes_row"):
+        try:
+            _verified(g, name, path)
+        except StoreDamaged as exc:
+            problems.append(str(exc))
+        try:  # the content checks below run on what is there, digest or not
+            arrays[name] = np.asarray(g[name][:])
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"array {name!r} cannot be read ({exc.__class__.__name__}: {exc})")
+    attrs = g.attrs
+    if "sample_id" in arrays and "views" in arrays:
+        v = attrs["views"]
+        regen = views_array(decode_ids(arrays["sample_id"]), v["V"], v["seed"], v["flip_prob"], v["max_angle"])
+        if not np.array_equal(regen, arrays["views"]):
+            bad = int(np.flatnonzero((regen != arrays["views"]).reshape(len(regen), -1).any(1))[0])
+            problems.append(f"views differ from the views drawn from (seed, sample_id, view), first at row {bad}")
     if boxes is not None:
         from pipeline.core.io import sha256_file
         from pipeline.manifest.schema import read_boxes
 
-        attrs = g.attrs
         sha = sha256_file(boxes)
         if sha != attrs["manifest"]["sha256"]:
             problems.append(
@@ -362,18 +534,19 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
         df = read_boxes(boxes)
         rows = select_rows(df, attrs["manifest"].get("split", "train"))
         want = np.array([str(x) for x in df["sample_id"].to_numpy()[rows]], dtype=object)
-        have = np.array([str(x) for x in g["sample_id"][:]], dtype=object)
-        if len(want) != len(have):
-            problems.append(f"store has {len(have)} rows, manifest {str(boxes)!r} selects {len(want)}")
-        else:
-            diff = np.flatnonzero(want != have)
-            if diff.size:
-                i = int(diff[0])
-                problems.append(
-                    f"sample_id mismatch at {diff.size} rows, first row {i}: store {have[i]!r} vs manifest {want[i]!r}"
-                )
-            if not np.array_equal(np.asarray(g["row"][:]), rows):
-                problems.append("row indices do not match the manifest's training rows")
+        if "sample_id" in arrays:
+            have = np.array(decode_ids(arrays["sample_id"]), dtype=object)
+            if len(want) != len(have):
+                problems.append(f"store has {len(have)} rows, manifest {str(boxes)!r} selects {len(want)}")
+            else:
+                diff = np.flatnonzero(want != have)
+                if diff.size:
+                    i = int(diff[0])
+                    problems.append(
+                        f"sample_id mismatch at {diff.size} rows, first row {i}: store {have[i]!r} vs manifest {want[i]!r}"
+                    )
+        if "boxes_row" in arrays and not np.array_equal(arrays["boxes_row"], rows):
+            problems.append("boxes_row indices do not match the manifest's training rows")
     return problems
 
 

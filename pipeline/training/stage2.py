@@ -196,10 +196,12 @@ def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> T
     check_memory(nbytes, max_gb, path)
     log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
              path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
-    probs = labelstore.load_probs(path)  # refuses an incomplete store
-    views = np.asarray(g["views"][:], dtype=np.float32)
-    ids = np.array([str(x) for x in g["sample_id"][:]], dtype=object)
-    rows = np.asarray(g["row"][:], dtype=np.int64)
+    # every loader verifies the digests recorded by the writer (and probs are distributions):
+    # a damaged store is refused in one line naming the shard, never trained on
+    probs = labelstore.load_probs(path)
+    views = labelstore.load_views(path)
+    ids = np.array(labelstore.load_sample_ids(path), dtype=object)
+    rows = labelstore.load_rows(path)
     n = probs.shape[0]
     if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
         raise ValueError(

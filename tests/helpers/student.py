@@ -31,7 +31,7 @@ def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.nda
 def make_oracle_store(
     boxes: Path, out: Path, size: int = 64, n_views: int = 3, view_seed: int = 0, sigma: float = 3.0,
     bin_size: float = 1, teacher_sha: str = "0" * 64, sample_ids: list[str] | None = None,
-    max_angle: float = 15.0,
+    max_angle: float = 15.0, shard_rows: int = 16,
 ) -> Path:
     df = read_boxes(boxes)
     rows = select_rows(df, "train")
@@ -43,7 +43,7 @@ def make_oracle_store(
     for i in range(len(rows)):
         for v in range(n_views):
             poses[i, v] = view_from_row(views[i, v]).pose(*gt[i])
-    layout = labelstore.Layout(len(rows), n_views, grid.count, 16, 8)
+    layout = labelstore.Layout(len(rows), n_views, grid.count, shard_rows, 8)
     attrs = labelstore.provenance(
         checkpoint_sha256=teacher_sha, model_spec={"backbone": "oracle"}, checkpoint_kind="stage1",
         bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=2, s=2, input_size=(size, size),
