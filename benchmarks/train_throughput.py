@@ -1,109 +1,172 @@
-"""Stage-1 training images/s with real data loading vs the same step on in-memory tensors.
+"""Training images/s with the real data loader vs the same step on in-memory tensors, stage 1
+(eq. 4, five heads) or stage 2 (eq. 7 on replayed teacher views), alternated in one process.
 
-    .venv/bin/python benchmarks/train_throughput.py [--boxes data/boxes.parquet] [--backbone resnet18]
-        [--size 112] [--batch 32] [--steps 20] [--workers 2] [--device auto]
+    .venv/bin/python benchmarks/train_throughput.py [--stage 1|2] [--boxes data/boxes.parquet]
+        [--backbone resnet18] [--size 112] [--batch 32] [--steps 8] [--workers 2] [--rounds 3]
 
-"Real": ``PoseDataset`` (decode, one-warp crop with a random flip/rotation, albumentations)
-through ``make_loader`` with DataLoader workers, then the engine's training step
-(``pipeline.training.engine.train_one_epoch``: normalise on the device, bf16 autocast + channels-last
-on CUDA, eq. 4 loss, Adam). "In memory": the same step on one batch already on the device.
-Without ``--boxes`` it writes a tiny schematic-face dataset of 450×450 PNGs into a temporary
-folder. The last line is ``ratio <real/in-memory>`` (1.0 = the loader keeps up).
+"Real": ``PoseDataset`` (decode, one-warp crop with the view, albumentations) through
+``make_loader`` with DataLoader workers, then the engine's training step
+(``pipeline.training.engine.train_one_epoch``: normalise on the device, bf16 autocast +
+channels-last on CUDA, the loss, Adam). "In memory": the same step on one collated batch already
+on the device. Each round runs ``--steps`` steps of each, in turn (A B, B A, …); the real loader
+iterates a table of exactly ``steps × batch`` rows, so its persistent workers are idle (not
+prefetching) while the in-memory steps are timed. Stage 2 uses an in-memory label store of
+random teacher distributions (the loader and the loss run the real code). Without ``--boxes`` it
+synthesizes 450-px JPEG faces into a temporary folder. The last line is
+``ratio <median real ÷ median in-memory>`` (1.0 = the loader keeps up).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import sys
 import tempfile
-import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import _common  # noqa: F401  (puts the repository on sys.path)
+import numpy as np
+import pandas as pd
 import torch
+from _common import Comparison, alternate, machine, ratio_line, synth_boxes
 from torch.utils.data import default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.views import views_array
+from pipeline.data.datasets import PoseDataset
+from pipeline.data.loader import make_loader
+from pipeline.manifest.schema import read_boxes
+from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.training.engine import EngineConfig, Runtime, make_optimizer, setup_runtime, train_one_epoch
 
-from pipeline.data.datasets import PoseDataset  # noqa: E402
-from pipeline.data.loader import make_loader  # noqa: E402
-from pipeline.model.network import HeadPoseNet, ModelSpec  # noqa: E402
-from pipeline.training.engine import EngineConfig, make_optimizer, setup_runtime, train_one_epoch  # noqa: E402
-from pipeline.training.stage1 import stage1_fns  # noqa: E402
+
+@dataclass
+class TrainBench:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Any
+    rt: Runtime
+    dataset: PoseDataset
+    batch: int
+
+    def timed(self, batches: Iterable, n_images: int) -> float:
+        import time
+
+        sync = torch.cuda.synchronize if self.rt.device.type == "cuda" else (lambda: None)
+        sync()
+        t = time.perf_counter()
+        train_one_epoch(self.model, batches, self.optimizer, self.loss_fn, self.rt, 0, progress=False)
+        sync()
+        return n_images / (time.perf_counter() - t)
 
 
-def _timed(model, batches, optimizer, loss_fn, rt, n_images: int) -> float:
+def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed: int = 0):
+    """Student model, its eq. 7 loss and dataset, over an in-memory store of random distributions."""
+    from pipeline.teacher.labelstore import select_rows
+    from pipeline.training.stage2 import StudentConfig, TeacherLabels, TeacherTable, student_dataset, student_fns
+
+    rows = select_rows(boxes, "train")
+    ids = boxes["sample_id"].astype(str).to_numpy()[rows]
+    cfg = StudentConfig(backbone=backbone, input_size=size, seed=seed)
+    q = cfg.spec().grids["bin1"].count
+    logits = np.random.default_rng(seed).normal(size=(len(rows), views, 3, q)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    labels = TeacherLabels("in-memory", {"manifest": {"split": "train"}}, probs.astype(np.float16),
+                           views_array(list(ids), views, seed), ids.astype(object), rows.astype(np.int64))
+    ds = student_dataset(labels, boxes, (size, size), cfg)
+    loss_fn, _ = student_fns(cfg.spec(), TeacherTable(labels, len(boxes)), cfg.ce_weight)
+    return cfg.spec(), loss_fn, ds, cfg.lr
+
+
+def make_bench(stage: int, boxes: str | Path, backbone: str, size: int, batch: int, device: str = "auto",
+               seed: int = 0) -> TrainBench:
+    """The model, optimizer, loss and training dataset of ``stage`` on the rows of ``boxes``."""
+    from pipeline.training.stage1 import stage1_fns
+
+    rt = setup_runtime(device)
+    if stage == 1:
+        spec = ModelSpec(backbone, (1, 2, 3, 4), regression=True)
+        loss_fn, _ = stage1_fns(spec)
+        ds = PoseDataset(boxes, "train", size, train=True, seed=seed)
+        lr = 1e-4
+    elif stage == 2:
+        spec, loss_fn, ds, lr = _stage2(read_boxes(boxes), backbone, size, seed=seed)
+    else:
+        raise ValueError(f"stage {stage!r} must be 1 or 2")
+    torch.manual_seed(seed)
+    model = HeadPoseNet(spec).to(rt.device)
     if rt.device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    train_one_epoch(model, batches, optimizer, loss_fn, rt, 0, progress=False)
-    if rt.device.type == "cuda":
-        torch.cuda.synchronize()
-    return n_images / (time.perf_counter() - t)
+        model.to(memory_format=torch.channels_last)
+    optimizer, _ = make_optimizer(model, EngineConfig(lr=lr))
+    return TrainBench(model, optimizer, loss_fn, rt, ds, batch)
+
+
+def compare_loader(bench: TrainBench, steps: int, workers: int, rounds: int) -> Comparison:
+    """Alternate real-loader epochs of ``steps`` batches with ``steps`` in-memory steps."""
+    ds, b = bench.dataset, bench.batch
+    if len(ds) < steps * b:
+        raise ValueError(f"need {steps * b} training rows for {steps} steps of {b}, the table has {len(ds)}")
+    loader, sampler = make_loader(ds, b, train=True, workers=workers, seed=0,
+                                  pin_memory=bench.rt.device.type == "cuda", drop_last=True)
+    dev = bench.rt.device
+    one = default_collate([ds[(0, i)] for i in range(b)])
+    one = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in one.items()}
+    epoch = [0]
+    per_epoch = len(loader)
+
+    def real() -> float:
+        sampler.set_epoch(epoch[0])
+        epoch[0] += 1
+        return bench.timed(loader, per_epoch * b)
+
+    def memory() -> float:
+        return bench.timed([one] * steps, steps * b)
+
+    comp = alternate("training step", "images/s", {"real loader": real, "in memory": memory}, rounds)
+    comp.notes["real loader"] = f"{workers} DataLoader workers, {per_epoch} steps of {b}"
+    comp.notes["in memory"] = f"{steps} steps of {b} on one batch on {dev}"
+    return comp
+
+
+def rows_for(boxes: Path, n_rows: int, out: Path) -> Path:
+    """A copy of ``boxes`` with its rows repeated (distinct sample ids) to ``n_rows`` training rows."""
+    df = read_boxes(boxes)
+    reps = -(-n_rows // len(df))
+    parts = []
+    for k in range(reps):
+        part = df.copy()
+        part["sample_id"] = part["sample_id"].astype(str) + ("" if k == 0 else f"~{k}")
+        parts.append(part)
+    pd.concat(parts, ignore_index=True).iloc[:n_rows].to_parquet(out, index=False)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", type=int, default=1, choices=(1, 2))
     ap.add_argument("--boxes", default=None)
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=8, help="steps per round (each of real and in-memory)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--images", type=int, default=64, help="synthetic images (without --boxes)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    tmp = None
-    boxes = args.boxes
-    if boxes is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import make_tiny_dataset
-
-        tmp = tempfile.TemporaryDirectory()
-        n = args.batch * min(args.steps, 8)
-        boxes = make_tiny_dataset(Path(tmp.name), n_train=n, n_test=4, size=450, seed=0)
-
-    rt = setup_runtime(args.device)
-    spec = ModelSpec(args.backbone, (1, 2, 3, 4), regression=True)
-    torch.manual_seed(0)
-    model = HeadPoseNet(spec).to(rt.device)
-    if rt.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer, _ = make_optimizer(model, EngineConfig(lr=1e-4))
-    loss_fn, _ = stage1_fns(spec)
-    ds = PoseDataset(boxes, "train", args.size, train=True, seed=0)
-    loader, sampler = make_loader(ds, args.batch, train=True, workers=args.workers, seed=0,
-                                  pin_memory=rt.device.type == "cuda", drop_last=True)
-    per_epoch = len(loader)
-
-    def real_batches(k: int):
-        epoch = 0
-        while k > 0:
-            sampler.set_epoch(epoch)
-            take = min(k, per_epoch)
-            yield from itertools.islice(iter(loader), take)
-            k -= take
-            epoch += 1
-
-    # In-memory first, before any DataLoader worker exists: idle-but-prefetching workers
-    # would otherwise steal the CPU from the in-memory timing. The batch is collated straight
-    # from the dataset, so both runs train on the same kind of crops.
-    one = default_collate([ds[(0, i)] for i in range(args.batch)])
-    one = {k: v.to(rt.device) if isinstance(v, torch.Tensor) else v for k, v in one.items()}
-    train_one_epoch(model, [one] * 2, optimizer, loss_fn, rt, 0, progress=False)  # warm-up: kernels are chosen
-    mem = _timed(model, [one] * args.steps, optimizer, loss_fn, rt, args.steps * args.batch)
-    train_one_epoch(model, list(real_batches(2)), optimizer, loss_fn, rt, 0, progress=False)  # workers start
-    real = _timed(model, real_batches(args.steps), optimizer, loss_fn, rt, args.steps * args.batch)
-    print(f"device {rt.device}, {args.backbone} {args.size}px, batch {args.batch}, {args.workers} workers, "
-          f"{args.steps} steps, torch threads {torch.get_num_threads()}")
-    print(f"real data loading: {real:.1f} images/s")
-    print(f"in-memory tensors: {mem:.1f} images/s")
-    print(f"ratio {real / mem:.3f}")
-    if tmp is not None:
-        tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
+        boxes = Path(args.boxes) if args.boxes else synth_boxes(Path(tmp), args.images, 450, workers=2)
+        boxes = rows_for(boxes, args.steps * args.batch, Path(tmp) / "rows.parquet")
+        bench = make_bench(args.stage, boxes, args.backbone, args.size, args.batch, args.device)
+        comp = compare_loader(bench, args.steps, args.workers, args.rounds)
+        print(f"{machine()}; stage {args.stage}, {args.backbone} {args.size}px, batch {args.batch}, "
+              f"torch threads {torch.get_num_threads()}")
+        for line in comp.lines():
+            print(line)
+        print(ratio_line(comp, "real loader", "in memory"))
 
 
 if __name__ == "__main__":
