@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -57,10 +56,10 @@ class EpochSampler(Sampler):
 
 
 def _worker_init(_: int) -> None:
-    # each worker decodes/warps on one core (OpenCV would otherwise start a thread pool per
-    # worker); randomness comes from per-sample generators
+    # each worker decodes/warps on one core; randomness comes from per-sample generators.
+    # No cv2.setNumThreads here: in a forked worker it can deadlock on the parent's OpenCV
+    # thread-pool lock (seen in test_loader_workers_give_the_same_batches).
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 def make_loader(
