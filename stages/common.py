@@ -26,7 +26,7 @@ SECTIONS: dict[str, str] = {
     "train_student": "pipeline.training.stage2:StudentConfig",
 }
 # top-level params keys that are not a stage's section (read by dvc.yaml templating)
-OTHER_KEYS = ("students",)
+OTHER_KEYS = ("students", "students_control")
 
 
 def section_class(section: str) -> type:

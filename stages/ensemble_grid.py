@@ -25,10 +25,10 @@ def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, param
     write_grid(rows, cfg, out_json, out_csv, out_png)
     for r in rows:
         if r["p"] == 0 and r["s"] == min(cfg.s):
-            click.echo(f"{r['dataset']}: single network MAE {r['mae']:.3f}")
+            click.echo(f"{r['dataset']}: single network MAE {r['mae_mean']:.3f}")
     best = {}
     for r in rows:
-        if r["dataset"] not in best or r["mae"] < best[r["dataset"]]["mae"]:
+        if r["dataset"] not in best or r["mae_mean"] < best[r["dataset"]]["mae_mean"]:
             best[r["dataset"]] = r
     for name, r in best.items():
-        click.echo(f"{name}: best ensemble p={r['p']} s={r['s']} A={r['A']} MAE {r['mae']:.3f}")
+        click.echo(f"{name}: best ensemble p={r['p']} s={r['s']} A={r['A']} MAE {r['mae_mean']:.3f}")

@@ -8,22 +8,30 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 
 
 @click.command(help="Evaluate a teacher or student checkpoint on the --split rows of --boxes: MAE per angle "
-                    "and mean (eq. 1) per dataset (= test set of a protocol). Params section: evaluate (optional).")
+                    "and mean (eq. 1), predicted-vs-true slope and Pearson r per angle, and the MAE of predicting "
+                    "the training mean, per dataset (= test set of a protocol). Params section: evaluate.")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Checkpoint (.pt).")
 @click.option("--boxes", default="data/boxes.parquet", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--dataset", "datasets", multiple=True, help="Only these dataset names (repeatable); default all.")
 @click.option("--metrics", "metrics_path", required=True, type=click.Path(dir_okay=False), help="Output JSON.")
 @click.option("--grid", "grid_path", default=None, type=click.Path(dir_okay=False), help="Output PNG grid.")
+@click.option("--scatter", "scatter_path", default=None, type=click.Path(dir_okay=False),
+              help="Output PNG: predicted vs true, one panel per angle, with the identity line.")
 @params_option
 @user_errors
 def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
-        grid_path: str | None, params_path: str) -> None:
+        grid_path: str | None, scatter_path: str | None, params_path: str) -> None:
     from pipeline.evaluation.evaluate import evaluate_checkpoint
 
-    check_outputs(metrics=metrics_path, grid=grid_path)
+    check_outputs(metrics=metrics_path, grid=grid_path, scatter=scatter_path)
     cfg = load_config(params_path, "evaluate")
-    result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path)
+    result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path,
+                                 scatter_path)
     for name, r in {**result["datasets"], "all": result["all"]}.items():
         click.echo(f"{name:>20}: pitch {r['mae_pitch']:6.2f} yaw {r['mae_yaw']:6.2f} roll {r['mae_roll']:6.2f} "
                    f"mean {r['mae_mean']:6.2f}  (n={r['n']}, dropped {r['dropped']})")
+        slopes = " ".join(f"{a} {r[f'slope_{a}']:.2f}" for a in ("pitch", "yaw", "roll") if r.get(f"slope_{a}") is not None)
+        if slopes:
+            base = r.get("baseline_mae_mean")
+            click.echo(f"{'':>20}  slope {slopes}" + (f"; predicting the training mean: MAE {base:.2f}" if base else ""))

@@ -31,5 +31,11 @@ def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no
     manifest = read_manifest_table(manifest_path)
     boxes, summary = relabel(manifest, config, cache_dir=None if no_cache else cache_dir, progress=not no_progress)
     write_boxes(boxes, out_path)
-    write_json(summary_path, summary)
+    # the DVC metric holds what the boxes are, not how they were computed: the cache counters
+    # (images read from the cache vs detected) differ between a fresh run and a rerun
+    write_json(summary_path, {k: v for k, v in summary.items() if k != "images"})
     click.echo(format_summary(summary))
+    counts = summary.get("images") or {}
+    if counts:
+        click.echo(f"images: {counts.get('images')} ({counts.get('from_cache')} from the cache, "
+                   f"{counts.get('computed')} read/detected now)")

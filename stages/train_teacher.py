@@ -18,15 +18,19 @@ from stages.common import check_outputs, load_config, params_option, user_errors
               type=click.Path(dir_okay=False), help="CSV, one row per epoch (loss parts, lr, MAE).")
 @click.option("--resume", is_flag=True, help="Continue after the last finished epoch of --out (exactly).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--timing", "timing_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write seconds and images/s per epoch to this CSV (kept out of the checkpoint and metrics, "
+                   "which stay byte-reproducible; e.g. logs/train_teacher_timing.csv).")
 @params_option
 @user_errors
 def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, no_progress: bool,
-        params_path: str) -> None:
+        timing_path: str | None, params_path: str) -> None:
     from pipeline.training.stage1 import train_teacher
-    check_outputs(checkpoint=out, metrics=metrics_path, plots=plots_path)
+    check_outputs(checkpoint=out, metrics=metrics_path, plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_teacher")
-    result = train_teacher(cfg, boxes, out, metrics_path, plots_path, resume=resume, progress=not no_progress)
+    result = train_teacher(cfg, boxes, out, metrics_path, plots_path, resume=resume, progress=not no_progress,
+                           timing_path=timing_path)
     final, best = result["final"], result["best"]
     if "mae_mean" in final:
         click.echo(f"{out}: epoch {final['epoch']}, test MAE mean {final['mae_mean']:.2f} "

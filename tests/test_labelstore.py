@@ -79,3 +79,31 @@ def test_open_errors(tmp_path):
         labelstore.open_store(str(tmp_path / "plain.zarr"))
     with pytest.raises(ValueError, match="multiple of chunk_rows"):
         labelstore.Layout(10, 1, 198, 5, 2)
+
+
+def test_every_array_reads_the_same_in_tensorstore(tmp_path):
+    """Any Zarr v3 client reads the store: tensorstore (zarr3 driver) gets every array
+    bit-equal to zarr-python, sample ids included (uint8, UTF-8, zero-padded)."""
+    ts = pytest.importorskip("tensorstore")
+    import numpy as np
+
+    lay = labelstore.Layout(6, 2, 198, 4, 2)
+    kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
+              bin_size=1, theta=99, n_bins=198, p=2, s=2, input_size=(32, 32),
+              normalization={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", view_seed=0, n_views=2,
+              flip_prob=0.5, max_angle=15.0, layout=lay)
+    ids = [f"ds/img_{i}.jpg#0" for i in range(6)]
+    ids[3] = "ds/ünïcode_é.jpg#1"
+    views = np.random.default_rng(0).random((6, 2, 2)).astype(np.float32)
+    path = str(tmp_path / "s.zarr")
+    g = labelstore.create_layout(path, labelstore.provenance(**kw), ids, np.arange(6, dtype=np.int64) * 2, views)
+    probs = np.random.default_rng(1).dirichlet(np.ones(198), size=(6, 2, 3)).astype(np.float16)
+    for k in range(lay.n_shards):
+        a, b = lay.shard_range(k)
+        labelstore.write_shard(g, k, probs[a:b])
+    for name in labelstore.ARRAYS:
+        arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{path}/{name}"}}).result()
+        np.testing.assert_array_equal(arr.read().result(), np.asarray(g[name][:]), err_msg=name)
+    raw = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{path}/sample_id"}}).result().read().result()
+    assert [bytes(r).rstrip(b"\0").decode() for r in raw] == ids == labelstore.load_sample_ids(path)

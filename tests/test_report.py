@@ -91,7 +91,7 @@ def test_cli(metrics: Path, tmp_path: Path) -> None:
 def _grid(path: Path) -> Path:
     rows = [
         {"dataset": "AFLW2000", "p": p, "s": s, "A": 1, "n": 10, "mae_pitch": 4.0 + p / 10, "mae_yaw": 3.0,
-         "mae_roll": 3.0, "mae": (10.0 + p / 10) / 3}
+         "mae_roll": 3.0, "mae_mean": (10.0 + p / 10) / 3}
         for p, s in ((0, 1), (1, 1), (2, 1), (0, 2), (2, 2))
     ]
     path.write_text(json.dumps({"p_max": 2, "s": [1, 2], "best": {}, "single": {}, "rows": rows}))
@@ -136,3 +136,52 @@ def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
     _write(tmp_path / "m", "kd-resnet50.json", data)
     with pytest.raises(ValueError, match="evaluates a resnet18 but its name says resnet50"):
         collect(tmp_path / "m")
+
+
+def test_caption_text_lies_inside_its_box() -> None:
+    """Captions are white text on a filled black box measured with the same font metrics: every
+    white pixel of the text falls inside the box (legible on any background)."""
+    import numpy as np
+
+    from pipeline.inference.drawing import draw_caption
+
+    img = np.full((120, 260, 3), 128, np.uint8)
+    box = draw_caption(img, "pred +12 -30 +5", (10, 60), 0.6)
+    x1, y1, x2, y2 = box
+    white = np.argwhere((img == 255).all(-1))
+    assert len(white) > 20
+    assert white[:, 1].min() >= x1 and white[:, 1].max() <= x2 and white[:, 0].min() >= y1 and white[:, 0].max() <= y2
+    inside = img[y1:y2 + 1, x1:x2 + 1]
+    assert ((inside == 0).all(-1) | (inside > 0).all(-1)).all()  # box is black where there is no text
+    assert (img[:y1] == 128).all() and (img[y2 + 1:] == 128).all()  # nothing drawn outside the box
+    # near the image border the caption moves inside instead of being cut off
+    bx = draw_caption(img, "true -99 +99 -99", (250, 5), 0.6)
+    assert 0 <= bx[0] and bx[2] <= 259 and 0 <= bx[1] and bx[3] <= 119
+
+
+def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
+    """Issue 13: the table has a predict-the-training-mean row (from the baselines evaluate
+    records), the no-KD control row, and plain sentences on what each comparison shows."""
+    def block(p, y, r, base=None):
+        b = {"mae_pitch": p, "mae_yaw": y, "mae_roll": r, "mae_mean": (p + y + r) / 3, "n": 20, "dropped": 0}
+        if base:
+            b.update({f"baseline_mae_{a}": v for a, v in zip(("pitch", "yaw", "roll"), base)})
+        return b
+
+    base = (11.0, 35.0, 9.0)
+    d = tmp_path / "eval"
+    _write(d, "base-resnet18.json", {"kind": "stage1", "backbone": "resnet18", "datasets": {"synth": block(6, 9, 5, base)}})
+    _write(d, "kd-resnet18.json", {"kind": "student", "backbone": "resnet18", "datasets": {"synth": block(5.5, 8, 5, base)}})
+    _write(d, "nokd-resnet18.json", {"kind": "student", "backbone": "resnet18",
+                                     "datasets": {"synth": block(6.5, 9.5, 5.5, base)}})
+    _write(d, "ensemble-resnet18.json", {"synth": _eval(6.1, 9.1, 5.0)})
+    rows = collect(d)
+    assert [r.label for r in rows] == ["Predict the training mean", "Base-ResNet18", "Ensemble-ResNet18",
+                                       "KD-ResNet18", "Student-ResNet18 without KD"]
+    assert rows[0].results["synth"].mean == pytest.approx(55 / 3)
+    out = tmp_path / "t.md"
+    write_report(d, out, None)
+    text = out.read_text()
+    assert "synth: the ensemble does not help here (6.73 vs 6.67 for the single network)." in text
+    assert "KD-ResNet18 beats its teacher (6.17 vs 6.67) and is better than the same student trained without KD" in text
+    assert "| **6.17** |" in text  # the training mean is never the bold best

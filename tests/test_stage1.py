@@ -220,3 +220,25 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     state = load_checkpoint(tmp_path / "t.pt")
     assert state["epoch"] == 1 and json.loads((tmp_path / "m.json").read_text())["epochs"] == 1
+
+
+def test_default_recipe_learns_all_three_angles(tmp_path: Path) -> None:
+    """Issue 13 guard: with the default's feature_norm + head_lr_mult the bin-1 head (the one
+    that predicts and makes the teacher labels) learns pitch and roll, not only yaw; the old
+    recipe (no neck, heads at lr) left roll almost constant on the same data and steps."""
+    from conftest import make_tiny_dataset
+
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+
+    boxes = make_tiny_dataset(tmp_path, n_train=192, n_test=48, size=48, seed=1)
+    slopes = {}
+    for name, fn, hl in (("default", True, 10.0), ("old", False, 1.0)):
+        cfg = Stage1Config(backbone="resnet18", input_size=32, batch_size=32, epochs=12, lr=1e-3, scheduler="cosine",
+                           workers=0, device="cpu", photometric=False, max_angle=0.0, feature_norm=fn,
+                           head_lr_mult=hl, eval_every=100)
+        train_teacher(cfg, boxes, tmp_path / f"{name}.pt", progress=False)
+        res = evaluate_checkpoint(tmp_path / f"{name}.pt", boxes, "test", None, EvalConfig(workers=0, device="cpu"))
+        slopes[name] = [res["all"][f"slope_{a}"] for a in ("pitch", "yaw", "roll")]
+        assert res["all"]["baseline_mae_mean"] > 0
+    assert min(slopes["default"]) > 0.5, slopes
+    assert slopes["old"][2] < 0.3, slopes  # the control: this test fails on the old recipe

@@ -227,10 +227,10 @@ def test_ensemble_grid_cli(env, tmp_path):
     assert combos == {(0, 1, 1), (1, 1, 9), (2, 1, 25), (0, 2, 1), (2, 2, 9)}
     assert all(row["n"] == 6 for row in data["rows"])
     csv_rows = pd.read_csv(out["csv"])
-    assert list(csv_rows.columns) == ["dataset", "p", "s", "A", "n", "mae_pitch", "mae_yaw", "mae_roll", "mae"]
+    assert list(csv_rows.columns) == ["dataset", "p", "s", "A", "n", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean"]
     assert out["png"].read_bytes()[:4] == b"\x89PNG"
     # p = 0 is the single network with the same MAE in every stride row
-    single = csv_rows[csv_rows.p == 0].mae.to_numpy()
+    single = csv_rows[csv_rows.p == 0].mae_mean.to_numpy()
     assert np.allclose(single, single[0])
 
 

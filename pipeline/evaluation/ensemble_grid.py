@@ -19,6 +19,7 @@ import torch
 
 from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
+from pipeline.evaluation.figures import ensemble_heatmap
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
 from pipeline.teacher.job import ZDataset, _loader_workers, cached_model
@@ -102,7 +103,7 @@ def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> l
             mae = err[(p, s)][m].mean(0)
             out.append({"dataset": name, "p": p, "s": s, "A": ensemble_size(p, s), "n": int(m.sum()),
                         **{f"mae_{a}": round(float(v), 4) for a, v in zip(ANGLES, mae)},
-                        "mae": round(float(mae.mean()), 4)})
+                        "mae_mean": round(float(mae.mean()), 4)})
     return out
 
 
@@ -110,43 +111,14 @@ def write_grid(rows: list[dict[str, Any]], cfg: EnsembleGridConfig, json_path: s
     """JSON (metrics: table + best per dataset), CSV (plots) and the Fig. 6 heat map."""
     best = {}
     for r in rows:
-        if r["dataset"] not in best or r["mae"] < best[r["dataset"]]["mae"]:
+        if r["dataset"] not in best or r["mae_mean"] < best[r["dataset"]]["mae_mean"]:
             best[r["dataset"]] = r
-    single = {r["dataset"]: r["mae"] for r in rows if r["p"] == 0}
+    single = {r["dataset"]: r["mae_mean"] for r in rows if r["p"] == 0}
     write_json(json_path, {"p_max": cfg.p_max, "s": list(cfg.s), "best": best, "single": single, "rows": rows})
     with atomic_path(csv_path, ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plot_heatmap(rows, cfg, png_path)
+    ensemble_heatmap(rows, cfg.p_max, cfg.s, png_path)
 
 
-def plot_heatmap(rows: list[dict[str, Any]], cfg: EnsembleGridConfig, png_path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({r["dataset"] for r in rows})
-    strides = sorted(set(cfg.s))
-    fig, axes = plt.subplots(len(names), 1, figsize=(max(5, 0.55 * (cfg.p_max + 2)), 1.2 + 0.6 * len(strides) * len(names)),
-                             squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
-        mat = np.full((len(strides), cfg.p_max + 1), np.nan)
-        for r in rows:
-            if r["dataset"] == name:
-                mat[strides.index(r["s"]), r["p"]] = r["mae"]
-        im = ax.imshow(mat, cmap="viridis_r", aspect="auto")
-        for (i, j), v in np.ndenumerate(mat):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
-        ax.set_xticks(range(cfg.p_max + 1))
-        ax.set_yticks(range(len(strides)), [str(s) for s in strides])
-        ax.set_xlabel("padding p")
-        ax.set_ylabel("stride s")
-        ax.set_title(f"{name}: ensemble MAE (mean of pitch, yaw, roll)")
-        fig.colorbar(im, ax=ax, label="MAE°")
-    fig.tight_layout()
-    with atomic_path(png_path, ".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)

@@ -19,10 +19,10 @@ import torch
 
 from pipeline.core.angles import ANGLES
 from pipeline.core.device import resolve_device
-from pipeline.core.io import sha256_file, write_json
+from pipeline.core.io import write_json
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
-from pipeline.evaluation.figures import pose_grid, write_pose_grid
+from pipeline.evaluation.figures import pose_grid, scatter_figure, write_pose_grid
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import input_size_of, model_from_checkpoint
 from pipeline.training.engine import Runtime, prepare_batch
@@ -56,6 +56,38 @@ def mae_table(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _round(v: float) -> float | None:
+    return round(float(v), 6) if np.isfinite(v) else None
+
+
+def angle_stats(pred: np.ndarray, true: np.ndarray, train_mean: np.ndarray | None) -> dict[str, float | None]:
+    """Per angle: ``slope_*`` (least squares of predicted on true: 1 = the right scale, 0 = a
+    constant prediction), Pearson ``r_*``, and ``baseline_mae_*`` (+ ``baseline_mae_mean``), the
+    MAE of predicting ``train_mean`` for every face — the bar a model has to clear."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    out: dict[str, float | None] = {}
+    for k, a in enumerate(ANGLES):
+        t, q = true[:, k], pred[:, k]
+        var = float(((t - t.mean()) ** 2).sum()) if len(t) > 1 else 0.0
+        cov = float(((t - t.mean()) * (q - q.mean())).sum()) if len(t) > 1 else 0.0
+        qv = float(((q - q.mean()) ** 2).sum()) if len(q) > 1 else 0.0
+        out[f"slope_{a}"] = _round(cov / var) if var > 0 else None
+        out[f"r_{a}"] = _round(cov / np.sqrt(var * qv)) if var > 0 and qv > 0 else None
+    if train_mean is not None:
+        base = np.abs(true - np.asarray(train_mean, np.float64)).mean(0)
+        out.update({f"baseline_mae_{a}": _round(b) for a, b in zip(ANGLES, base)})
+        out["baseline_mae_mean"] = _round(base.mean())
+    return out
+
+
+def train_mean_pose(df: Any) -> np.ndarray | None:
+    """Mean (pitch, yaw, roll) of the usable training rows, or None when there are none."""
+    rows = df[(df["split"] == "train") & (df["status"] == "ok")]
+    a = rows[list(ANGLES)].to_numpy(np.float64)
+    a = a[np.isfinite(a).all(1) & (np.abs(a) <= 99).all(1)]
+    return a.mean(0) if len(a) else None
+
+
 @torch.inference_mode()
 def predict_dataset(model: torch.nn.Module, dataset: PoseDataset, cfg: EvalConfig, device: torch.device) -> np.ndarray:
     """[N, 3] predictions (degrees) in dataset order, identity view."""
@@ -80,11 +112,13 @@ def evaluate_checkpoint(
     cfg: EvalConfig = EvalConfig(),
     metrics_path: str | os.PathLike[str] | None = None,
     grid_path: str | os.PathLike[str] | None = None,
+    scatter_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model_path`` on the ``split`` rows of ``boxes``; per-dataset and overall MAE.
 
-    Returns (and writes as JSON to ``metrics_path``) ``{"model", "kind", "backbone",
-    "split", "datasets": {name: {mae_*, n, dropped}}, "all": {...}}``.
+    Returns (and writes as JSON to ``metrics_path``) ``{"kind", "backbone", "split",
+    "datasets": {name: {mae_*, slope_*, r_*, baseline_mae_*, n, dropped}}, "all": {...}}``:
+    accuracy figures only, a pure function of the model and the data (no path, hash or time).
     """
     model, state = model_from_checkpoint(model_path)
     size = input_size_of(state, repr(str(model_path)))
@@ -92,15 +126,15 @@ def evaluate_checkpoint(
     ds = PoseDataset(df, split, size, train=False, datasets=datasets, source=repr(str(boxes)))
     device = resolve_device(cfg.device)
     pred = predict_dataset(model, ds, cfg, device)
-    result: dict[str, Any] = {
-        "model": str(model_path), "model_sha256": sha256_file(model_path), "kind": state["kind"],
-        "backbone": model.spec.backbone, "split": split, "datasets": {},
-    }
+    mean = train_mean_pose(df)
+    result: dict[str, Any] = {"kind": state["kind"], "backbone": model.spec.backbone, "split": split, "datasets": {}}
     for name in sorted(set(ds.dataset_names)):
         m = ds.dataset_names == name
         part = PoseDataset(df, split, size, train=False, datasets=[name])
-        result["datasets"][name] = {**mae_table(pred[m], ds.angles[m]), "n": int(m.sum()), "dropped": part.dropped}
-    result["all"] = {**mae_table(pred, ds.angles), "n": len(ds), "dropped": ds.dropped}
+        result["datasets"][name] = {**mae_table(pred[m], ds.angles[m]), **angle_stats(pred[m], ds.angles[m], mean),
+                                    "n": int(m.sum()), "dropped": part.dropped}
+    result["all"] = {**mae_table(pred, ds.angles), **angle_stats(pred, ds.angles, mean), "n": len(ds),
+                     "dropped": ds.dropped}
     for name, r in {**result["datasets"], "all": result["all"]}.items():
         log.info("%s: MAE pitch %.2f yaw %.2f roll %.2f mean %.2f (n=%d)", name, r["mae_pitch"], r["mae_yaw"],
                  r["mae_roll"], r["mae_mean"], r["n"])
@@ -108,6 +142,9 @@ def evaluate_checkpoint(
         write_json(metrics_path, result)
     if grid_path:
         write_pose_grid(grid_path, make_grid(ds, pred, cfg))
+    if scatter_path:
+        title = f"{state['kind']} {model.spec.backbone}: predicted vs true on the {split} rows (n={len(ds)})"
+        scatter_figure(pred, ds.angles, scatter_path, title, result["all"])
     return result
 
 
@@ -117,7 +154,7 @@ def make_grid(ds: PoseDataset, pred: np.ndarray, cfg: EvalConfig) -> np.ndarray:
     picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
     view = ds.with_size((cfg.grid_size, cfg.grid_size))  # same rows, drawn at a readable size
     crops = [view[int(i)]["image"].numpy().transpose(1, 2, 0) for i in picks]
-    captions = [f"{ds.dataset_names[i]} err {np.abs(pred[i] - ds.angles[i]).mean():.1f}" for i in picks]
+    captions = [f"err {np.abs(pred[i] - ds.angles[i]).mean():.1f}" for i in picks]
     return pose_grid(crops, pred[picks], ds.angles[picks], captions)
 
 

@@ -20,7 +20,7 @@ agree with the file name (``kd`` ↔ a ``student`` checkpoint, ``base``/``ensemb
 ``stage1``).
 
 The Ensemble row can also come from the output of ``hpekd ensemble-grid`` (its JSON
-``{"rows": [{"dataset", "p", "s", "mae_pitch", "mae_yaw", "mae_roll", "mae", "n"}, …]}``): the
+``{"rows": [{"dataset", "p", "s", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean", "n"}, …]}``): the
 rows at the (p, s) that made the teacher labels (params ``teacher_labels.p``/``.s``) become
 ``Ensemble-<train_teacher.backbone>`` (:func:`ensemble_row_from_grid`).
 
@@ -41,11 +41,13 @@ from typing import Any
 
 from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path
+from pipeline.evaluation.figures import bar_chart
 
 log = logging.getLogger(__name__)
 
-ROLES = {"base": "Base", "ensemble": "Ensemble", "kd": "KD"}
-FILE_RE = re.compile(r"^(base|ensemble|kd)-(resnet\d+)\.json$")
+ROLES = {"mean": "Predict the training mean", "base": "Base", "ensemble": "Ensemble", "kd": "KD",
+         "nokd": "No-KD"}
+FILE_RE = re.compile(r"^(base|ensemble|kd|nokd)-(resnet\d+)\.json$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Row:
 
     @property
     def label(self) -> str:
+        if self.role == "mean":
+            return ROLES["mean"]
+        if self.role == "nokd":
+            return f"Student-{display_backbone(self.backbone)} without KD"
         return f"{ROLES[self.role]}-{display_backbone(self.backbone)}"
 
 
@@ -155,7 +161,7 @@ def ensemble_row_from_grid(path: str | os.PathLike[str], p: int, s: int, backbon
         if int(r.get("p", -1)) == int(p) and int(r.get("s", -1)) == int(s):
             results[str(r["dataset"])] = Result(
                 float(r["mae_pitch"]), float(r["mae_yaw"]), float(r["mae_roll"]),
-                float(r.get("mae", (r["mae_pitch"] + r["mae_yaw"] + r["mae_roll"]) / 3)),
+                float(r.get("mae_mean", (r["mae_pitch"] + r["mae_yaw"] + r["mae_roll"]) / 3)),
                 int(r["n"]) if "n" in r else None,
             )
     if not results:
@@ -172,7 +178,7 @@ def _check_identity(data: Any, key: tuple[str, str], path: Path) -> None:
     if not isinstance(data, dict):
         return
     kind, backbone = data.get("kind"), data.get("backbone")
-    want_kind = "student" if key[0] == "kd" else "stage1"
+    want_kind = "student" if key[0] in ("kd", "nokd") else "stage1"
     if kind is not None and kind != want_kind:
         raise ValueError(
             f"{str(path)!r} evaluates a {kind!r} checkpoint but its name says {key[0]!r} "
@@ -220,11 +226,55 @@ def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None)
     if not rows:
         raise ValueError(
             f"no evaluation metrics under {str(root)!r}: expected files named <role>-<backbone>.json "
-            f"with role in {sorted(ROLES)} (e.g. base-resnet50.json, kd-resnet18.json)"
+            f"with role in {sorted(set(ROLES) - {'mean'})} (e.g. base-resnet50.json, kd-resnet18.json)"
         )
+    mean = _mean_row(rows)
+    if mean is not None:
+        rows.append(mean)
     order = list(ROLES)
     rows.sort(key=lambda r: (order.index(r.role), _depth(r.backbone), r.backbone))
     return rows
+
+
+def _mean_row(rows: list[Row]) -> Row | None:
+    """The "predict the training mean" row from the baselines ``hpekd evaluate`` records."""
+    for row in rows:
+        if row.role not in ("base", "kd", "nokd"):
+            continue
+        data = json.loads(Path(row.source).read_text())
+        results = {}
+        for name, entry in (data.get("datasets") or {}).items():
+            if isinstance(entry, dict) and all(f"baseline_mae_{a}" in entry for a in ANGLES):
+                vals = [float(entry[f"baseline_mae_{a}"]) for a in ANGLES]
+                results[str(name)] = Result(*vals, sum(vals) / 3, entry.get("n"))
+        if results:
+            return Row("mean", "", results, row.source)
+    return None
+
+
+def findings(rows: list[Row]) -> list[str]:
+    """Plain sentences comparing the rows on each test set (what the run shows, good or not)."""
+    out = []
+    for t in test_sets(rows):
+        by = {(r.role, r.backbone): r.results[t].mean for r in rows if t in r.results}
+        base = {b: v for (role, b), v in by.items() if role == "base"}
+        for (role, b), v in sorted(by.items()):
+            ref = base.get(b) if role == "ensemble" else next(iter(base.values()), None)
+            if role == "ensemble" and ref is not None:
+                verdict = "helps" if v < ref - 0.005 else "does not help"
+                out.append(f"{t}: the ensemble {verdict} here ({v:.2f} vs {ref:.2f} for the single network).")
+            if role == "kd" and ref is not None:
+                verdict = "beats" if v < ref else "does not beat"
+                line = f"{t}: KD-{display_backbone(b)} {verdict} its teacher ({v:.2f} vs {ref:.2f})"
+                nokd = by.get(("nokd", b))
+                if nokd is not None:
+                    gain = "better" if v < nokd else "not better"
+                    line += f" and is {gain} than the same student trained without KD ({nokd:.2f})"
+                out.append(line + ".")
+        if ("mean", "") in by and base:
+            ref = next(iter(base.values()))
+            out.append(f"{t}: predicting the training mean gives {by[('mean', '')]:.2f}; the base network {ref:.2f}.")
+    return out
 
 
 def test_sets(rows: list[Row]) -> list[str]:
@@ -247,7 +297,8 @@ def markdown_table(rows: list[Row]) -> str:
     """
     sets = test_sets(rows)
     best = {
-        t: min((r.results[t].mean for r in rows if t in r.results), default=None) for t in sets
+        t: min((r.results[t].mean for r in rows if t in r.results and r.role != "mean"), default=None)
+        for t in sets
     }
     header = ["Method"] + [f"{t} {c}" for t in sets for c in ("pitch", "yaw", "roll", "MAE")]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -266,44 +317,6 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(rows: list[Row], path: str | os.PathLike[str]) -> None:
-    """Grouped bars: per test set, MAE pitch/yaw/roll/mean of every model (PNG, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    sets = test_sets(rows)
-    fig, axes = plt.subplots(1, len(sets), figsize=(max(5.0, 1.1 * len(rows) + 2) * len(sets), 4.2), squeeze=False)
-    cmaps = {"base": plt.get_cmap("Greys"), "ensemble": plt.get_cmap("Blues"), "kd": plt.get_cmap("Oranges")}
-    by_role = {role: [r for r in rows if r.role == role] for role in ROLES}
-
-    def color(r: Row):  # one hue per role, darker for deeper backbones
-        group = by_role[r.role]
-        return cmaps[r.role](0.4 + 0.4 * (group.index(r) + 1) / len(group))
-
-    metrics = ("pitch", "yaw", "roll", "mean")
-    for ax, t in zip(axes[0], sets):
-        present = [r for r in rows if t in r.results]
-        x = np.arange(len(metrics))
-        width = 0.8 / max(1, len(present))
-        for i, r in enumerate(present):
-            res = r.results[t]
-            vals = [getattr(res, m) for m in metrics]
-            bars = ax.bar(x + (i - (len(present) - 1) / 2) * width, vals, width, label=r.label,
-                          color=color(r), edgecolor="black", linewidth=0.4)
-            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
-        ax.set_xticks(x, ["pitch", "yaw", "roll", "MAE"])
-        ax.set_ylabel("MAE (degrees)")
-        ax.set_title(t)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Head pose MAE: base vs ensemble vs KD students")
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -314,13 +327,16 @@ def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "# Table 5: MAE (degrees) per test set\n\n"
         + markdown_table(rows)
         + "\nBase = stage-1 network; Ensemble = its convolutional ensemble (eq. 6); "
-        "KD = stage-2 student trained on the ensemble's soft labels (eq. 7). "
-        "Lower is better; best mean in bold.\n\nSources: "
+        "KD = stage-2 student trained on the ensemble's soft labels (eq. 7); without KD = the same student "
+        "recipe with the distillation term off (kd_weight 0); the training mean = predicting the mean training "
+        "pose for every face. Lower is better; best mean in bold.\n\n"
+        + "".join(f"- {f}\n" for f in findings(rows))
+        + "\nSources: "
         + ", ".join(f"`{r.source}`" for r in rows) + "\n"
     )
     with atomic_path(out, ".md") as tmp:
         tmp.write_text(text)
     if plot is not None:
-        bar_chart(rows, plot)
+        bar_chart(rows, test_sets(rows), plot)
     log.info("report: %d rows, test sets %s -> %s", len(rows), test_sets(rows), out)
     return rows

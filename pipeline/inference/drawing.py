@@ -83,7 +83,32 @@ def draw_face(
     if label:
         scale = max(0.3, min(1.0, (x2 - x1) / 250))
         text = f"p{pitch:+.0f} y{yaw:+.0f} r{roll:+.0f}"
-        org = (int(round(x1)), max(10, int(round(y1)) - 4))
-        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(rgb, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        org = (int(round(x1)), max(12, int(round(y1)) - 4))
+        draw_caption(rgb, text, org, scale)
     return rgb
+
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def draw_caption(
+    rgb: np.ndarray,
+    text: str,
+    org: tuple[int, int],
+    scale: float,
+    color: tuple[int, int, int] = (255, 255, 255),
+    background: tuple[int, int, int] = (0, 0, 0),
+    pad: int = 2,
+) -> tuple[int, int, int, int]:
+    """``text`` (thickness 1) on a filled ``background`` box measured with the same font metrics,
+    so it is legible on any image (an outline drawn as thicker text grows wider than the text in
+    OpenCV 5). ``org``: the bottom-left of the text (OpenCV's convention), moved inside the image
+    when it would leave it. Returns the box (x1, y1, x2, y2) that was filled."""
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    h, w = rgb.shape[:2]
+    x = int(min(max(org[0], pad), max(pad, w - tw - pad - 1)))
+    y = int(min(max(org[1], th + pad), max(th + pad, h - base - pad - 1)))
+    box = (max(0, x - pad), max(0, y - th - pad), min(w - 1, x + tw + pad), min(h - 1, y + base + pad))
+    cv2.rectangle(rgb, box[:2], box[2:], background, -1)
+    cv2.putText(rgb, text, (x, y), FONT, scale, color, 1, cv2.LINE_AA)
+    return box

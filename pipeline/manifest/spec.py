@@ -64,7 +64,7 @@ class DatasetSpec:
     split: str = "auto"
     subsets: tuple[str, ...] | None = None       # 300w_lp: subset folders (default the 8 of 300W-LP)
     test_first: int | None = None                # aflw: first N images are test (default 2000)
-    test_groups: tuple[str, ...] | None = None   # biwi: sequences ("01".."24") that are test
+    test_groups: tuple[str | int, ...] | None = None  # biwi: sequences ("01".."24" or 1..24) that are test
     sqlite: str | None = None                    # aflw: database, relative to root (default aflw.sqlite)
     image_dir: str | None = None                 # aflw: folder under root of FaceImages.filepath (default flickr)
     channels: str | None = None                  # biwi_npz: channel order of `image` (default bgr, FSA-Net used cv2)

@@ -64,8 +64,10 @@ def input_size_of(state: dict[str, Any], where: str = "checkpoint") -> tuple[int
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     if state.get("kind") not in KINDS:
         raise ValueError(f"checkpoint kind {state.get('kind')!r} must be one of {KINDS}")
-    with atomic_path(path, ".pt") as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path, ".pt") as tmp, open(tmp, "wb") as f:
+        # a file object, not a path: torch names the zip's root folder after a path's stem, which
+        # would put the random temporary name into the bytes (same state -> same checkpoint bytes)
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -66,8 +66,10 @@ def student_loss(
     teacher_probs: torch.Tensor,
     grid: BinGrid,
     ce_weight: float = 0.05,
+    kd_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 7: ``(ce_weight · Σ_angles CE(gt, out) + Σ_angles KL(teacher ‖ softmax(out))) / 2``.
+    """Eq. 7: ``(ce_weight · Σ_angles CE(gt, out) + kd_weight · Σ_angles KL(teacher ‖ softmax(out))) / 2``
+    (``kd_weight`` = 1 is the paper; 0 is the control student trained twice without distillation).
 
     ``logits_bin1``: [B, 3, Q] logits of the student's one RvC head; ``target_angles``: [B, 3]
     ground truth in degrees (classified with ``grid``); ``teacher_probs``: [B, 3, Q] ensemble
@@ -87,5 +89,5 @@ def student_loss(
     logp = F.log_softmax(logits, dim=-1)
     teacher = teacher_probs.float()
     kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))
-    total = (ce_weight * ce + kl) / 2
+    total = (ce_weight * ce + kd_weight * kl) / 2
     return total, {"ce": ce.detach(), "kl": kl.detach(), "loss": total.detach()}  # type: ignore[union-attr]

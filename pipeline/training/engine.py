@@ -68,6 +68,7 @@ class EngineConfig:
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     eval_every: int = 1  # evaluate on the test split every N epochs (and after the last one)
+    head_lr_mult: float = 1.0  # the RvC heads learn at lr * head_lr_mult (trunk, neck, regression head: lr)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ class EngineConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr {self.lr!r} must be > 0")
+        if not self.head_lr_mult > 0:
+            raise ValueError(f"head_lr_mult {self.head_lr_mult!r} must be > 0")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
 
@@ -243,11 +246,17 @@ def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) 
 # ----------------------------------------------------------------------------- metrics files
 
 
+def _accuracy(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k == "epoch" or k.startswith("mae_")}
+
+
 def write_metrics(metrics_path: str | os.PathLike[str] | None, plots_path: str | os.PathLike[str] | None,
                   history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> None:
-    """JSON ``{"epochs", "final": {...}, "best": {...}}`` and a CSV with one row per epoch."""
+    """DVC metrics JSON ``{"epochs", "final": {epoch, mae_*}, "best": {...}}`` (accuracy only, so
+    ``dvc metrics diff`` shows what changed in quality) and a plots CSV with one row per epoch
+    (loss parts, lr, test MAE). Both are pure functions of the training: no timings."""
     if metrics_path:
-        final = dict(history[-1]) if history else {}
+        final = _accuracy(history[-1]) if history else {}
         write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {})})
     if plots_path:
         fields: list[str] = []
@@ -270,7 +279,18 @@ def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 
 
 def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Optimizer, Any]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = _unwrap(model)
+    heads = getattr(net, "heads", None)
+    if cfg.head_lr_mult != 1.0 and heads is not None:
+        # The softmax RvC heads over 198 bins need a far larger logit range than the trunk's
+        # weights move per Adam step; at lr they lag the trunk and predict ~0° (issue 13). The
+        # regression head stays at lr: a larger step saturates its tanh.
+        ids = {id(p) for p in heads.parameters()}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in ids]},
+                  {"params": list(heads.parameters()), "lr": cfg.lr * cfg.head_lr_mult}]
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
     if cfg.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -295,6 +315,7 @@ def fit(
     extra_state: Mapping[str, Any] | None = None,
     rt: Runtime | None = None,
     stop_after: int | None = None,
+    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``cfg.epochs`` epochs, checkpointing to ``out`` after each one.
 
@@ -313,6 +334,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, cfg)
     history: list[dict[str, Any]] = []
+    timings: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     start_epoch = 0
     out = Path(out)
@@ -371,12 +393,17 @@ def fit(
         last = epoch + 1 == cfg.epochs
         if test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
             row.update({k: v for k, v in evaluate(net, test_loader, predict_fn, rt).items() if k != "n"})
-        row["seconds"] = time.perf_counter() - t0
+        # wall-clock figures vary run to run: logged (and written to ``timing_path``, which is
+        # no DVC output), never stored in the checkpoint, metrics or plots (byte-reproducible)
+        timing = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
+                  "images_per_s": round(row.pop("images_per_s"), 2)}
+        timings.append(timing)
         history.append(row)
         if "mae_mean" in row and (best is None or row["mae_mean"] < best["mae_mean"]):
             best = {k: row[k] for k in ("epoch", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean")}
         if rt.is_main:
-            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in {**row, **timing}.items())
             log.info("%s", msg)
             save_checkpoint(out, checkpoint_state(
                 kind, _unwrap(net), input_size, epoch=epoch + 1, config=config,
@@ -386,6 +413,8 @@ def fit(
                 **dict(extra_state or {}),
             ))
             write_metrics(metrics_path, plots_path, history, best)
+            if timing_path:
+                write_metrics(None, timing_path, timings, None)
         if rt.distributed:
             dist.barrier()
     if rt.is_main and start_epoch >= cfg.epochs:

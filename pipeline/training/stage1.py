@@ -49,6 +49,8 @@ class Stage1Config:
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
+    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (issue 13)
+    head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
     flip_p: float = 0.5
     max_angle: float = 15.0
     photometric: bool = True
@@ -76,7 +78,7 @@ class Stage1Config:
         return hw  # type: ignore[return-value]
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression)
+        return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression, feature_norm=self.feature_norm)
 
     def engine(self) -> EngineConfig:
         names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
@@ -113,6 +115,7 @@ def train_teacher(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 1: train the multi-head teacher on the ``train`` rows of ``boxes`` and evaluate
     on its ``test`` rows (if any) after each epoch."""
@@ -134,7 +137,7 @@ def train_teacher(
         return fit(
             model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
             input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
-            resume=resume, rt=rt, stop_after=stop_after,
+            resume=resume, rt=rt, stop_after=stop_after, timing_path=timing_path,
         )
     finally:
         teardown_runtime(rt)

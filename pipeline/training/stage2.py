@@ -75,10 +75,13 @@ class StudentConfig:
     weight_decay: float = 0.0
     scheduler: str = "none"
     ce_weight: float = 0.05  # eq. 7 weight of the ground-truth cross-entropy
+    kd_weight: float = 1.0  # weight of the distillation (KL) term; 0 = the no-KD control student
     workers: int = 4
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
+    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (issue 13)
+    head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
     photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
     max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
@@ -88,6 +91,8 @@ class StudentConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if not self.ce_weight >= 0:
             raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
+        if not self.kd_weight >= 0 or (self.kd_weight == 0 and self.ce_weight == 0):
+            raise ValueError(f"kd_weight {self.kd_weight!r} must be >= 0, and not 0 together with ce_weight")
         if not self.max_label_memory_gb > 0:
             raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
         if self.input_size is not None:
@@ -105,7 +110,7 @@ class StudentConfig:
         return hw  # type: ignore[return-value]
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.backbone, bin_sizes=(LABEL_BIN,), regression=False)
+        return ModelSpec(self.backbone, bin_sizes=(LABEL_BIN,), regression=False, feature_norm=self.feature_norm)
 
     def engine(self) -> EngineConfig:
         names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
@@ -332,13 +337,13 @@ class TeacherTable:
         return self.probs[p, v].to(device, non_blocking=True)
 
 
-def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float):
+def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weight: float = 1.0):
     """Eq. 7 loss on the bin-1 head with the replayed view's soft target, and eq. 2 prediction."""
     grid = spec.grids[LABEL_HEAD]
 
     def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
         teacher = table(batch["index"], batch["view_id"], outputs[LABEL_HEAD].device)
-        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight)
+        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight, kd_weight)
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return grid.decode(outputs[LABEL_HEAD])
@@ -369,6 +374,7 @@ def train_student(
     resume: bool = False,
     teacher: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 2: check and load the label store, then train the student with eq. 7 on the
     store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows."""
@@ -389,12 +395,12 @@ def train_student(
     model = HeadPoseNet(spec, pretrained=cfg.pretrained)
     if cfg.weights:
         load_backbone_weights(model, cfg.weights)
-    loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight)
+    loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
     return fit(
         model, train_set, loss_fn, predict_fn, engine, out=out, kind="student", config=cfg.to_dict(),
         input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
-        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt,
+        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt, timing_path=timing_path,
     )
 
 
