@@ -185,3 +185,18 @@ def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
     assert "synth: the ensemble does not help here (6.73 vs 6.67 for the single network)." in text
     assert "KD-ResNet18 beats its teacher (6.17 vs 6.67) and is better than the same student trained without KD" in text
     assert "| **6.17** |" in text  # the training mean is never the bold best
+
+
+def test_pose_tile_captions_do_not_overlap() -> None:
+    """The pred and true lines of a grid tile get separate boxes: the lower box never covers
+    the upper line's text."""
+    import numpy as np
+
+    from pipeline.evaluation.figures import pose_tile
+    from pipeline.inference.drawing import caption_height
+
+    tile = pose_tile(np.full((160, 160, 3), 128, np.uint8), (10, -57, -1), (6, -61, 4), "err 4.7")
+    h = caption_height(max(0.3, 160 / 420))
+    rows = np.flatnonzero(((tile == 0).all(-1)).any(1))  # rows with caption background
+    bottom = rows[rows > 80]
+    assert bottom.max() - bottom.min() + 1 >= 2 * h  # two full boxes, not one box over another

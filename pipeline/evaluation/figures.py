@@ -24,7 +24,7 @@ import numpy as np
 from pipeline.core.angles import ANGLES
 from pipeline.core.images import write_image
 from pipeline.core.io import atomic_path
-from pipeline.inference.drawing import draw_axes, draw_caption
+from pipeline.inference.drawing import caption_height, draw_axes, draw_caption
 
 TRUE_COLORS = ((255, 150, 150), (150, 255, 150), (150, 150, 255))  # lighter x/y/z for the ground truth
 # one hue per kind of Table-5 row (the darker, the deeper the backbone)
@@ -61,9 +61,9 @@ def pose_tile(crop: np.ndarray, pred: Sequence[float], true: Sequence[float], ca
     draw_axes(img, *true, center=center, size=size, thickness=thin, colors=TRUE_COLORS)
     draw_axes(img, *pred, center=center, size=size, thickness=bold)
     scale = max(0.3, min(h, w) / 420)
-    line = max(10, round(26 * scale))
-    draw_caption(img, _angles_text("pred", pred), (3, h - 4 - line), scale)
+    line = caption_height(scale) + 1  # one caption box per line, stacked without overlap
     draw_caption(img, _angles_text("true", true), (3, h - 4), scale)
+    draw_caption(img, _angles_text("pred", pred), (3, h - 4 - line), scale)
     if caption:
         draw_caption(img, caption, (3, line), scale)
     return img

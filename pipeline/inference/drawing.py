@@ -89,6 +89,13 @@ def draw_face(
 
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+CAPTION_PAD = 2
+
+
+def caption_height(scale: float, pad: int = CAPTION_PAD) -> int:
+    """Pixel height of the filled box :func:`draw_caption` draws at ``scale``."""
+    (_, th), base = cv2.getTextSize("Ag+-0", FONT, scale, 1)
+    return th + base + 2 * pad
 
 
 def draw_caption(
@@ -98,7 +105,7 @@ def draw_caption(
     scale: float,
     color: tuple[int, int, int] = (255, 255, 255),
     background: tuple[int, int, int] = (0, 0, 0),
-    pad: int = 2,
+    pad: int = CAPTION_PAD,
 ) -> tuple[int, int, int, int]:
     """``text`` (thickness 1) on a filled ``background`` box measured with the same font metrics,
     so it is legible on any image (an outline drawn as thicker text grows wider than the text in
