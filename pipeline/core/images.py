@@ -15,6 +15,8 @@ import torch
 # ImageNet normalisation (DESIGN §9), applied on the device to float RGB in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# file suffixes (lower case) taken as images when a folder is searched
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"})
 
 
 def read_image(path: str | Path) -> np.ndarray:

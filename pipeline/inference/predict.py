@@ -32,14 +32,13 @@ import torch
 
 from pipeline.core.device import resolve_device
 from pipeline.core.geometry import clip_box, crop
-from pipeline.core.images import normalize, read_image, write_image
+from pipeline.core.images import IMAGE_EXTS, normalize, read_image, write_image
 from pipeline.core.io import atomic_path
 from pipeline.model.checkpoint import input_size_of, load_checkpoint, model_from_checkpoint
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 ROW_FIELDS = ("file", "frame", "face", "x1", "y1", "x2", "y2", "det_score", "pitch", "yaw", "roll", "error")
 NO_FACE = "no face found"
