@@ -298,7 +298,7 @@ def test_manifest_round_trip_and_validation(tmp_path: Path) -> None:
 
 
 def test_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown dataset format 'lfw'; known formats: \['300w_lp', 'aflw2000', 'biwi', 'biwi_npz', 'aflw'\]"):
+    with pytest.raises(ValueError, match=r"unknown dataset format 'lfw'; known formats: \['300w_lp', 'aflw2000', 'biwi', 'biwi_npz', 'aflw', 'table', 'images'\]"):
         cfg({"name": "x", "format": "lfw", "root": "r"})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['subset'\] in index.datasets\[0\]; known keys"):
         config_from_mapping(IndexConfig, {"datasets": [{"name": "x", "format": "aflw2000", "root": "r", "subset": []}]}, "test index")

@@ -34,6 +34,8 @@ READERS = {
     "biwi": "pipeline.manifest.biwi:read_biwi",
     "biwi_npz": "pipeline.manifest.biwi:read_biwi_npz",
     "aflw": "pipeline.manifest.aflw:read_aflw",
+    "table": "pipeline.manifest.table:read_table",
+    "images": "pipeline.manifest.table:read_images",
 }
 assert set(READERS) == set(FORMATS)
 
@@ -128,7 +130,7 @@ def build_manifest(config: IndexConfig, extract_root: str | os.PathLike[str] | N
             apply_split_file(got, spec)
         log.info("%s (%s): %d rows from %s", spec.name, spec.format, len(got), spec.root)
         for row in got:
-            if row["status"] != "ok":
+            if row["status"] != "ok" or not row["labelled"]:
                 continue
             angles = (row["pitch"], row["yaw"], row["roll"])
             if not all(math.isfinite(a) for a in angles):
@@ -148,15 +150,21 @@ def build_manifest(config: IndexConfig, extract_root: str | os.PathLike[str] | N
 
 
 def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts for the DVC metric: totals, per dataset/split/status, rejection reasons."""
+    """Counts for the DVC metric: totals, labelled / unlabelled usable rows, per dataset/split/status,
+    rejection reasons."""
+    ok = df["status"] == "ok"
     out: dict[str, Any] = {
         "rows": int(len(df)),
-        "ok": int((df["status"] == "ok").sum()),
+        "ok": int(ok.sum()),
         "rejected": int((df["status"] == "rejected").sum()),
+        "labelled": int((ok & df["labelled"]).sum()),
+        "unlabelled": int((ok & ~df["labelled"]).sum()),
         "datasets": {},
     }
     for name, part in df.groupby("dataset", sort=False):
-        d: dict[str, Any] = {"rows": int(len(part))}
+        part_ok = part["status"] == "ok"
+        d: dict[str, Any] = {"rows": int(len(part)), "labelled": int((part_ok & part["labelled"]).sum()),
+                             "unlabelled": int((part_ok & ~part["labelled"]).sum())}
         for split in SPLITS:
             s = part[part["split"] == split]
             if len(s):
@@ -168,9 +176,12 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"manifest: {summary['rows']} rows, {summary['ok']} ok, {summary['rejected']} rejected"]
+    lines = [f"manifest: {summary['rows']} rows, {summary['ok']} ok ({summary['labelled']} labelled, "
+             f"{summary['unlabelled']} unlabelled), {summary['rejected']} rejected"]
     for name, d in summary["datasets"].items():
         parts = [f"{split}: {d[split]['ok']} ok / {d[split]['rejected']} rejected" for split in SPLITS if split in d]
+        if d["unlabelled"]:
+            parts.append(f"{d['unlabelled']} unlabelled")
         lines.append(f"  {name}: " + "; ".join(parts))
         for reason, n in d["rejected_by_reason"].items():
             lines.append(f"    rejected {n}: {reason}")

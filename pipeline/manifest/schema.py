@@ -4,8 +4,15 @@ Columns (:data:`COLUMNS`): ``sample_id`` (``<dataset>/<image_path>#<face>``, sta
 ``dataset``, ``split`` (train|test), ``root`` (the dataset root as given in params; for
 ``biwi_npz`` the folder its images were extracted to), ``image_path`` (relative to ``root``),
 ``pitch, yaw, roll`` (float32 degrees, NaN if unknown), ``lm_x1, lm_y1, lm_x2, lm_y2`` (float32
-landmark box, NaN if none; rule in :mod:`pipeline.manifest.landmarks`), ``group`` (BIWI
-sequence, else ""), ``status`` (ok|rejected), ``reason`` ("" when ok).
+landmark box, NaN if none; rule in :mod:`pipeline.manifest.landmarks`), ``face_x1, face_y1,
+face_x2, face_y2`` (float32 face box given with the dataset — the ``table`` format's optional
+``x1..y2`` — NaN if none; used by ``relabel.source: table``), ``group`` (BIWI sequence or the
+table's ``group``, else ""), ``labelled`` (bool: the row has ground-truth angles; false for
+``format: images`` and table rows with empty angle cells, whose angles are NaN), ``status``
+(ok|rejected), ``reason`` ("" when ok).
+
+Unlabelled rows (``labelled = false``) are training rows only: the teacher labels them and the
+student learns them from the distillation term alone; stage 1 and every evaluation skip them.
 
 Rows are never dropped: an angle outside [−99, 99] → ``rejected`` / "angle out of range"; a
 broken file → an error naming it (``on_error: raise``) or a rejected row with its reason
@@ -23,9 +30,11 @@ from pipeline.core.io import atomic_path
 
 COLUMNS = (
     "sample_id", "dataset", "split", "root", "image_path", "pitch", "yaw", "roll",
-    "lm_x1", "lm_y1", "lm_x2", "lm_y2", "group", "status", "reason",
+    "lm_x1", "lm_y1", "lm_x2", "lm_y2", "face_x1", "face_y1", "face_x2", "face_y2", "group", "labelled",
+    "status", "reason",
 )
-FLOAT_COLUMNS = ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2")
+FACE_BOX_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")
+FLOAT_COLUMNS = ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2", *FACE_BOX_COLUMNS)
 STRING_COLUMNS = ("sample_id", "dataset", "split", "root", "image_path", "group", "status", "reason")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2", "box_source", "det_score", "fallback")
 STATUSES = ("ok", "rejected")
@@ -43,6 +52,8 @@ def validate_manifest(df: pd.DataFrame, where: str = "manifest") -> None:
     for c in STRING_COLUMNS:
         if len(df) and not df[c].map(lambda v: isinstance(v, str)).all():
             raise ValueError(f"{where}: column {c!r} must hold strings (no nulls)")
+    if not pd.api.types.is_bool_dtype(df["labelled"]):
+        raise ValueError(f"{where}: column 'labelled' has dtype {df['labelled'].dtype}; expected bool")
     bad = sorted(set(df["split"]) - set(SPLITS))
     if bad:
         raise ValueError(f"{where}: column 'split' has value(s) {bad}; expected {list(SPLITS)}")
@@ -52,6 +63,14 @@ def validate_manifest(df: pd.DataFrame, where: str = "manifest") -> None:
     dup = df["sample_id"][df["sample_id"].duplicated()]
     if len(dup):
         raise ValueError(f"{where}: duplicate sample_id(s) {dup.head(5).tolist()}")
+    ok = df["status"] == "ok"
+    angles = df[["pitch", "yaw", "roll"]].to_numpy(np.float64)
+    bad = df["sample_id"][ok & df["labelled"] & ~np.isfinite(angles).all(1)]
+    if len(bad):
+        raise ValueError(f"{where}: labelled row(s) with a non-finite angle, e.g. {bad.iloc[0]!r}")
+    bad = df["sample_id"][ok & ~df["labelled"] & (df["split"] != "train")]
+    if len(bad):
+        raise ValueError(f"{where}: unlabelled row(s) outside the train split, e.g. {bad.iloc[0]!r}")
     no_reason = df[(df["status"] == "rejected") & (df["reason"] == "")]
     if len(no_reason):
         raise ValueError(f"{where}: rejected row(s) without a reason, e.g. {no_reason['sample_id'].iloc[0]!r}")
@@ -64,6 +83,7 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
         df[c] = df[c].astype(np.float32)
     for c in STRING_COLUMNS:
         df[c] = df[c].astype(str)  # pandas' default string dtype (what read_parquet gives back)
+    df["labelled"] = df["labelled"].astype(bool)
     return df
 
 

@@ -24,7 +24,8 @@ from pipeline.core.config import config_from_mapping
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("300w_lp", "aflw2000", "biwi", "biwi_npz", "aflw")
+FORMATS = ("300w_lp", "aflw2000", "biwi", "biwi_npz", "aflw", "table", "images")
+CONVENTIONS = ("hpekd", "kd_oe_hpe")
 SPLITS = ("train", "test", "auto", "from_file")
 ON_ERROR = ("raise", "reject")
 W300LP_SUBSETS = ("AFW", "AFW_Flip", "HELEN", "HELEN_Flip", "IBUG", "IBUG_Flip", "LFPW", "LFPW_Flip")
@@ -41,6 +42,8 @@ _FORMAT_KEYS = {
     "sqlite": ("aflw",),
     "image_dir": ("aflw",),
     "channels": ("biwi_npz",),
+    "table": ("table",),
+    "convention": ("table",),
 }
 
 
@@ -52,7 +55,9 @@ class DatasetSpec:
     format: 300W-LP → train; AFLW2000 → test; BIWI → by sequence (protocol 3: the
     ``test_groups``, default the paper's 06, 07, 10, 13, 15, 18, 21, 22, are test, the others
     train); BIWI npz → test; AFLW → the first ``test_first`` images test, the rest train (not
-    the paper's split: use ``from_file`` with its AFLW.json). ``from_file``: each row's split is
+    the paper's split: use ``from_file`` with its AFLW.json); ``table`` → the table's ``split``
+    column when it has one, else train; ``images`` → train (unlabelled rows are training rows
+    only). ``from_file``: each row's split is
     the ``type`` of its entry in ``split_file`` (a published box JSON, matched like
     ``relabel.box_files``, :mod:`pipeline.manifest.boxfile`); rows of images absent from the file
     are kept as rejected ("not in split file …").
@@ -69,6 +74,8 @@ class DatasetSpec:
     image_dir: str | None = None                 # aflw: folder under root of FaceImages.filepath (default flickr)
     channels: str | None = None                  # biwi_npz: channel order of `image` (default bgr, FSA-Net used cv2)
     split_file: str | None = None                # split: from_file — the published JSON whose entries' "type" is the split
+    table: str | None = None                     # table: the CSV or parquet file (columns: pipeline.manifest.table)
+    convention: str | None = None                # table: hpekd (default) | kd_oe_hpe (pitch negated in the file)
 
     def __post_init__(self) -> None:
         where = f"index dataset {self.name!r}"
@@ -95,6 +102,13 @@ class DatasetSpec:
                 object.__setattr__(self, key, tuple(_group_name(s) if key == "test_groups" else str(s) for s in v))
         if self.test_first is not None and (not isinstance(self.test_first, int) or self.test_first < 0):
             raise ValueError(f"{where}: test_first must be an integer >= 0, got {self.test_first!r}")
+        if self.format == "table" and (not isinstance(self.table, str) or not self.table):
+            raise ValueError(f"{where}: format table needs table: <path to a .csv or .parquet file>")
+        if self.convention is not None and self.convention not in CONVENTIONS:
+            raise ValueError(f"{where}: convention must be one of {list(CONVENTIONS)}, got {self.convention!r}")
+        if self.format == "images" and self.split not in ("auto", "train"):
+            raise ValueError(f"{where}: format images holds unlabelled images, which are training rows only "
+                             f"(split: train or auto), got split: {self.split}")
         if self.channels is not None and self.channels not in ("bgr", "rgb"):
             raise ValueError(f"{where}: channels must be 'bgr' or 'rgb', got {self.channels!r}")
 
@@ -193,16 +207,21 @@ def reject(row: dict, reason: str) -> dict:
 def make_row(
     spec: DatasetSpec, root: str, image_path: str, split: str, face: int | str = 0,
     angles: Sequence[float] | None = None, lm_box: Sequence[float] | None = None, group: str = "",
+    labelled: bool = True, face_box: Sequence[float] | None = None,
 ) -> dict:
-    """One manifest row; ``sample_id = <dataset>/<image_path>#<face>``."""
+    """One manifest row; ``sample_id = <dataset>/<image_path>#<face>``. ``labelled=False``: an
+    image without ground truth (angles NaN); a labelled row without ``angles`` is later rejected
+    ("non-finite angle")."""
     image_path = str(image_path).replace("\\", "/")
     p, y, r = (math.nan, math.nan, math.nan) if angles is None else (float(a) for a in angles)
     box = (math.nan,) * 4 if lm_box is None else tuple(float(v) for v in lm_box)
+    fb = (math.nan,) * 4 if face_box is None else tuple(float(v) for v in face_box)
     return {
         "sample_id": f"{spec.name}/{image_path}#{face}", "dataset": spec.name, "split": split, "root": root,
         "image_path": image_path, "pitch": p, "yaw": y, "roll": r,
         "lm_x1": box[0], "lm_y1": box[1], "lm_x2": box[2], "lm_y2": box[3],
-        "group": group, "status": "ok", "reason": "",
+        "face_x1": fb[0], "face_y1": fb[1], "face_x2": fb[2], "face_y2": fb[3],
+        "group": group, "labelled": bool(labelled), "status": "ok", "reason": "",
     }
 
 

@@ -8,6 +8,8 @@ Sources (``relabel.source``):
 
 - ``detector``: run a face detector (``relabel.detector``: ``yunet`` | ``mtcnn``) on every image.
 - ``landmarks``: the landmark box of the manifest (``lm_*`` columns).
+- ``table``: the face box given with the dataset (manifest ``face_*`` columns: a ``table``
+  dataset's ``x1..y2``); a row without one is rejected ("no box in table") or falls back.
 - ``file``: published JSON boxes (``relabel.box_files``: dataset name → JSON path, e.g. the
   paper's ``AFLW2000.json``, ``BIWI.json``, ``AFLW.json`` as published), matched by
   :func:`pipeline.manifest.boxfile.match_box_file`: the key is the image path relative to the
@@ -25,11 +27,17 @@ Choosing the labelled face when the detector finds several (in this order):
    box); ties go to the higher IoU with the extent. Below ``min_overlap`` the row is rejected
    ("face does not match landmarks": faces were found, none is the labelled one — reported as
    ``mismatched``, apart from ``missed`` = "no face detected");
-2. the row is a video frame (non-empty ``group``; frames are visited in ``image_path`` order
+2. no landmark box but a face box given with the dataset (a table's ``x1..y2``): the same
+   overlap rule against that box (``min_overlap``);
+3. the row is a video frame (non-empty ``group``; frames are visited in ``image_path`` order
    within ``(dataset, group)``) and an earlier frame got a box: the detection whose centre is
    nearest that box's centre;
-3. otherwise: the highest ``score × (1 − d / half-diagonal)``, ``d`` the distance between the
-   box centre and the image centre (the most confident face near the centre).
+4. otherwise (e.g. an unlabelled image of ``format: images``): the highest
+   ``score × (1 − d / half-diagonal)``, ``d`` the distance between the box centre and the image
+   centre (the most confident face near the centre).
+
+The summary counts, per dataset, which rule chose each detector box (``selected_by``) and how
+many rows are unlabelled.
 
 No usable box: the row becomes ``status = "rejected"`` with its reason, unless
 ``fallback: landmarks`` and it has a landmark box, then it keeps the landmark box with
@@ -66,11 +74,21 @@ from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manife
 from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
 from pipeline.relabel.cache import image_key, read_images
 from pipeline.relabel.detect import box_iou, get_detector
-from pipeline.relabel.select import MISMATCH, MISS, face_id, row_landmark_box, select_face, visit_order
+from pipeline.relabel.select import (
+    MISMATCH,
+    MISS,
+    RULES,
+    face_id,
+    row_given_box,
+    row_landmark_box,
+    rule_for,
+    select_face,
+    visit_order,
+)
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("detector", "landmarks", "file")
+SOURCES = ("detector", "landmarks", "file", "table")
 FALLBACKS = ("none", "landmarks")
 YAW_BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 181))
 
@@ -79,7 +97,7 @@ YAW_BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 181))
 class RelabelConfig:
     """params.yaml section ``relabel``."""
 
-    source: str = "detector"            # detector | landmarks | file
+    source: str = "detector"            # detector | landmarks | file | table
     detector: str = "yunet"             # yunet | mtcnn (source: detector)
     score_threshold: float = 0.5        # detections below this score are ignored
     detector_options: Mapping[str, Any] = field(default_factory=dict)  # extra backend kwargs
@@ -170,6 +188,7 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     iou_lm = np.full(n, np.nan)
     overlap = np.full(n, np.nan)
     cause = np.full(n, "", dtype=object)  # why the detector gave no box (MISS / MISMATCH), even if it fell back
+    rule = np.full(n, "", dtype=object)  # which select_face rule chose the detection
     found = np.zeros(n, dtype=bool)
     status = df["status"].astype(str).to_numpy(dtype=object).copy()
     reason = df["reason"].fillna("").astype(str).to_numpy(dtype=object).copy()
@@ -195,6 +214,10 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
         if config.source == "landmarks":
             box, why = (lm, "") if lm is not None else (None, "no landmark box")
             src = "landmarks"
+        elif config.source == "table":
+            box = row_given_box(row)
+            why = "" if box is not None else "no box in table"
+            src = "table"
         elif config.source == "file":
             hit = file_match[str(row.dataset)].by_row.get(pos)
             box = None if hit is None else hit.box
@@ -205,10 +228,14 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
             clipped = [(clip_box(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
             dets = np.array([[*b, s] for b, s in clipped if b is not None]).reshape(-1, 5)
             prev = previous.get(group) if group[1] else None
-            i, ov, why = select_face(dets, w, h, lm, prev, config.min_overlap)
+            given = row_given_box(row)
+            i, ov, why = select_face(dets, w, h, lm, prev, config.min_overlap, given)
             src = det_name
             if i is not None:
+                rule[pos] = rule_for(lm, given, prev)
                 box, score[pos], overlap[pos] = tuple(dets[i, :4]), dets[i, 4], ov
+                if rule[pos] != "landmarks":
+                    overlap[pos] = np.nan  # the summary's overlap is with the landmark extent only
                 if lm is not None:
                     iou_lm[pos] = float(box_iou(dets[i, :4], lm)[0, 0])
                 found[pos] = True
@@ -243,7 +270,7 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     out["status"] = status.astype(str)
     out["reason"] = reason.astype(str)
 
-    summary = _summary(out, todo, found, iou_lm, overlap, cause, fell_back, config, cache_counts)
+    summary = _summary(out, todo, found, iou_lm, overlap, cause, rule, fell_back, config, cache_counts)
     if file_match:
         summary["box_files"] = {ds: m.summary() for ds, m in sorted(file_match.items())}
     return out, summary
@@ -275,7 +302,7 @@ def _match_box_files(df: pd.DataFrame, todo: np.ndarray, box_files: Mapping[str,
 
 
 def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.ndarray, overlap: np.ndarray,
-             cause: np.ndarray, fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
+             cause: np.ndarray, rule: np.ndarray, fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
     ok = (out["status"] == "ok").to_numpy()
     new_rej = todo & ~ok
     # true misses (nothing detected) vs mismatches (faces found, none the labelled one), whether
@@ -283,10 +310,14 @@ def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.
     missed_rows = todo & (cause == MISS)
     mismatched_rows = todo & (cause == MISMATCH)
 
+    labelled = out["labelled"].to_numpy(bool)
+
     def part(mask: np.ndarray) -> dict:
         n_todo = int((mask & todo).sum())
+        chosen = mask & found & ok
         return {
             "rows": int(mask.sum()),
+            "unlabelled": int((mask & ok & ~labelled).sum()),
             "processed": n_todo,
             "ok": int((mask & ok).sum()),
             "rejected": int((mask & new_rej).sum()),
@@ -297,6 +328,7 @@ def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.
             "mismatched": int((mask & mismatched_rows).sum()),
             "mean_iou_landmarks": _stats(iou_lm[mask & found & ok])["mean"],
             "mean_overlap_landmarks": _stats(overlap[mask & found & ok])["mean"],
+            "selected_by": {r: int((chosen & (rule == r)).sum()) for r in RULES if (chosen & (rule == r)).any()},
         }
 
     w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
@@ -341,6 +373,9 @@ def format_summary(summary: dict) -> str:
         ov = "n/a" if p["mean_overlap_landmarks"] is None else f"{p['mean_overlap_landmarks']:.3f}"
         lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok, detection rate {rate} ({p['missed']} missed, "
                      f"{p['mismatched']} mismatched), mean overlap with the landmark extent {ov}")
+        if p["unlabelled"] or set(p["selected_by"]) - {"landmarks"}:
+            chosen = ", ".join(f"{k} {v}" for k, v in p["selected_by"].items())
+            lines.append(f"    {p['unlabelled']} unlabelled; face chosen by: {chosen or 'none'}")
     for ds, m in summary.get("box_files", {}).items():
         if m["unmatched"]:
             lines.append(f"  {ds}: {m['unmatched']} of {m['entries']} box-file entries match no manifest row, "

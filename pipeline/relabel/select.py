@@ -37,24 +37,43 @@ def _center(b: Sequence[float]) -> np.ndarray:
     return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
 
 
+# which rule chose a detection (relabel's summary counts them)
+RULES = ("landmarks", "given box", "previous frame", "centre")
+
+
+def rule_for(landmark_box: Sequence[float] | None, given_box: Sequence[float] | None,
+             previous_box: Sequence[float] | None) -> str:
+    """The rule :func:`select_face` applies for these references (one of :data:`RULES`)."""
+    if landmark_box is not None and tight_extent(landmark_box) is not None:
+        return "landmarks"
+    if given_box is not None:
+        return "given box"
+    return "previous frame" if previous_box is not None else "centre"
+
+
 def select_face(dets: np.ndarray, w: int, h: int, landmark_box: Sequence[float] | None = None,
-                previous_box: Sequence[float] | None = None, min_overlap: float = 0.5) -> tuple[int | None, float, str]:
+                previous_box: Sequence[float] | None = None, min_overlap: float = 0.5,
+                given_box: Sequence[float] | None = None) -> tuple[int | None, float, str]:
     """Pick the labelled face among detections ``dets`` [N, 5] (x1, y1, x2, y2, score).
 
-    Returns ``(index or None, overlap with the tight landmark extent or NaN, reason if None)``;
-    the rule is the one in :mod:`pipeline.relabel.job`. Reasons start with :data:`MISS` (nothing
-    detected) or :data:`MISMATCH` (faces found, none of them the labelled one).
+    Returns ``(index or None, overlap with the reference box or NaN, reason if None)``; the
+    reference is the tight landmark extent, else ``given_box`` (a face box that came with the
+    dataset, e.g. a table's ``x1..y2``); the rule is the one in :mod:`pipeline.relabel.job`.
+    Reasons start with :data:`MISS` (nothing detected) or :data:`MISMATCH` (faces found, none of
+    them the labelled one).
     """
     dets = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
     if len(dets) == 0:
         return None, math.nan, MISS
-    tight = tight_extent(landmark_box) if landmark_box is not None else None
-    if tight is not None:
-        ov = box_overlap(dets[:, :4], tight)
-        iou = box_iou(dets[:, :4], tight)[:, 0]
+    rule = rule_for(landmark_box, given_box, previous_box)
+    if rule in ("landmarks", "given box"):
+        ref = tight_extent(landmark_box) if rule == "landmarks" else tuple(float(v) for v in given_box)  # type: ignore[union-attr]
+        ov = box_overlap(dets[:, :4], ref)
+        iou = box_iou(dets[:, :4], ref)[:, 0]
         i = int(np.lexsort((-iou, -np.round(ov, 2)))[0])  # most overlap; then the closest in size and place
         if ov[i] < min_overlap:
-            return None, float(ov[i]), (f"{MISMATCH}: best overlap {ov[i]:.2f} with the landmark extent "
+            what = "the landmark extent" if rule == "landmarks" else "the given face box"
+            return None, float(ov[i]), (f"{MISMATCH}: best overlap {ov[i]:.2f} with {what} "
                                         f"< min_overlap {min_overlap:g} ({len(dets)} face(s) found)")
         return i, float(ov[i]), ""
     centres = (dets[:, 0:2] + dets[:, 2:4]) / 2.0
@@ -67,11 +86,19 @@ def select_face(dets: np.ndarray, w: int, h: int, landmark_box: Sequence[float] 
     return int(np.argmax(rank)), math.nan, ""
 
 
-def row_landmark_box(row: Any) -> tuple[float, float, float, float] | None:
-    b = (row.lm_x1, row.lm_y1, row.lm_x2, row.lm_y2)
+def _finite_box(b: tuple) -> tuple[float, float, float, float] | None:
     if not all(np.isfinite(v) for v in b) or b[2] <= b[0] or b[3] <= b[1]:
         return None
-    return tuple(float(v) for v in b)
+    return tuple(float(v) for v in b)  # type: ignore[return-value]
+
+
+def row_landmark_box(row: Any) -> tuple[float, float, float, float] | None:
+    return _finite_box((row.lm_x1, row.lm_y1, row.lm_x2, row.lm_y2))
+
+
+def row_given_box(row: Any) -> tuple[float, float, float, float] | None:
+    """The face box that came with the dataset (manifest ``face_*``, e.g. a table's x1..y2)."""
+    return _finite_box((row.face_x1, row.face_y1, row.face_x2, row.face_y2))
 
 
 def face_id(sample_id: str) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.images import write_image
+from pipeline.manifest.schema import COLUMNS
 
 
 def draw_cartoon_face(img: np.ndarray, cx: float, cy: float, s: float = 1.0) -> tuple[float, float, float, float]:
@@ -51,7 +52,7 @@ def cartoon_image(size: tuple[int, int], faces: list[tuple[float, float, float]]
     return img, boxes
 
 
-MANIFEST_FLOATS = ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2")
+MANIFEST_FLOATS = ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2", "face_x1", "face_y1", "face_x2", "face_y2")
 
 
 def make_manifest(rows: list[dict]) -> pd.DataFrame:
@@ -59,16 +60,16 @@ def make_manifest(rows: list[dict]) -> pd.DataFrame:
     full = []
     for r in rows:
         d = dict(dataset="ds", split="train", pitch=0.0, yaw=0.0, roll=0.0, lm_x1=np.nan, lm_y1=np.nan,
-                 lm_x2=np.nan, lm_y2=np.nan, group="", status="ok", reason="")
+                 lm_x2=np.nan, lm_y2=np.nan, face_x1=np.nan, face_y1=np.nan, face_x2=np.nan, face_y2=np.nan,
+                 group="", labelled=True, status="ok", reason="")
         d.update(r)
         d.setdefault("sample_id", f"{d['dataset']}/{d['image_path']}#0")
         full.append(d)
     df = pd.DataFrame(full)
     for c in MANIFEST_FLOATS:
         df[c] = df[c].astype(np.float32)
-    cols = ["sample_id", "dataset", "split", "root", "image_path", *MANIFEST_FLOATS[:3], *MANIFEST_FLOATS[3:],
-            "group", "status", "reason"]
-    return df[cols]
+    df["labelled"] = df["labelled"].astype(bool)
+    return df[list(COLUMNS)]
 
 
 def write_images(root: Path, images: dict[str, np.ndarray]) -> None:
