@@ -54,8 +54,10 @@ def draw_tiny_face(size: int, pose: tuple[float, float, float], rng: np.random.G
     return img, (cx - half, cy - half, cx + half, cy + half)
 
 
-def make_tiny_dataset(root: Path, n_train: int = 48, n_test: int = 16, size: int = 64, seed: int = 0) -> Path:
-    """Write images + ``boxes.parquet`` (CONTRACT columns) under ``root``; returns the parquet path."""
+def make_tiny_dataset(root: Path, n_train: int = 48, n_test: int = 16, size: int = 64, seed: int = 0,
+                      unlabelled: int = 0) -> Path:
+    """Write images + ``boxes.parquet`` (CONTRACT columns) under ``root``; returns the parquet path.
+    ``unlabelled``: the last that many training rows have no angles (``labelled = false``)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_train + n_test):
@@ -64,14 +66,20 @@ def make_tiny_dataset(root: Path, n_train: int = 48, n_test: int = 16, size: int
         img, box = draw_tiny_face(size, pose, rng)
         rel = f"{split}/img_{i:04d}.png"
         write_image(root / "images" / rel, img)
+        labelled = not (n_train - unlabelled <= i < n_train)
+        if not labelled:
+            pose = (np.nan, np.nan, np.nan)
         rows.append(dict(
             sample_id=f"tiny_{split}/{rel}#0", dataset=f"tiny_{split}", split=split, root=str(root / "images"),
             image_path=rel, pitch=pose[0], yaw=pose[1], roll=pose[2],
-            lm_x1=box[0], lm_y1=box[1], lm_x2=box[2], lm_y2=box[3], group="", status="ok", reason="",
+            lm_x1=box[0], lm_y1=box[1], lm_x2=box[2], lm_y2=box[3],
+            face_x1=np.nan, face_y1=np.nan, face_x2=np.nan, face_y2=np.nan, group="", labelled=labelled,
+            status="ok", reason="",
             x1=box[0], y1=box[1], x2=box[2], y2=box[3], box_source="landmarks", det_score=np.nan, fallback=False,
         ))
     df = pd.DataFrame(rows)
-    for c in ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2", "x1", "y1", "x2", "y2", "det_score"):
+    for c in ("pitch", "yaw", "roll", "lm_x1", "lm_y1", "lm_x2", "lm_y2", "face_x1", "face_y1", "face_x2", "face_y2",
+              "x1", "y1", "x2", "y2", "det_score"):
         df[c] = df[c].astype(np.float32)
     path = root / "boxes.parquet"
     df.to_parquet(path, index=False)

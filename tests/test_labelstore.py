@@ -14,7 +14,7 @@ def _attrs(n=10, v=2, shard=4, chunk=2, **over):
     lay = labelstore.Layout(n, v, 198, shard, chunk)
     kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
               bin_size=1, theta=99, n_bins=198, p=2, s=1, input_size=(32, 32), normalization={},
-              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", view_seed=0,
+              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=n, n_unlabelled=0, view_seed=0,
               n_views=v, flip_prob=0.5, max_angle=15.0, layout=lay)
     kw.update(over)
     return labelstore.provenance(**kw), lay
@@ -91,7 +91,7 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path):
     kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
               bin_size=1, theta=99, n_bins=198, p=2, s=2, input_size=(32, 32),
               normalization={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", view_seed=0, n_views=2,
+              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=6, n_unlabelled=0, view_seed=0, n_views=2,
               flip_prob=0.5, max_angle=15.0, layout=lay)
     ids = [f"ds/img_{i}.jpg#0" for i in range(6)]
     ids[3] = "ds/ünïcode_é.jpg#1"

@@ -25,6 +25,7 @@ teacher saw.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,10 @@ class View:
 
 def fit_view(view: View, pose: tuple[float, float, float] | None, theta: float = THETA) -> View:
     """``view``, or ``view`` without its rotation when the rotated label leaves ±``theta``
-    (the flip alone keeps a label in range). ``pose=None``: ``view`` unchanged."""
-    if pose is None or not view.angle or in_range(*view.pose(*pose), theta=theta):
+    (the flip alone keeps a label in range). ``pose=None`` or a non-finite pose (an unlabelled
+    image: no label to keep in range): ``view`` unchanged."""
+    if (pose is None or not view.angle or not all(math.isfinite(a) for a in pose)
+            or in_range(*view.pose(*pose), theta=theta)):
         return view
     return View(flip=view.flip, angle=0.0)
 

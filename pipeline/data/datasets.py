@@ -8,7 +8,9 @@ Each item is a dict of tensors (collated by the default DataLoader collate):
 - ``index``: int64, the row's position in the boxes table (= the manifest row and the label
   store row, DESIGN §6/§7);
 - ``view_id``: int64, the id returned by ``view_fn`` (see below), -1 otherwise;
-- ``flip`` (bool) and ``angle`` (float32): the geometric view that was applied.
+- ``flip`` (bool) and ``angle`` (float32): the geometric view that was applied;
+- ``labelled`` (bool): the row has ground truth; with ``unlabelled=True`` rows without it
+  (``labelled = false`` in the manifest) are included, their ``target`` NaN.
 
 Views. ``train=True`` draws a random view per (seed, epoch, row) with
 :func:`pipeline.data.transforms.random_view`; ``train=False`` uses the identity. Passing
@@ -58,8 +60,10 @@ ViewFn = Callable[[int, np.random.Generator], "View | tuple[View, int]"]
 class PoseDataset(Dataset):
     """Rows of ``boxes`` with ``status == "ok"`` in ``split`` (optionally some ``datasets``).
 
-    Rows with a NaN angle or any |angle| > ``theta`` are left out and counted in
-    ``self.dropped`` (DESIGN §3/§8); ``theta=None`` keeps them. ``source`` names the table in
+    Labelled rows with a NaN angle or any |angle| > ``theta`` are left out and counted in
+    ``self.dropped`` (DESIGN §3/§8); ``theta=None`` keeps them. Unlabelled rows are left out
+    (counted in ``self.unlabelled_left_out``) unless ``unlabelled=True`` (the student, which
+    learns them from the teacher alone); stage 1 and evaluation never see them. ``source`` names the table in
     error messages (default: the path, or "boxes table" for a DataFrame). ``reduced_decode``:
     decode a JPEG at 1/2, 1/4 or 1/8 size when its box is that much larger than the output
     (:mod:`pipeline.core.decode`; the teacher-label job reads images the same way).
@@ -78,6 +82,7 @@ class PoseDataset(Dataset):
         theta: float | None = THETA,
         source: str | None = None,
         reduced_decode: bool = True,
+        unlabelled: bool = False,
     ) -> None:
         if source is None:
             source = "boxes table" if isinstance(boxes, pd.DataFrame) else repr(str(boxes))
@@ -92,16 +97,19 @@ class PoseDataset(Dataset):
                 raise ValueError(f"dataset(s) {unknown} have no {split!r} rows in {source}")
             mask &= df["dataset"].isin(list(datasets))
         angles = df[list(ANGLES)].to_numpy(np.float64)
+        labelled = df["labelled"].to_numpy(bool) if "labelled" in df else np.ones(len(df), dtype=bool)
         ok_angles = np.isfinite(angles).all(1)
         if theta is not None:
             ok_angles &= (np.abs(np.nan_to_num(angles, nan=np.inf)) <= theta).all(1)
-        self.dropped = int((mask & ~ok_angles).sum())
-        mask &= ok_angles
+        self.dropped = int((mask & labelled & ~ok_angles).sum())
+        self.unlabelled_left_out = 0 if unlabelled else int((mask & ~labelled).sum())
+        mask &= (labelled & ok_angles) | (~labelled & unlabelled)
         if not mask.any():
             raise ValueError(
                 f"no usable rows in {source} for split {split!r}"
                 + (f" and datasets {list(datasets)}" if datasets else "")
-                + " (need status == 'ok' and angles within ±99°): is the manifest empty or all rejected?"
+                + " (need status == 'ok' and, for stage 1 and evaluation, labelled angles within ±99°):"
+                + " is the manifest empty, all rejected or all unlabelled?"
             )
         if self.dropped:
             log.info("%s split %r: %d row(s) with angles outside ±%s° left out", source, split, self.dropped, theta)
@@ -110,6 +118,7 @@ class PoseDataset(Dataset):
         self.paths = [str(Path(r) / p) for r, p in zip(sel["root"], sel["image_path"])]
         self.boxes = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
         self.angles = angles[self.rows]
+        self.labelled = labelled[self.rows]
         self.dataset_names = sel["dataset"].astype(str).to_numpy()
         self.sample_ids = sel["sample_id"].astype(str).to_numpy() if "sample_id" in sel else None
         self.split, self.train, self.seed = split, bool(train), int(seed)
@@ -161,4 +170,5 @@ class PoseDataset(Dataset):
             "view_id": torch.tensor(view_id, dtype=torch.int64),
             "flip": torch.tensor(view.flip),
             "angle": torch.tensor(view.angle, dtype=torch.float32),
+            "labelled": torch.tensor(bool(self.labelled[i])),
         }

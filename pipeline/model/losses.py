@@ -67,15 +67,22 @@ def student_loss(
     grid: BinGrid,
     ce_weight: float = 0.05,
     kd_weight: float = 1.0,
+    labelled: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 7: ``(ce_weight · Σ_angles CE(gt, out) + kd_weight · Σ_angles KL(teacher ‖ softmax(out))) / 2``
     (``kd_weight`` = 1 is the paper; 0 is the control student trained twice without distillation).
 
     ``logits_bin1``: [B, 3, Q] logits of the student's one RvC head; ``target_angles``: [B, 3]
-    ground truth in degrees (classified with ``grid``); ``teacher_probs``: [B, 3, Q] ensemble
-    distributions (eq. 6, e.g. float16 from the label store; rows sum to 1, zeros allowed —
-    ``0·log 0`` counts as 0). CE is the batch mean per angle, KL uses ``batchmean`` per angle;
-    both are summed over the three angles.
+    ground truth in degrees (classified with ``grid``; NaN allowed on unlabelled rows);
+    ``teacher_probs``: [B, 3, Q] ensemble distributions (eq. 6, e.g. float16 from the label
+    store; rows sum to 1, zeros allowed — ``0·log 0`` counts as 0). ``labelled``: bool [B]
+    (default: every row), the rows with ground truth.
+
+    Normalisation: the loss is the mean over the B rows of each row's eq. 7 loss, and an
+    unlabelled row's loss has no cross-entropy part. So the CE term is Σ_labelled CE / B (not
+    / n_labelled: a batch with few labelled rows does not blow their weight up), the KL term
+    Σ_rows KL / B (``batchmean``); both are summed over the three angles. With every row
+    labelled this is exactly eq. 7.
 
     Parts: ``ce`` and ``kl`` (each summed over angles, unweighted) and ``loss``.
     """
@@ -85,7 +92,18 @@ def student_loss(
             f"{tuple(teacher_probs.shape)} differ in shape (expected [B, 3, {grid.count}] both)"
         )
     logits = logits_bin1.float()
-    ce = _ce_sum(logits, target_angles.float(), grid)
+    target = target_angles.float()
+    if labelled is None:
+        ce = _ce_sum(logits, target, grid)
+    else:
+        mask = labelled.to(device=logits.device, dtype=torch.bool).reshape(-1)
+        if mask.shape[0] != logits.shape[0]:
+            raise ValueError(f"labelled mask has {mask.shape[0]} rows for a batch of {logits.shape[0]}")
+        # unlabelled targets are NaN: give them any class, then zero their terms
+        classes = grid.classify(torch.where(mask[:, None], target, torch.zeros_like(target)))
+        weight = mask.to(logits.dtype)
+        ce = sum((F.cross_entropy(logits[:, a], classes[:, a], reduction="none") * weight).sum() / logits.shape[0]
+                 for a in range(3))
     logp = F.log_softmax(logits, dim=-1)
     teacher = teacher_probs.float()
     kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))

@@ -399,7 +399,7 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
     paths = [str((Path(r) / ip).resolve()) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
     box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
     views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
-                        poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99°
+                        poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99° (unlabelled: any)
     layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
     ck_sha = sha256_file(checkpoint)
     attrs = labelstore.provenance(
@@ -408,9 +408,12 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
         input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                                               "scale": "1/255", "channels": "RGB"},
         manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
+        n_labelled=int(sel["labelled"].sum()), n_unlabelled=int((~sel["labelled"]).sum()),
         view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
         layout=layout,
     )
+    log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows), cfg.split,
+             attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
     out = str(out)
     final = out
     local = _local(out)

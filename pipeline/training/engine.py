@@ -251,13 +251,15 @@ def _accuracy(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_metrics(metrics_path: str | os.PathLike[str] | None, plots_path: str | os.PathLike[str] | None,
-                  history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> None:
-    """DVC metrics JSON ``{"epochs", "final": {epoch, mae_*}, "best": {...}}`` (accuracy only, so
-    ``dvc metrics diff`` shows what changed in quality) and a plots CSV with one row per epoch
-    (loss parts, lr, test MAE). Both are pure functions of the training: no timings."""
+                  history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None,
+                  extra: Mapping[str, Any] | None = None) -> None:
+    """DVC metrics JSON ``{"epochs", "final": {epoch, mae_*}, "best": {...}, **extra}`` (accuracy
+    and data counts only, so ``dvc metrics diff`` shows what changed in quality) and a plots CSV
+    with one row per epoch (loss parts, lr, test MAE). Both are pure functions of the training:
+    no timings."""
     if metrics_path:
         final = _accuracy(history[-1]) if history else {}
-        write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {})})
+        write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {}), **dict(extra or {})})
     if plots_path:
         fields: list[str] = []
         for row in history:
@@ -316,6 +318,7 @@ def fit(
     rt: Runtime | None = None,
     stop_after: int | None = None,
     timing_path: str | os.PathLike[str] | None = None,
+    metrics_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``cfg.epochs`` epochs, checkpointing to ``out`` after each one.
 
@@ -324,7 +327,8 @@ def fit(
     an existing ``out``, training continues after its last finished epoch; the checkpoint
     must be of the same kind and architecture. Seed the global RNGs (:func:`set_seed`) before
     building the model. ``stop_after=k`` ends this call after k epochs (a time-boxed job or a
-    simulated interruption; continue with ``resume``). Returns ``{"final": metrics of the last
+    simulated interruption; continue with ``resume``). ``metrics_extra`` (e.g. row counts) is
+    added to the metrics JSON. Returns ``{"final": metrics of the last
     epoch, "best": ...}``.
     """
     rt = rt or setup_runtime(cfg.device)
@@ -412,14 +416,14 @@ def fit(
                 engine=dataclasses.asdict(cfg), rng=rng_state(), history=history, best=best,
                 **dict(extra_state or {}),
             ))
-            write_metrics(metrics_path, plots_path, history, best)
+            write_metrics(metrics_path, plots_path, history, best, metrics_extra)
             if timing_path:
                 write_metrics(None, timing_path, timings, None)
         if rt.distributed:
             dist.barrier()
     if rt.is_main and start_epoch >= cfg.epochs:
         log.info("%s already has %d finished epochs (epochs: %d): nothing to train", out, start_epoch, cfg.epochs)
-        write_metrics(metrics_path, plots_path, history, best)
+        write_metrics(metrics_path, plots_path, history, best, metrics_extra)
     return {"final": history[-1] if history else {}, "best": best or {}}
 
 

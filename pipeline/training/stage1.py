@@ -4,6 +4,7 @@ trained on the train rows of boxes.parquet with the shared engine; `hpekd train-
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from pipeline.training.engine import (
     setup_runtime,
     teardown_runtime,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,14 +120,18 @@ def train_teacher(
     stop_after: int | None = None,
     timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Stage 1: train the multi-head teacher on the ``train`` rows of ``boxes`` and evaluate
-    on its ``test`` rows (if any) after each epoch."""
+    """Stage 1: train the multi-head teacher on the labelled ``train`` rows of ``boxes`` and
+    evaluate on its ``test`` rows (if any) after each epoch. Unlabelled rows are left out (the
+    teacher labels them later) and counted in the metrics' ``rows``."""
     df = read_boxes(boxes)
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     datasets = list(cfg.datasets) or None
     src = repr(str(boxes))
     train_set = PoseDataset(df, "train", cfg.size, train=True, augment=cfg.augment(), seed=cfg.seed, datasets=datasets,
                             source=src)
+    if train_set.unlabelled_left_out:
+        log.info("stage 1 trains on %d labelled row(s); %d unlabelled row(s) left out (the teacher labels them)",
+                 len(train_set), train_set.unlabelled_left_out)
     has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
     test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
     rt = setup_runtime(engine.device)
@@ -138,6 +145,7 @@ def train_teacher(
             model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
             input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
             resume=resume, rt=rt, stop_after=stop_after, timing_path=timing_path,
+            metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
         )
     finally:
         teardown_runtime(rt)

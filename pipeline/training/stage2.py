@@ -12,7 +12,10 @@ The student never runs the teacher: it reads the soft labels of the label store 
 3. takes the teacher distribution of that view as the soft target and adds fresh
    photometric augmentation (it does not change the pose);
 4. minimises eq. 7 (:func:`pipeline.model.losses.student_loss`):
-   ``(ce_weight · Σ CE(gt, out) + Σ KL(teacher ‖ out)) / 2``.
+   ``(ce_weight · Σ CE(gt, out) + Σ KL(teacher ‖ out)) / 2``; an unlabelled row (manifest
+   ``labelled = false``, in the store like any training row) has no CE part, so it is learnt
+   from the teacher alone. The control student (``kd_weight: 0``) trains on the labelled rows
+   only, since an unlabelled row would give it nothing to learn.
 
 Training runs on the shared engine :func:`pipeline.training.engine.fit` (bf16 AMP + channels-last on
 CUDA, torchrun DDP, exact resume, DVC metrics), like stage 1.
@@ -343,7 +346,8 @@ def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weigh
 
     def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
         teacher = table(batch["index"], batch["view_id"], outputs[LABEL_HEAD].device)
-        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight, kd_weight)
+        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight, kd_weight,
+                            labelled=batch.get("labelled"))
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return grid.decode(outputs[LABEL_HEAD])
@@ -353,12 +357,20 @@ def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weigh
 
 def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int, int], cfg: StudentConfig,
                     train: bool = True) -> PoseDataset:
-    """Training rows of the store, replaying its views (``train=False``: no photometric)."""
+    """Training rows of the store, replaying its views (``train=False``: no photometric).
+    Unlabelled rows are included when the student distils (``kd_weight > 0``)."""
     split = _field(labels.attrs, "manifest.split") or "train"
     return PoseDataset(
         boxes, split, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
-        seed=cfg.seed, datasets=list(cfg.datasets) or None,
+        seed=cfg.seed, datasets=list(cfg.datasets) or None, unlabelled=cfg.kd_weight > 0,
     )
+
+
+def row_counts(train_set: PoseDataset) -> dict[str, int]:
+    """Labelled / unlabelled rows the student trains on, and unlabelled rows it leaves out."""
+    n_unl = int((~train_set.labelled).sum())
+    return {"labelled": len(train_set) - n_unl, "unlabelled": n_unl,
+            "unlabelled_left_out": int(train_set.unlabelled_left_out)}
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -384,9 +396,12 @@ def train_student(
     check_provenance(labels, boxes_path, boxes, spec, cfg.size, teacher)
     size = cfg.size or tuple(int(v) for v in labels.attrs["input"]["size"])
     train_set = student_dataset(labels, boxes, size, cfg)  # type: ignore[arg-type]
-    n_left = len(labels.rows) - len(train_set)
+    counts = row_counts(train_set)
+    log.info("student trains on %d labelled and %d unlabelled row(s)%s", counts["labelled"], counts["unlabelled"],
+             f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0)" if counts["unlabelled_left_out"] else "")
+    n_left = len(labels.rows) - len(train_set) - counts["unlabelled_left_out"]
     if n_left:
-        log.info("%d labelled row(s) not used (angles outside ±99° or other datasets)", n_left)
+        log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
     has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
@@ -401,11 +416,12 @@ def train_student(
         model, train_set, loss_fn, predict_fn, engine, out=out, kind="student", config=cfg.to_dict(),
         input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
         extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt, timing_path=timing_path,
+        metrics_extra={"rows": counts},
     )
 
 
 __all__ = [
     "StudentConfig", "TeacherLabels", "TeacherTable", "ViewReplay", "available_memory", "check_memory",
-    "check_provenance", "load_teacher_labels", "store_nbytes", "student_dataset", "student_fns",
+    "check_provenance", "load_teacher_labels", "row_counts", "store_nbytes", "student_dataset", "student_fns",
     "teacher_input", "train_student",
 ]

@@ -48,7 +48,9 @@ def make_oracle_store(
         checkpoint_sha256=teacher_sha, model_spec={"backbone": "oracle"}, checkpoint_kind="stage1",
         bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=2, s=2, input_size=(size, size),
         normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255", "channels": "RGB"},
-        manifest_sha256=sha256_file(boxes), manifest_name=boxes.name, split="train", view_seed=view_seed,
+        manifest_sha256=sha256_file(boxes), manifest_name=boxes.name, split="train",
+        n_labelled=int(df["labelled"].to_numpy()[rows].sum()), n_unlabelled=int((~df["labelled"].to_numpy()[rows]).sum()),
+        view_seed=view_seed,
         n_views=n_views, flip_prob=0.5, max_angle=max_angle, layout=layout,
     )
     g = labelstore.create_layout(str(out), attrs, ids, rows, views)
