@@ -16,7 +16,14 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @params_option
 @user_errors
 def cli(out_path: str, summary_path: str | None, no_progress: bool, params_path: str) -> None:
-    """Index datasets into one manifest; prints counts per dataset/split/status and rejection reasons."""
+    """Index datasets into one manifest; prints counts per dataset/split/status and rejection reasons.
+
+    Each entry of `index.datasets` is {name, format, root, split, ...}. Formats: 300w_lp,
+    aflw2000, biwi, biwi_npz, aflw (the public datasets as distributed), table (your own faces:
+    a CSV/parquet file `table:` with columns image, pitch, yaw, roll and optionally x1..y2,
+    split, face, group; empty angle cells = unlabelled) and images (a folder of unlabelled
+    images). See README "Training on your own data".
+    """
     from pipeline.manifest.index import format_summary, index_datasets
 
     check_outputs(manifest=out_path, summary=summary_path)

@@ -33,7 +33,8 @@ def info(path: str, as_json: bool) -> None:
         f"bins       b={bins['b']:g} theta={bins['theta']:g} Q={bins['Q']}",
         f"ensemble   p={ens['p']} s={ens['s']} A={ens['A']}  input {a['input']['size'][0]}x{a['input']['size'][1]}",
         f"views      V={v['V']} seed={v['seed']} flip_prob={v['flip_prob']} max_angle={v['max_angle']}",
-        f"manifest   {m['name']} sha256 {m['sha256']}  split={m['split']}",
+        f"manifest   {m['name']} sha256 {m['sha256']}  split={m['split']}  "
+        f"{m.get('labelled', '?')} labelled + {m.get('unlabelled', '?')} unlabelled rows",
         f"rows       {rec['rows_done']}/{rec['rows_total']} done, shards {rec['shards_done']}/{rec['shards_total']} "
         f"({lay['shard_rows']} rows per shard)",
         f"complete   {'yes' if rec['complete'] else 'NO (rerun hpekd teacher-labels to finish)'}",

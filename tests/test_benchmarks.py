@@ -72,3 +72,17 @@ def test_scale_rehearsal_10k(tmp_path: Path) -> None:
     assert 1 <= res["teacher-labels"]["store_files"] < 100
     assert res["load"]["decoded_mb"] > 0
     assert "dvc" in out
+
+
+def test_unlabelled_gain_smoke(tmp_path: Path) -> None:
+    out = _run(["benchmarks/unlabelled_gain.py", str(tmp_path / "ug"), "--smoke"], timeout=900)
+    assert out.strip().splitlines()[-1].startswith("ratio (c)/(a) mean MAE: ")
+    res = json.loads((tmp_path / "ug" / "unlabelled_gain.json").read_text())
+    n = res["counts"]
+    assert n["train_labelled"] == round(0.25 * (n["train_labelled"] + n["train_unlabelled"]))
+    rows = {name: r["rows"] for name, r in res["results"].items() if "rows" in r}
+    assert rows["a: labelled only, no KD"] == {"labelled": n["train_labelled"], "unlabelled": 0,
+                                               "unlabelled_left_out": n["train_unlabelled"]}
+    assert rows["b: KD, labelled only"]["unlabelled"] == 0
+    assert rows["c: KD, labelled + unlabelled"] == {"labelled": n["train_labelled"], "unlabelled": n["train_unlabelled"],
+                                                    "unlabelled_left_out": 0}

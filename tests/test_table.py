@@ -194,3 +194,18 @@ def test_relabel_source_table_and_detector_on_unlabelled_images(tmp_path: Path, 
     assert boxes.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [2, 2, 22, 22]
     assert boxes.loc[1, "status"] == "ok" and boxes.loc[1, ["x1", "x2"]].tolist() == [30, 60]
     assert summary["unlabelled"] == 1 and summary["selected_by"] == {"given box": 1, "centre": 1}
+
+
+def test_cli_index_bad_row_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    from stages.index import cli
+
+    _images(tmp_path / "img", ["a.jpg"])
+    (tmp_path / "t.csv").write_text("image,pitch,yaw,roll\na.jpg,1,2,3\na.jpg,x,2,3\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"index": {"workers": 1, "datasets": [
+        {"name": "mine", "format": "table", "root": str(tmp_path / "img"), "table": str(tmp_path / "t.csv")}]}}))
+    out = tmp_path / "manifest.parquet"
+    res = CliRunner().invoke(cli, ["--out", str(out), "--params", str(params), "--no-progress"])
+    assert res.exit_code == 1 and res.output.strip().count("\n") == 0
+    assert f"Error: table '{tmp_path / 't.csv'}': row 2, column 'pitch': non-numeric pitch 'x'" in res.output
+    assert "Traceback" not in res.output and not out.exists()

@@ -88,6 +88,7 @@ class StudentConfig:
     photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
     max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
+    unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -358,11 +359,12 @@ def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weigh
 def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int, int], cfg: StudentConfig,
                     train: bool = True) -> PoseDataset:
     """Training rows of the store, replaying its views (``train=False``: no photometric).
-    Unlabelled rows are included when the student distils (``kd_weight > 0``)."""
+    Unlabelled rows are included when the student distils (``kd_weight > 0``) and
+    ``cfg.unlabelled`` is on."""
     split = _field(labels.attrs, "manifest.split") or "train"
     return PoseDataset(
         boxes, split, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
-        seed=cfg.seed, datasets=list(cfg.datasets) or None, unlabelled=cfg.kd_weight > 0,
+        seed=cfg.seed, datasets=list(cfg.datasets) or None, unlabelled=cfg.unlabelled and cfg.kd_weight > 0,
     )
 
 
@@ -398,7 +400,8 @@ def train_student(
     train_set = student_dataset(labels, boxes, size, cfg)  # type: ignore[arg-type]
     counts = row_counts(train_set)
     log.info("student trains on %d labelled and %d unlabelled row(s)%s", counts["labelled"], counts["unlabelled"],
-             f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0)" if counts["unlabelled_left_out"] else "")
+             f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0 or unlabelled: false)"
+             if counts["unlabelled_left_out"] else "")
     n_left = len(labels.rows) - len(train_set) - counts["unlabelled_left_out"]
     if n_left:
         log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)

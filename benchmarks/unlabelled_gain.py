@@ -1,0 +1,166 @@
+"""Does distillation on unlabelled images help? (issue 14) Three students, side by side.
+
+On the synthetic default (the sections of ``params.yaml``), the labels of a seeded
+``--fraction`` of the training faces are kept and the rest are blanked, written as a user's
+``format: table`` CSV (the relabelled boxes as ``x1..y2``) and run through the real pipeline
+code: index → relabel (``source: table``) → stage 1 on the labelled rows only → teacher labels
+for every training row → three students of the same recipe and backbone (``train_student``):
+
+  (a) the labelled rows only, no distillation (``kd_weight: 0``),
+  (b) KD on the labelled rows only (``unlabelled: false``),
+  (c) KD on the labelled + unlabelled rows (the default),
+
+each evaluated on the synthetic test set. Prints per-angle MAE, minutes per part, and on the
+last line the ratio of mean MAE (c)/(a) (< 1: the unlabelled images helped). Results also go
+to ``OUT/unlabelled_gain.json``. Every student runs the same number of epochs, so (c) sees
+more images per epoch: that is what the unlabelled images buy.
+
+    python benchmarks/unlabelled_gain.py [OUT] [--fraction 0.25] [--seed 0] [--smoke]
+
+``--smoke`` (tiny data, 1 epoch; ~1 min on 2 cores) runs in the test suite. The full size is
+the default pipeline's (800 train / 200 test images, 30 epochs): ~10 min on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from _common import REPO
+
+SMOKE = {
+    "synthesize": {"n_train": 24, "n_test": 8, "size": 96, "workers": 1},
+    "train_teacher": {"epochs": 1, "input_size": 32, "batch_size": 8, "workers": 0},
+    "teacher_labels": {"shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0, "loader_workers": 0},
+    "train_student": {"epochs": 1, "batch_size": 8, "workers": 0},
+    "evaluate": {"batch_size": 16, "workers": 0},
+}
+STUDENTS = {
+    "a: labelled only, no KD": {"kd_weight": 0.0},
+    "b: KD, labelled only": {"unlabelled": False},
+    "c: KD, labelled + unlabelled": {},
+}
+
+
+def params(smoke: bool) -> dict:
+    """The synthetic default's params (REPO/params.yaml), shrunk for ``--smoke``."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    if smoke:
+        for section, over in SMOKE.items():
+            p[section] = {**p[section], **over}
+    return p
+
+
+def write_table(boxes: pd.DataFrame, root: Path, fraction: float, seed: int, path: Path) -> dict[str, int]:
+    """The user's view of the data: one CSV row per boxed face, angles blank for all but a seeded
+    ``fraction`` of the training rows; image paths relative to ``root``."""
+    ok = boxes[boxes["status"] == "ok"].reset_index(drop=True)
+    image = [str((Path(r) / p).resolve().relative_to(root.resolve())) for r, p in zip(ok["root"], ok["image_path"])]
+    table = pd.DataFrame({"image": image, "pitch": ok["pitch"], "yaw": ok["yaw"], "roll": ok["roll"],
+                          "x1": ok["x1"], "y1": ok["y1"], "x2": ok["x2"], "y2": ok["y2"], "split": ok["split"]})
+    train = np.flatnonzero((ok["split"] == "train").to_numpy())
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(train, size=max(1, round(fraction * len(train))), replace=False)
+    blank = np.setdiff1d(train, keep)
+    table.loc[blank, ["pitch", "yaw", "roll"]] = np.nan
+    table.to_csv(path, index=False)
+    return {"train_labelled": int(len(keep)), "train_unlabelled": int(len(blank)),
+            "test": int((ok["split"] == "test").sum())}
+
+
+def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
+    from pipeline.core.config import config_from_mapping
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+    from pipeline.manifest.index import IndexConfig, build_manifest
+    from pipeline.relabel.job import RelabelConfig, relabel, write_boxes
+    from pipeline.synth import synthesize
+    from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+    from pipeline.training.stage1 import Stage1Config, train_teacher
+    from pipeline.training.stage2 import StudentConfig, train_student
+
+    p = params(smoke)
+    minutes: dict[str, float] = {}
+
+    def timed(name: str, fn, *a, **kw):
+        t0 = time.perf_counter()
+        res = fn(*a, **kw)
+        minutes[name] = round((time.perf_counter() - t0) / 60, 2)
+        logging.info("%s: %.2f min", name, minutes[name])
+        return res
+
+    s = p["synthesize"]
+    timed("synthesize", synthesize, out / "synthetic", n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
+          size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
+    # the default datasets and detector give the boxes a user would have
+    datasets = [{**d, "root": str(out / "synthetic" / Path(d["root"]).name)} for d in p["index"]["datasets"]]
+    index = {**p["index"], "datasets": datasets}
+    manifest = build_manifest(config_from_mapping(IndexConfig, index, "index"))
+    boxes, _ = timed("relabel (detector)", relabel, manifest, config_from_mapping(RelabelConfig, p["relabel"], "relabel"),
+                     progress=False)
+    counts = write_table(boxes, out / "synthetic", fraction, seed, out / "faces.csv")
+    mixed = {**p["index"], "datasets": [{"name": "mine", "format": "table", "root": str(out / "synthetic"),
+                                         "table": str(out / "faces.csv")}]}
+    manifest = build_manifest(config_from_mapping(IndexConfig, mixed, "index"))
+    boxes, _ = relabel(manifest, RelabelConfig(source="table", workers=1), progress=False)
+    write_boxes(boxes, out / "boxes.parquet")
+    bp = str(out / "boxes.parquet")
+
+    t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher")
+    timed("stage 1 (labelled rows)", train_teacher, t_cfg, bp, out / "teacher.pt", progress=False)
+    l_cfg = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels")
+    timed("teacher labels (all train rows)", run_teacher_labels, l_cfg, str(out / "teacher.pt"), bp,
+          str(out / "labels.zarr"))
+    e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate")
+    base = config_from_mapping(StudentConfig, p["train_student"], "train_student")
+    results: dict[str, dict] = {
+        "teacher": evaluate_checkpoint(out / "teacher.pt", bp, "test", None, e_cfg)["all"]}
+    for k, (name, over) in enumerate(STUDENTS.items()):
+        cfg = dataclasses.replace(base, backbone=p["students"][0], **over)
+        model = out / f"student_{'abc'[k]}.pt"
+        timed(f"student {name}", train_student, cfg, out / "labels.zarr", bp, model,
+              metrics_path=out / f"student_{'abc'[k]}.json", progress=False)
+        results[name] = {**evaluate_checkpoint(model, bp, "test", None, e_cfg)["all"],
+                         "rows": json.loads((out / f"student_{'abc'[k]}.json").read_text())["rows"]}
+    a, c = results["a: labelled only, no KD"], results["c: KD, labelled + unlabelled"]
+    report = {"smoke": smoke, "fraction": fraction, "seed": seed, "counts": counts, "minutes": minutes,
+              "results": results, "ratio_c_over_a": round(c["mae_mean"] / a["mae_mean"], 4)}
+    (out / "unlabelled_gain.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", help="work folder (default: a temporary one)")
+    ap.add_argument("--fraction", type=float, default=0.25, help="fraction of training rows that keep their labels")
+    ap.add_argument("--seed", type=int, default=0, help="which rows keep their labels")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 epoch (the test suite's run)")
+    args = ap.parse_args(argv)
+    if not 0 < args.fraction < 1:
+        ap.error(f"--fraction must be in (0, 1), got {args.fraction}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("pipeline", "distributed", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unlabelled_gain_"))
+    out.mkdir(parents=True, exist_ok=True)
+    rep = run(out, args.fraction, args.seed, args.smoke)
+    n = rep["counts"]
+    print(f"{n['train_labelled']} labelled + {n['train_unlabelled']} unlabelled training faces "
+          f"({100 * args.fraction:g} % labelled), {n['test']} test faces; minutes: {rep['minutes']}")
+    print("| model | pitch | yaw | roll | mean |\n|---|---|---|---|---|")
+    for name, r in rep["results"].items():
+        print(f"| {name} | {r['mae_pitch']:.2f} | {r['mae_yaw']:.2f} | {r['mae_roll']:.2f} | {r['mae_mean']:.2f} |")
+    print(f"ratio (c)/(a) mean MAE: {rep['ratio_c_over_a']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
