@@ -17,11 +17,24 @@ import torch.nn.functional as F
 from pipeline.core.bins import BinGrid
 
 
-def _ce_sum(logits: torch.Tensor, target_angles: torch.Tensor, grid: BinGrid) -> torch.Tensor:
-    """Σ over the three angles of the batch-mean cross-entropy against the bin of the target."""
-    classes = grid.classify(target_angles)  # [B, 3] long
+def _ce_sum(
+    logits: torch.Tensor, target_angles: torch.Tensor, grid: BinGrid, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ over the three angles of the cross-entropy against the bin of the target, averaged over
+    the B rows of the batch. ``mask`` (bool [B]): only these rows contribute, still divided by B
+    (their targets may be NaN elsewhere)."""
     logits = logits.float()
-    return sum(F.cross_entropy(logits[:, a], classes[:, a]) for a in range(3))  # type: ignore[return-value]
+    if mask is None:
+        classes = grid.classify(target_angles)  # [B, 3] long
+        return sum(F.cross_entropy(logits[:, a], classes[:, a]) for a in range(3))  # type: ignore[return-value]
+    mask = mask.to(device=logits.device, dtype=torch.bool).reshape(-1)
+    if mask.shape[0] != logits.shape[0]:
+        raise ValueError(f"labelled mask has {mask.shape[0]} rows for a batch of {logits.shape[0]}")
+    # unmasked targets may be NaN: give them any class, then zero their terms
+    classes = grid.classify(torch.where(mask[:, None], target_angles, torch.zeros_like(target_angles)))
+    weight = mask.to(logits.dtype)
+    return sum((F.cross_entropy(logits[:, a], classes[:, a], reduction="none") * weight).sum() / logits.shape[0]
+               for a in range(3))  # type: ignore[return-value]
 
 
 def stage1_loss(
@@ -93,17 +106,7 @@ def student_loss(
         )
     logits = logits_bin1.float()
     target = target_angles.float()
-    if labelled is None:
-        ce = _ce_sum(logits, target, grid)
-    else:
-        mask = labelled.to(device=logits.device, dtype=torch.bool).reshape(-1)
-        if mask.shape[0] != logits.shape[0]:
-            raise ValueError(f"labelled mask has {mask.shape[0]} rows for a batch of {logits.shape[0]}")
-        # unlabelled targets are NaN: give them any class, then zero their terms
-        classes = grid.classify(torch.where(mask[:, None], target, torch.zeros_like(target)))
-        weight = mask.to(logits.dtype)
-        ce = sum((F.cross_entropy(logits[:, a], classes[:, a], reduction="none") * weight).sum() / logits.shape[0]
-                 for a in range(3))
+    ce = _ce_sum(logits, target, grid, mask=labelled)
     logp = F.log_softmax(logits, dim=-1)
     teacher = teacher_probs.float()
     kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))
