@@ -185,6 +185,8 @@ def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
     assert "synth: the ensemble does not help here (6.73 vs 6.67 for the single network)." in text
     assert "KD-ResNet18 beats its teacher (6.17 vs 6.67) and is better than the same student trained without KD" in text
     assert "| **6.17** |" in text  # the training mean is never the bold best
+    sources = text.split("Sources: ")[1]
+    assert sources.count("base-resnet18.json") == 1  # the mean row's file is listed once, not twice
 
 
 def test_pose_tile_captions_do_not_overlap() -> None:

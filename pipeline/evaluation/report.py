@@ -332,7 +332,7 @@ def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str
         "pose for every face. Lower is better; best mean in bold.\n\n"
         + "".join(f"- {f}\n" for f in findings(rows))
         + "\nSources: "
-        + ", ".join(f"`{r.source}`" for r in rows) + "\n"
+        + ", ".join(f"`{src}`" for src in dict.fromkeys(r.source for r in rows)) + "\n"  # each file once
     )
     with atomic_path(out, ".md") as tmp:
         tmp.write_text(text)
