@@ -21,8 +21,8 @@ from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
 from pipeline.evaluation.figures import ensemble_heatmap
 from pipeline.manifest.schema import read_boxes
+from pipeline.teacher.compute import ZDataset, _loader_workers, cached_model
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
-from pipeline.teacher.job import ZDataset, _loader_workers, cached_model
 
 log = logging.getLogger(__name__)
 

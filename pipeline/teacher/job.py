@@ -22,7 +22,6 @@ store as one. ``workers = 0`` runs the shards in this process (no dask).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import threading
@@ -35,18 +34,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.core.decode import read_crops
 from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
-from pipeline.core.views import view_from_row, views_array
+from pipeline.core.views import views_array
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
+from pipeline.teacher.compute import ZDataset, _loader_workers, cached_model
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
+from pipeline.teacher.target import _choose_target, _intact, _local, beside_path, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -100,46 +100,6 @@ class TeacherLabelsConfig:
 
 
 
-# ---------------------------------------------------------------------------- model
-
-_MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, torch.device]] = {}
-
-
-def cached_model(checkpoint: str, sha: str, device: str, compile_model: bool) -> tuple[torch.nn.Module, torch.device]:
-    """The teacher network, loaded once per process (dask worker) and device."""
-    from pipeline.model.checkpoint import model_from_checkpoint
-
-    key = (sha, device, compile_model)
-    if key not in _MODEL_CACHE:
-        dev = resolve_device(device)
-        model, _ = model_from_checkpoint(checkpoint)
-        model.eval().to(dev)
-        if dev.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        if compile_model:
-            model = torch.compile(model)
-        _MODEL_CACHE[key] = (model, dev)
-        log.info("loaded teacher %s on %s (pid %d)", Path(checkpoint).name, dev, os.getpid())
-    return _MODEL_CACHE[key]
-
-
-# ---------------------------------------------------------------------------- data
-
-class ZDataset(torch.utils.data.Dataset):
-    """Item i: uint8 [V, h+2p, w+2p, 3], the regions Z of all views of one sample."""
-
-    def __init__(self, paths: list[str], boxes: np.ndarray, views: np.ndarray, size: tuple[int, int], p: int):
-        self.paths, self.boxes, self.views, self.size, self.p = paths, boxes, views, size, p
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        # one decode for all V views, at reduced size when the box allows (as the student reads it)
-        zs = read_crops(self.paths[i], self.boxes[i], self.size, [view_from_row(v) for v in self.views[i]], pad=self.p)
-        return torch.from_numpy(np.stack(zs))
-
-
 @dataclass(frozen=True)
 class ShardTask:
     """A run of whole shards for one worker (picklable; no parquet read on workers).
@@ -160,14 +120,6 @@ class ShardTask:
     n_bins: int
     provenance_sha256: str = ""
     lease: Lease | None = None
-
-
-def _loader_workers(n: int) -> int:
-    if n and multiprocessing.current_process().daemon:
-        log.warning("running in a daemonic process (dask worker with distributed.worker.daemon=True): "
-                    "building Z in this process instead of %d loader workers", n)
-        return 0
-    return n
 
 
 def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
@@ -296,83 +248,6 @@ def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
     n_tasks = max(1, min(n_tasks, len(pending)))
     per = -(-len(pending) // n_tasks)
     return [pending[i : i + per] for i in range(0, len(pending), per)]
-
-
-def _local(out: str) -> Path | None:
-    """The local directory of a store path (``file://`` included), None for other URLs."""
-    return Path(out[len("file://"):]) if out.startswith("file://") else (None if "://" in out else Path(out))
-
-
-def _guard_foreign(out: str) -> None:
-    """Refuse to overwrite a local directory that is not a zarr store."""
-    local = _local(out)
-    if local is None:
-        return
-    if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
-        raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
-
-
-def beside_path(out: str) -> str:
-    """Where a store whose provenance differs is rebuilt before it replaces ``out``."""
-    local = _local(out)
-    assert local is not None
-    return str(local.parent / f".{local.name}.next")
-
-
-def _intact(path: str, attrs: dict[str, Any]) -> bool:
-    """A store at ``path`` made for exactly ``attrs`` whose layout opens (shards may be damaged)."""
-    old = labelstore.existing_attrs(path)
-    if old is None or labelstore.diff_provenance(old, attrs):
-        return False
-    try:
-        labelstore.open_store(path)
-    except ValueError as exc:
-        log.warning("%s", exc)
-        return False
-    return True
-
-
-def _choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
-    """(store to write, resume?) without changing anything on storage.
-
-    A matching store at ``out`` is resumed. A different or damaged one is kept until the
-    store replacing it is complete: on a local path the new store is built beside it
-    (:func:`beside_path`) and swapped in at the end; on other URLs it is rebuilt in place,
-    after every input has been checked.
-    """
-    if _intact(out, attrs):
-        return out, True
-    local = _local(out)
-    if local is None or not local.exists() or (local.is_dir() and not any(local.iterdir())):
-        old = labelstore.existing_attrs(out)
-        if old is not None:
-            log.warning("store %s was made for a different run (%s): rebuilding it in place", out,
-                        "; ".join(labelstore.diff_provenance(old, attrs)[:3]))
-        return out, False
-    _guard_foreign(out)
-    nxt = beside_path(out)
-    old = labelstore.existing_attrs(out)
-    why = "; ".join(labelstore.diff_provenance(old, attrs)[:3]) if old else "its layout is damaged"
-    log.warning("store %s was made for a different run (%s): building the new store in %s, it replaces the old "
-                "one only when complete", out, why, nxt)
-    return nxt, _intact(nxt, attrs)
-
-
-def swap_in(target: str, final: str) -> None:
-    """Replace ``final`` by the complete store ``target`` (local paths)."""
-    import shutil
-
-    dest, src = _local(final), _local(target)
-    assert dest is not None and src is not None
-    old = dest.parent / f".{dest.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old.exists():
-        shutil.rmtree(old)
-    log.info("new store complete: replaced %s", final)
 
 
 def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, lease: Lease | None = None) -> JobPlan:
