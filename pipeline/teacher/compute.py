@@ -55,7 +55,9 @@ class ZDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.stack(zs))
 
 
-def _loader_workers(n: int) -> int:
+def loader_workers(n: int) -> int:
+    """The DataLoader processes that build Z here: ``n``, or 0 in a daemonic process (which
+    cannot start children)."""
     if n and multiprocessing.current_process().daemon:
         log.warning("running in a daemonic process (dask worker with distributed.worker.daemon=True): "
                     "building Z in this process instead of %d loader workers", n)

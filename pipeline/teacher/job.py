@@ -41,12 +41,12 @@ from pipeline.core.views import views_array
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
-from pipeline.teacher.compute import ZDataset, _loader_workers, cached_model
+from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
-from pipeline.teacher.target import _choose_target, _intact, _local, beside_path, swap_in
+from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
         for i in range(0, b - a, cfg.batch_size):
             batches.append(list(range(off + i, off + min(b - a, i + cfg.batch_size))))
             owner.append((k, i))
-    nw = _loader_workers(cfg.loader_workers)
+    nw = loader_workers(cfg.loader_workers)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
         prefetch_factor=4 if nw else None,
@@ -291,11 +291,8 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
              attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
     out = str(out)
     final = out
-    local = _local(out)
-    if local is not None and not local.exists() and _intact(beside_path(out), attrs) and \
-            labelstore.verified_shards(labelstore.open_store(beside_path(out)), beside_path(out)).all():
-        swap_in(beside_path(out), out)  # a run killed between building and swapping in
-    target, resumed = _choose_target(out, attrs)
+    finish_interrupted_swap(out, attrs)
+    target, resumed = choose_target(out, attrs)
     if resumed:
         labelstore.remove_partial_files(target)
         ok = labelstore.verified_shards(labelstore.open_store(target), target)

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from pipeline.teacher import labelstore
+from pipeline.teacher.labelstore import local_path
 
 log = logging.getLogger(__name__)
 
 
-def _local(out: str) -> Path | None:
-    """The local directory of a store path (``file://`` included), None for other URLs."""
-    return Path(out[len("file://"):]) if out.startswith("file://") else (None if "://" in out else Path(out))
-
-
 def _guard_foreign(out: str) -> None:
     """Refuse to overwrite a local directory that is not a zarr store."""
-    local = _local(out)
+    local = local_path(out)
     if local is None:
         return
     if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
@@ -31,7 +26,7 @@ def _guard_foreign(out: str) -> None:
 
 def beside_path(out: str) -> str:
     """Where a store whose provenance differs is rebuilt before it replaces ``out``."""
-    local = _local(out)
+    local = local_path(out)
     assert local is not None
     return str(local.parent / f".{local.name}.next")
 
@@ -49,7 +44,7 @@ def _intact(path: str, attrs: dict[str, Any]) -> bool:
     return True
 
 
-def _choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
+def choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
     """(store to write, resume?) without changing anything on storage.
 
     A matching store at ``out`` is resumed. A different or damaged one is kept until the
@@ -59,7 +54,7 @@ def _choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
     """
     if _intact(out, attrs):
         return out, True
-    local = _local(out)
+    local = local_path(out)
     if local is None or not local.exists() or (local.is_dir() and not any(local.iterdir())):
         old = labelstore.existing_attrs(out)
         if old is not None:
@@ -79,7 +74,7 @@ def swap_in(target: str, final: str) -> None:
     """Replace ``final`` by the complete store ``target`` (local paths)."""
     import shutil
 
-    dest, src = _local(final), _local(target)
+    dest, src = local_path(final), local_path(target)
     assert dest is not None and src is not None
     old = dest.parent / f".{dest.name}.old"
     if old.exists():
@@ -90,3 +85,12 @@ def swap_in(target: str, final: str) -> None:
     if old.exists():
         shutil.rmtree(old)
     log.info("new store complete: replaced %s", final)
+
+
+def finish_interrupted_swap(out: str, attrs: dict[str, Any]) -> None:
+    """Swap in a complete store left beside a missing ``out`` by a run killed between building
+    it and swapping it in."""
+    local = local_path(out)
+    if local is not None and not local.exists() and _intact(beside_path(out), attrs) and \
+            labelstore.verified_shards(labelstore.open_store(beside_path(out)), beside_path(out)).all():
+        swap_in(beside_path(out), out)
