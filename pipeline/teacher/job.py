@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
 from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
@@ -47,6 +46,7 @@ from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
 from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
+from pipeline.teacher.writer import ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,46 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
 
     One DataLoader streams all rows of the task, so loading never stalls between shards;
     batches never cross a shard boundary (a shard's bytes do not depend on how shards were
-    grouped into tasks). A writer thread copies results to host memory and, once a shard is
-    complete, compresses and writes it and sets its flag while the next shard computes.
+    grouped into tasks). A writer thread (:class:`ShardWriter`) copies results to host memory
+    and, once a shard is complete, compresses and writes it and sets its flag while the next
+    shard computes.
     """
     cfg = task.cfg
+    g = _open_for_writing(task)
+    todo = _shards_to_compute(g, task)
+    left = {k for k, *_ in todo}
+    results: list[dict[str, Any]] = [{"shard": k, "computed": False, "rows": 0, "crops": 0}
+                                     for k in task.shards if k not in left]
+    if not todo:
+        return results
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
+    ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
+    batches, owner = _shard_batches(todo, cfg.batch_size)
+    nw = loader_workers(cfg.loader_workers)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if nw else None,
+    )
+    V = cfg.views
+    sizes = {k: b - a for k, a, b, _ in todo}
+    with ShardWriter(g, sizes, V, task.n_bins, cfg.A, task.lease) as writer:
+        for (k, off), zb in zip(owner, loader):  # zb: [B, V, H, W, 3] uint8
+            writer.started(k)
+            B = zb.shape[0]
+            probs = ensemble_probs(
+                model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
+                head=LABEL_HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
+            )
+            writer.put(k, off, probs.view(B, V, 3, -1).to(torch.float16))
+            if writer.failed:
+                break
+    writer.check()
+    return results + writer.results
+
+
+def _open_for_writing(task: ShardTask) -> zarr.Group:
     g = labelstore.open_store(task.out, mode="r+")
     # never write into a store whose provenance this job did not create or verify
     if task.provenance_sha256 and labelstore.provenance_sha256(g.attrs) != task.provenance_sha256:
@@ -138,80 +174,30 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
                          "job): stopped before writing")
     if task.lease is not None:
         task.lease.check()
+    return g
+
+
+def _shards_to_compute(g: zarr.Group, task: ShardTask) -> list[tuple[int, int, int, int]]:
+    """(shard, first store row, end row, offset of its first row in the task) of every shard of
+    the task not yet done and intact."""
     ok = labelstore.verified_shards(g, task.out, task.shards)
-    flags = ok.astype(np.uint8)
     todo, base = [], 0
     for k, (a, b) in zip(task.shards, task.bounds):
-        if not flags[k]:
+        if not ok[k]:
             todo.append((k, a, b, base))
         base += b - a
-    results: list[dict[str, Any]] = [{"shard": k, "computed": False, "rows": 0, "crops": 0}
-                                     for k in task.shards if flags[k]]
-    if not todo:
-        return results
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
-    ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
+    return todo
+
+
+def _shard_batches(todo: list[tuple[int, int, int, int]], batch_size: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Per-shard batches (task rows) and the (shard, first row in the shard) of each: a fixed
+    composition whatever the grouping of shards into tasks."""
     batches, owner = [], []
-    for k, a, b, off in todo:  # per-shard batches: fixed composition whatever the grouping
-        for i in range(0, b - a, cfg.batch_size):
-            batches.append(list(range(off + i, off + min(b - a, i + cfg.batch_size))))
+    for k, a, b, off in todo:
+        for i in range(0, b - a, batch_size):
+            batches.append(list(range(off + i, off + min(b - a, i + batch_size))))
             owner.append((k, i))
-    nw = loader_workers(cfg.loader_workers)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
-        prefetch_factor=4 if nw else None,
-    )
-    V = cfg.views
-    size_of = {k: b - a for k, a, b, _ in todo}
-    bufs: dict[int, np.ndarray] = {}
-    filled = dict.fromkeys(size_of, 0)
-    q: queue.Queue = queue.Queue(maxsize=4)
-    errors: list[BaseException] = []
-    t_start = {todo[0][0]: time.perf_counter()}
-
-    def writer() -> None:  # host copies, shard writes and done flags overlap the compute
-        while (item := q.get()) is not None:
-            if errors:
-                continue
-            try:
-                k, off, t = item
-                buf = bufs.setdefault(k, np.empty((size_of[k], V, 3, task.n_bins), dtype=np.float16))
-                arr = t.cpu().numpy()
-                buf[off : off + arr.shape[0]] = arr
-                filled[k] += arr.shape[0]
-                if filled[k] == size_of[k]:
-                    labelstore.write_shard(g, k, bufs.pop(k), lease=task.lease)
-                    dt = time.perf_counter() - t_start.get(k, time.perf_counter())
-                    results.append({"shard": k, "computed": True, "rows": size_of[k],
-                                    "crops": size_of[k] * V * cfg.A, "seconds": dt, "pid": os.getpid()})
-                    log.info("shard %d: %d rows, %d crops in %.1f s", k, size_of[k], size_of[k] * V * cfg.A, dt)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the task
-                errors.append(exc)
-
-    th = threading.Thread(target=writer, name="teacher-writer", daemon=True)
-    th.start()
-    try:
-        for (k, off), zb in zip(owner, loader):  # zb: [B, V, H, W, 3] uint8
-            t_start.setdefault(k, time.perf_counter())
-            B = zb.shape[0]
-            probs = ensemble_probs(
-                model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
-                head=LABEL_HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
-            )
-            q.put((k, off, probs.view(B, V, 3, -1).to(torch.float16)))
-            if errors:
-                break
-    finally:
-        q.put(None)
-        th.join()
-    if errors:
-        raise errors[0]
-    missing = [k for k in size_of if filled[k] != size_of[k]]
-    if missing:
-        raise RuntimeError(f"shards {missing}: not all rows were computed")
-    return results
+    return batches, owner
 
 
 # ---------------------------------------------------------------------------- plan
