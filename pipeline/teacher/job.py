@@ -219,14 +219,18 @@ class JobPlan:
     pending: list[int] = field(default_factory=list)
     resumed: bool = False
     final: str = ""
-    lease: Lease | None = None
 
-    def task(self, cfg: TeacherLabelsConfig, shards: list[int]) -> ShardTask:
+    def done_shards(self) -> list[int]:
+        """Shards intact in the store before this run (kept by a resume)."""
+        return [k for k in range(self.layout.n_shards) if k not in self.pending]
+
+    def task(self, cfg: TeacherLabelsConfig, shards: list[int], lease: Lease | None = None) -> ShardTask:
+        """The task computing ``shards``, writing under ``lease`` (checked before every write)."""
         bounds = tuple(self.layout.shard_range(k) for k in shards)
         idx = np.concatenate([np.arange(a, b) for a, b in bounds])
         return ShardTask(self.out, self.checkpoint, self.checkpoint_sha, cfg, tuple(shards), bounds,
                          [self.paths[i] for i in idx], self.boxes[idx], self.views[idx], self.input_size,
-                         self.layout.n_bins, labelstore.provenance_sha256(self.attrs), self.lease)
+                         self.layout.n_bins, labelstore.provenance_sha256(self.attrs), lease)
 
 
 def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
@@ -236,7 +240,7 @@ def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
     return [pending[i : i + per] for i in range(0, len(pending), per)]
 
 
-def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, lease: Lease | None = None) -> JobPlan:
+def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
     """Hash inputs, choose and check the target store, check the inputs of every shard still to
     compute, and only then create the layout (a new store) — nothing is written before that."""
     from pipeline.model.checkpoint import input_size_of, load_checkpoint
@@ -293,7 +297,7 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
         attrs = dict(labelstore.open_store(target).attrs)
         log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
     return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending,
-                   resumed, final, lease)
+                   resumed, final)
 
 
 # ---------------------------------------------------------------------------- run
@@ -334,7 +338,7 @@ def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> di
     )
 
 
-def _progress(total_shards: int, total_rows: int, done_rows: int):
+def _progress(total_rows: int, done_rows: int):  # -> tqdm
     from tqdm import tqdm
 
     return tqdm(total=total_rows, initial=done_rows, unit="row", desc="teacher labels",
@@ -353,39 +357,51 @@ def run_teacher_labels(
     break_lease: bool = False,
 ) -> JobResult:
     """Build (or finish) the label store ``out`` under a lease (one writer at a time).
-    Returns which shards this call computed."""
+    Returns which shards this call computed.
+
+    The lease is taken before planning (planning may swap in, clean or create the store) and,
+    once the plan knows the provenance the job writes, rewritten to name it; the tasks carry
+    that lease and check it before every write. A killed run leaves its lease behind: the next
+    run on this machine takes it over (its process is gone) and resumes.
+    """
     t0 = time.perf_counter()
     lease = new_lease(str(out), "")
     lease.acquire(break_lease=break_lease)
     try:
-        return _run(cfg, checkpoint, boxes, str(out), workers, scheduler, client, lease, t0)
+        plan = plan_job(cfg, checkpoint, boxes, str(out))
+        lease = lease.describe(labelstore.provenance_sha256(plan.attrs))
+        n_workers = cfg.workers if workers is None else workers
+        results = _compute(cfg, plan, lease, n_workers, scheduler, client)
+        return _finish(plan, results, lease, t0)
     finally:
         lease.release()
 
 
-def _run(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, workers: int | None,
-         scheduler: str | None, client: Any, lease: Lease, t0: float) -> JobResult:
-    plan = plan_job(cfg, checkpoint, boxes, out, lease)
-    plan.lease = lease.describe(labelstore.provenance_sha256(plan.attrs))
-    n_workers = cfg.workers if workers is None else workers
+def _compute(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: int, scheduler: str | None,
+             client: Any) -> list[dict[str, Any]]:
+    """Compute the pending shards: on dask when a client, a scheduler or workers are given,
+    else in this process. One record per shard of the tasks (see :func:`compute_shards`)."""
     lay = plan.layout
-    skipped = [k for k in range(lay.n_shards) if k not in plan.pending]
-    done_rows = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in skipped)
-    results: list[dict[str, Any]] = []
-    bar = _progress(lay.n_shards, lay.n_rows, done_rows)
+    done = plan.done_shards()
+    bar = _progress(lay.n_rows, sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in done))
     try:
-        if plan.pending and (client is not None or scheduler or n_workers > 0):
-            results = _run_dask(cfg, plan, n_workers, scheduler, client, bar)
-        else:
-            if plan.pending:
-                results = compute_shards(plan.task(cfg, plan.pending))
-                bar.update(sum(r["rows"] for r in results))
-                bar.set_postfix(shards=f"{len(skipped) + len(results)}/{lay.n_shards}")
+        if not plan.pending:
+            return []
+        if client is not None or scheduler or n_workers > 0:
+            return _run_dask(cfg, plan, lease, n_workers, scheduler, client, bar)
+        results = compute_shards(plan.task(cfg, plan.pending, lease))
+        bar.update(sum(r["rows"] for r in results))
+        bar.set_postfix(shards=f"{len(done) + len(results)}/{lay.n_shards}")
+        return results
     finally:
         bar.close()
+
+
+def _finish(plan: JobPlan, results: list[dict[str, Any]], lease: Lease, t0: float) -> JobResult:
+    """Check every shard is done, swap a store built beside ``--out`` in, and summarise."""
     flags = labelstore.done_flags(labelstore.open_store(plan.out))
     computed = sorted(r["shard"] for r in results if r["computed"])
-    skipped = sorted(set(skipped) | {r["shard"] for r in results if not r["computed"]})
+    skipped = sorted(set(plan.done_shards()) | {r["shard"] for r in results if not r["computed"]})
     res = JobResult(plan.out, computed, skipped, sum(r["rows"] for r in results),
                     sum(r["crops"] for r in results), time.perf_counter() - t0, bool(flags.all()))
     if not res.complete:
@@ -400,7 +416,8 @@ def _run(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, worker
     return res
 
 
-def _run_dask(cfg, plan: JobPlan, n_workers: int, scheduler: str | None, client: Any, bar) -> list[dict[str, Any]]:
+def _run_dask(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: int, scheduler: str | None, client: Any,
+              bar: Any) -> list[dict[str, Any]]:
     from distributed import Client, as_completed
 
     cluster = None
@@ -416,7 +433,7 @@ def _run_dask(cfg, plan: JobPlan, n_workers: int, scheduler: str | None, client:
         n_workers = len(client.scheduler_info().get("workers", {})) or 1
         tasks = cfg.tasks_per_worker * n_workers
         futures = [
-            client.submit(compute_shards, plan.task(cfg, run), key=f"teacher-shards-{run[0]}-{token}", pure=False)
+            client.submit(compute_shards, plan.task(cfg, run, lease), key=f"teacher-shards-{run[0]}-{token}", pure=False)
             for run in group_shards(plan.pending, tasks)
         ]
         results = []
