@@ -8,15 +8,19 @@ Fast by construction:
 * the A crops are cut on the device as views of Z, normalised there and run in chunks of
   ``chunk`` crops (bf16 autocast + channels-last on CUDA) by :func:`pipeline.teacher.ensemble.ensemble_probs`;
 * one DataLoader streams all rows of a task (a run of shards), so loading never stalls at a
-  shard boundary; a writer thread moves results to host memory, compresses and writes each
-  finished shard and sets its flag while the next shard computes.
+  shard boundary; a writer thread (:mod:`pipeline.teacher.writer`) moves results to host
+  memory, compresses and writes each finished shard and sets its flag while the next shard
+  computes.
 
 Distribution and resume: the unit of work is a shard (``shard_rows`` store rows). A dask
 task owns a run of whole shards, writes each as one object and sets its ``done`` flag last.
 A rerun skips shards whose flag is set. Everything is deterministic (fixed row order,
 fixed batch composition per shard, keyed views, eval mode, fp32 on CPU), so a killed and
 resumed run ends with the same bytes as an uninterrupted one, and N workers write the same
-store as one. ``workers = 0`` runs the shards in this process (no dask).
+store as one. ``workers = 0`` runs the shards in this process (no dask). Which store is
+written (resumed, rebuilt beside ``--out`` and swapped in, or rebuilt in place) is
+:mod:`pipeline.teacher.target`'s rule; the network and the Z dataset come from
+:mod:`pipeline.teacher.compute`.
 """
 
 from __future__ import annotations
@@ -96,9 +100,7 @@ class TeacherLabelsConfig:
         return ensemble_size(self.p, self.s)
 
 
-# ---------------------------------------------------------------------------- inputs
-
-
+# ---------------------------------------------------------------------------- task (runs on a worker)
 
 @dataclass(frozen=True)
 class ShardTask:
@@ -233,16 +235,44 @@ class JobPlan:
                          self.layout.n_bins, labelstore.provenance_sha256(self.attrs), lease)
 
 
-def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
-    """Split pending shards into ``n_tasks`` contiguous runs (one per worker)."""
-    n_tasks = max(1, min(n_tasks, len(pending)))
-    per = -(-len(pending) // n_tasks)
-    return [pending[i : i + per] for i in range(0, len(pending), per)]
-
-
 def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
     """Hash inputs, choose and check the target store, check the inputs of every shard still to
     compute, and only then create the layout (a new store) — nothing is written before that."""
+    spec, input_size, kind = _read_teacher(checkpoint)
+    grid = spec.grids[LABEL_HEAD]
+    rows = _training_rows(cfg, boxes)
+    layout = labelstore.Layout(len(rows.rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
+    ck_sha = sha256_file(checkpoint)
+    attrs = labelstore.provenance(
+        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
+        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
+        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                              "scale": "1/255", "channels": "RGB"},
+        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
+        n_labelled=rows.n_labelled, n_unlabelled=rows.n_unlabelled,
+        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
+        layout=layout,
+    )
+    log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows.rows), cfg.split,
+             attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
+    out = str(out)
+    finish_interrupted_swap(out, attrs)
+    target, resumed = choose_target(out, attrs)
+    pending = _pending_shards(target, resumed, layout)
+    todo = np.concatenate([np.arange(*layout.shard_range(k)) for k in pending]) if pending else np.arange(0)
+    check_inputs([rows.paths[i] for i in todo], rows.boxes[todo], [rows.sample_ids[i] for i in todo],
+                 f"boxes file {boxes!r}")
+    if not resumed:
+        labelstore.create_layout(target, attrs, rows.sample_ids, rows.rows, rows.views)
+    else:
+        attrs = dict(labelstore.open_store(target).attrs)
+        log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
+    return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, rows.paths, rows.boxes, rows.views, input_size,
+                   pending, resumed, out)
+
+
+def _read_teacher(checkpoint: str) -> tuple[Any, tuple[int, int], str]:
+    """(model spec, input size, kind) of a checkpoint with the bin-1 head the labels come from."""
     from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
 
@@ -251,10 +281,23 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
     if LABEL_HEAD not in spec.grids:
         raise ValueError(f"checkpoint {checkpoint!r} has no bin-1 head (heads: {list(spec.grids)}); "
                          "the teacher labels are bin-1 distributions")
-    input_size = input_size_of(state, repr(checkpoint))
-    kind = str(state["kind"])
-    grid = spec.grids[LABEL_HEAD]
-    del state
+    return spec, input_size_of(state, repr(checkpoint)), str(state["kind"])
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The manifest rows the job labels, in store order."""
+
+    rows: np.ndarray  # index of each in the boxes file
+    sample_ids: list[str]
+    paths: list[str]  # absolute image paths
+    boxes: np.ndarray  # float64 [N, 4] x1, y1, x2, y2
+    views: np.ndarray  # [N, V, 2] (flip, angle°)
+    n_labelled: int
+    n_unlabelled: int
+
+
+def _training_rows(cfg: TeacherLabelsConfig, boxes: str) -> _Rows:
     df = read_boxes(boxes)
     rows = select_rows(df, cfg.split)
     if rows.size == 0:
@@ -265,39 +308,17 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
     box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
     views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
                         poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99° (unlabelled: any)
-    layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
-    ck_sha = sha256_file(checkpoint)
-    attrs = labelstore.provenance(
-        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
-        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
-        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                                              "scale": "1/255", "channels": "RGB"},
-        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
-        n_labelled=int(sel["labelled"].sum()), n_unlabelled=int((~sel["labelled"]).sum()),
-        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
-        layout=layout,
-    )
-    log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows), cfg.split,
-             attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
-    out = str(out)
-    final = out
-    finish_interrupted_swap(out, attrs)
-    target, resumed = choose_target(out, attrs)
-    if resumed:
-        labelstore.remove_partial_files(target)
-        ok = labelstore.verified_shards(labelstore.open_store(target), target)
-        pending = [k for k in range(layout.n_shards) if not ok[k]]
-    else:
-        pending = list(range(layout.n_shards))
-    todo = np.concatenate([np.arange(*layout.shard_range(k)) for k in pending]) if pending else np.arange(0)
-    check_inputs([paths[i] for i in todo], box_arr[todo], [sample_ids[i] for i in todo], f"boxes file {boxes!r}")
+    return _Rows(rows, sample_ids, paths, box_arr, views, int(sel["labelled"].sum()), int((~sel["labelled"]).sum()))
+
+
+def _pending_shards(target: str, resumed: bool, layout: labelstore.Layout) -> list[int]:
+    """Shards still to compute: all of a new store; those not intact in a resumed one (after
+    removing the temporaries a killed writer left)."""
     if not resumed:
-        labelstore.create_layout(target, attrs, sample_ids, rows, views)
-    else:
-        attrs = dict(labelstore.open_store(target).attrs)
-        log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
-    return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending,
-                   resumed, final)
+        return list(range(layout.n_shards))
+    labelstore.remove_partial_files(target)
+    ok = labelstore.verified_shards(labelstore.open_store(target), target)
+    return [k for k in range(layout.n_shards) if not ok[k]]
 
 
 # ---------------------------------------------------------------------------- run
@@ -314,28 +335,6 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> distributed.SpecCluster
-    """One dask worker process per device (``CUDA_VISIBLE_DEVICES`` per worker on GPU)."""
-    import dask
-    from distributed import Nanny, Scheduler, SpecCluster
-
-    # DataLoader workers are child processes: dask worker processes must not be daemonic.
-    dask.config.set({"distributed.worker.daemon": False})
-    gpu = resolve_device(device).type == "cuda"
-    n_gpu = torch.cuda.device_count() if gpu else 0
-    per = threads or max(1, (os.cpu_count() or 1) // n_workers)
-    workers = {}
-    for i in range(n_workers):
-        env = {"OMP_NUM_THREADS": str(per), "MKL_NUM_THREADS": str(per)}
-        if gpu:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpu)
-        workers[f"teacher-{i}"] = {"cls": Nanny, "options": {"nthreads": 1, "env": env, "name": f"teacher-{i}"}}
-    return SpecCluster(
-        workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-        silence_logs=logging.WARNING, name="hpekd-teacher",
-    )
 
 
 def _progress(total_rows: int, done_rows: int):  # -> tqdm
@@ -416,8 +415,12 @@ def _finish(plan: JobPlan, results: list[dict[str, Any]], lease: Lease, t0: floa
     return res
 
 
+# ---------------------------------------------------------------------------- dask
+
 def _run_dask(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: int, scheduler: str | None, client: Any,
               bar: Any) -> list[dict[str, Any]]:
+    """Compute the pending shards as ``tasks_per_worker`` dask tasks per worker, on ``client``, on
+    the scheduler at ``scheduler``, or on a local cluster of ``n_workers`` started here."""
     from distributed import Client, as_completed
 
     cluster = None
@@ -450,3 +453,32 @@ def _run_dask(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: 
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
+    """Split pending shards into ``n_tasks`` contiguous runs (one per worker)."""
+    n_tasks = max(1, min(n_tasks, len(pending)))
+    per = -(-len(pending) // n_tasks)
+    return [pending[i : i + per] for i in range(0, len(pending), per)]
+
+
+def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> distributed.SpecCluster
+    """One dask worker process per device (``CUDA_VISIBLE_DEVICES`` per worker on GPU)."""
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    # DataLoader workers are child processes: dask worker processes must not be daemonic.
+    dask.config.set({"distributed.worker.daemon": False})
+    gpu = resolve_device(device).type == "cuda"
+    n_gpu = torch.cuda.device_count() if gpu else 0
+    per = threads or max(1, (os.cpu_count() or 1) // n_workers)
+    workers = {}
+    for i in range(n_workers):
+        env = {"OMP_NUM_THREADS": str(per), "MKL_NUM_THREADS": str(per)}
+        if gpu:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpu)
+        workers[f"teacher-{i}"] = {"cls": Nanny, "options": {"nthreads": 1, "env": env, "name": f"teacher-{i}"}}
+    return SpecCluster(
+        workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        silence_logs=logging.WARNING, name="hpekd-teacher",
+    )
