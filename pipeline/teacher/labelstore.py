@@ -124,6 +124,9 @@ class Layout:
                     shard_rows=self.shard_rows, chunk_rows=self.chunk_rows, n_shards=self.n_shards)
 
 
+# 20 keyword-only parameters, one per leaf of the record it returns: the signature is the list
+# of what a store's provenance holds, and every caller names each field. Records grouping them
+# would only mirror the nested dict below.
 def provenance(
     *,
     checkpoint_sha256: str,
