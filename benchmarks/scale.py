@@ -99,13 +99,13 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
         write_boxes(boxes, d / "boxes.parquet")
     elif stage == "teacher-labels":
         from pipeline.core.io import sha256_file
-        from pipeline.teacher import job
+        from pipeline.teacher import compute, job
 
         ck = write_stage1_checkpoint(d / "teacher.pt", "resnet18", SIZE)
         cfg = job.TeacherLabelsConfig(p=P, s=S, views=V, shard_rows=4096, chunk_rows=64, batch_size=64, chunk=0,
                                       loader_workers=0, device="cpu", workers=0)
         if network == "stub":
-            job._MODEL_CACHE[(sha256_file(ck), "cpu", False)] = (StubNet.build(198), torch.device("cpu"))
+            compute._MODEL_CACHE[(sha256_file(ck), "cpu", False)] = (StubNet.build(198), torch.device("cpu"))
         t = time.perf_counter()
         res = job.run_teacher_labels(cfg, str(ck), str(d / "boxes.parquet"), str(d / "store" / "teacher.zarr"))
         files = [p for p in (d / "store" / "teacher.zarr").rglob("*") if p.is_file()]

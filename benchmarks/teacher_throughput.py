@@ -23,9 +23,11 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from _common import Comparison, alternate, cpu_seconds, machine, ratio_line, synth_boxes, write_stage1_checkpoint
 
+from pipeline.core.device import resolve_device
 from pipeline.core.io import sha256_file
+from pipeline.teacher.compute import cached_model
 from pipeline.teacher.ensemble import ensemble_size
-from pipeline.teacher.job import TeacherLabelsConfig, cached_model, resolve_device, run_teacher_labels
+from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 
 
 def bare_crops_per_s(cfg: TeacherLabelsConfig, ck: str, size: int, seconds: float) -> float:

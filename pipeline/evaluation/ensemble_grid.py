@@ -21,8 +21,8 @@ from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
 from pipeline.evaluation.figures import ensemble_heatmap
 from pipeline.manifest.schema import read_boxes
+from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
-from pipeline.teacher.job import ZDataset, _loader_workers, cached_model
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> l
     datasets = sel["dataset"].astype(str).to_numpy()
     model, dev = cached_model(checkpoint, sha256_file(checkpoint), cfg.device, False)
     ds = ZDataset(paths, box_arr, np.zeros((len(rows), 1, 2), np.float32), size, cfg.p_max)
-    nw = _loader_workers(cfg.loader_workers)
+    nw = loader_workers(cfg.loader_workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=nw,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if nw else None)
     combos = cfg.grid()

@@ -75,6 +75,10 @@ def _check_z_batch(z_batch: torch.Tensor) -> torch.Tensor:
     return z_batch
 
 
+# crop_probs and ensemble_probs take 9 parameters: the input (model, z_batch), the ensemble
+# (size, p, s) and four keyword-only pass settings with defaults, named at each call (teacher
+# job, ensemble grid, predictor). Kept flat like a torch functional call: a settings record
+# would be built by each caller for its one call and group nothing they share.
 @torch.no_grad()
 def crop_probs(
     model: torch.nn.Module,
@@ -82,6 +86,7 @@ def crop_probs(
     size: Sequence[int],
     p: int,
     s: int,
+    *,
     head: str = LABEL_HEAD,
     chunk: int = 0,
     device: torch.device | str | None = None,
@@ -127,12 +132,13 @@ def crop_probs(
 
 
 @torch.no_grad()
-def ensemble_probs(
+def ensemble_probs(  # 9 parameters: see crop_probs
     model: torch.nn.Module,
     z_batch: torch.Tensor,
     size: Sequence[int],
     p: int,
     s: int,
+    *,
     head: str = LABEL_HEAD,
     chunk: int = 0,
     device: torch.device | str | None = None,

@@ -8,24 +8,25 @@ Fast by construction:
 * the A crops are cut on the device as views of Z, normalised there and run in chunks of
   ``chunk`` crops (bf16 autocast + channels-last on CUDA) by :func:`pipeline.teacher.ensemble.ensemble_probs`;
 * one DataLoader streams all rows of a task (a run of shards), so loading never stalls at a
-  shard boundary; a writer thread moves results to host memory, compresses and writes each
-  finished shard and sets its flag while the next shard computes.
+  shard boundary; a writer thread (:mod:`pipeline.teacher.writer`) moves results to host
+  memory, compresses and writes each finished shard and sets its flag while the next shard
+  computes.
 
 Distribution and resume: the unit of work is a shard (``shard_rows`` store rows). A dask
 task owns a run of whole shards, writes each as one object and sets its ``done`` flag last.
 A rerun skips shards whose flag is set. Everything is deterministic (fixed row order,
 fixed batch composition per shard, keyed views, eval mode, fp32 on CPU), so a killed and
 resumed run ends with the same bytes as an uninterrupted one, and N workers write the same
-store as one. ``workers = 0`` runs the shards in this process (no dask).
+store as one. ``workers = 0`` runs the shards in this process (no dask). Which store is
+written (resumed, rebuilt beside ``--out`` and swapped in, or rebuilt in place) is
+:mod:`pipeline.teacher.target`'s rule; the network and the Z dataset come from
+:mod:`pipeline.teacher.compute`.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import queue
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -34,19 +35,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
-from pipeline.core.decode import read_crops
 from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
-from pipeline.core.views import view_from_row, views_array
+from pipeline.core.views import views_array
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
+from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
+from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
+from pipeline.teacher.writer import ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -96,49 +100,7 @@ class TeacherLabelsConfig:
         return ensemble_size(self.p, self.s)
 
 
-# ---------------------------------------------------------------------------- inputs
-
-
-
-# ---------------------------------------------------------------------------- model
-
-_MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, torch.device]] = {}
-
-
-def cached_model(checkpoint: str, sha: str, device: str, compile_model: bool) -> tuple[torch.nn.Module, torch.device]:
-    """The teacher network, loaded once per process (dask worker) and device."""
-    from pipeline.model.checkpoint import model_from_checkpoint
-
-    key = (sha, device, compile_model)
-    if key not in _MODEL_CACHE:
-        dev = resolve_device(device)
-        model, _ = model_from_checkpoint(checkpoint)
-        model.eval().to(dev)
-        if dev.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        if compile_model:
-            model = torch.compile(model)
-        _MODEL_CACHE[key] = (model, dev)
-        log.info("loaded teacher %s on %s (pid %d)", Path(checkpoint).name, dev, os.getpid())
-    return _MODEL_CACHE[key]
-
-
-# ---------------------------------------------------------------------------- data
-
-class ZDataset(torch.utils.data.Dataset):
-    """Item i: uint8 [V, h+2p, w+2p, 3], the regions Z of all views of one sample."""
-
-    def __init__(self, paths: list[str], boxes: np.ndarray, views: np.ndarray, size: tuple[int, int], p: int):
-        self.paths, self.boxes, self.views, self.size, self.p = paths, boxes, views, size, p
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        # one decode for all V views, at reduced size when the box allows (as the student reads it)
-        zs = read_crops(self.paths[i], self.boxes[i], self.size, [view_from_row(v) for v in self.views[i]], pad=self.p)
-        return torch.from_numpy(np.stack(zs))
-
+# ---------------------------------------------------------------------------- task (runs on a worker)
 
 @dataclass(frozen=True)
 class ShardTask:
@@ -162,23 +124,51 @@ class ShardTask:
     lease: Lease | None = None
 
 
-def _loader_workers(n: int) -> int:
-    if n and multiprocessing.current_process().daemon:
-        log.warning("running in a daemonic process (dask worker with distributed.worker.daemon=True): "
-                    "building Z in this process instead of %d loader workers", n)
-        return 0
-    return n
-
-
 def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
     """Compute whole shards and write each (then its done flag). Runs on a dask worker.
 
     One DataLoader streams all rows of the task, so loading never stalls between shards;
     batches never cross a shard boundary (a shard's bytes do not depend on how shards were
-    grouped into tasks). A writer thread copies results to host memory and, once a shard is
-    complete, compresses and writes it and sets its flag while the next shard computes.
+    grouped into tasks). A writer thread (:class:`ShardWriter`) copies results to host memory
+    and, once a shard is complete, compresses and writes it and sets its flag while the next
+    shard computes.
     """
     cfg = task.cfg
+    g = _open_for_writing(task)
+    todo = _shards_to_compute(g, task)
+    left = {k for k, *_ in todo}
+    results: list[dict[str, Any]] = [{"shard": k, "computed": False, "rows": 0, "crops": 0}
+                                     for k in task.shards if k not in left]
+    if not todo:
+        return results
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
+    ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
+    batches, owner = _shard_batches(todo, cfg.batch_size)
+    nw = loader_workers(cfg.loader_workers)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if nw else None,
+    )
+    V = cfg.views
+    sizes = {k: b - a for k, a, b, _ in todo}
+    with ShardWriter(g, sizes, V, task.n_bins, cfg.A, task.lease) as writer:
+        for (k, off), zb in zip(owner, loader):  # zb: [B, V, H, W, 3] uint8
+            writer.started(k)
+            B = zb.shape[0]
+            probs = ensemble_probs(
+                model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
+                head=LABEL_HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
+            )
+            writer.put(k, off, probs.view(B, V, 3, -1).to(torch.float16))
+            if writer.failed:
+                break
+    writer.check()
+    return results + writer.results
+
+
+def _open_for_writing(task: ShardTask) -> zarr.Group:
     g = labelstore.open_store(task.out, mode="r+")
     # never write into a store whose provenance this job did not create or verify
     if task.provenance_sha256 and labelstore.provenance_sha256(g.attrs) != task.provenance_sha256:
@@ -186,80 +176,30 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
                          "job): stopped before writing")
     if task.lease is not None:
         task.lease.check()
+    return g
+
+
+def _shards_to_compute(g: zarr.Group, task: ShardTask) -> list[tuple[int, int, int, int]]:
+    """(shard, first store row, end row, offset of its first row in the task) of every shard of
+    the task not yet done and intact."""
     ok = labelstore.verified_shards(g, task.out, task.shards)
-    flags = ok.astype(np.uint8)
     todo, base = [], 0
     for k, (a, b) in zip(task.shards, task.bounds):
-        if not flags[k]:
+        if not ok[k]:
             todo.append((k, a, b, base))
         base += b - a
-    results: list[dict[str, Any]] = [{"shard": k, "computed": False, "rows": 0, "crops": 0}
-                                     for k in task.shards if flags[k]]
-    if not todo:
-        return results
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
-    ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
+    return todo
+
+
+def _shard_batches(todo: list[tuple[int, int, int, int]], batch_size: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Per-shard batches (task rows) and the (shard, first row in the shard) of each: a fixed
+    composition whatever the grouping of shards into tasks."""
     batches, owner = [], []
-    for k, a, b, off in todo:  # per-shard batches: fixed composition whatever the grouping
-        for i in range(0, b - a, cfg.batch_size):
-            batches.append(list(range(off + i, off + min(b - a, i + cfg.batch_size))))
+    for k, a, b, off in todo:
+        for i in range(0, b - a, batch_size):
+            batches.append(list(range(off + i, off + min(b - a, i + batch_size))))
             owner.append((k, i))
-    nw = _loader_workers(cfg.loader_workers)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=batches, num_workers=nw, pin_memory=dev.type == "cuda",
-        prefetch_factor=4 if nw else None,
-    )
-    V = cfg.views
-    size_of = {k: b - a for k, a, b, _ in todo}
-    bufs: dict[int, np.ndarray] = {}
-    filled = dict.fromkeys(size_of, 0)
-    q: queue.Queue = queue.Queue(maxsize=4)
-    errors: list[BaseException] = []
-    t_start = {todo[0][0]: time.perf_counter()}
-
-    def writer() -> None:  # host copies, shard writes and done flags overlap the compute
-        while (item := q.get()) is not None:
-            if errors:
-                continue
-            try:
-                k, off, t = item
-                buf = bufs.setdefault(k, np.empty((size_of[k], V, 3, task.n_bins), dtype=np.float16))
-                arr = t.cpu().numpy()
-                buf[off : off + arr.shape[0]] = arr
-                filled[k] += arr.shape[0]
-                if filled[k] == size_of[k]:
-                    labelstore.write_shard(g, k, bufs.pop(k), lease=task.lease)
-                    dt = time.perf_counter() - t_start.get(k, time.perf_counter())
-                    results.append({"shard": k, "computed": True, "rows": size_of[k],
-                                    "crops": size_of[k] * V * cfg.A, "seconds": dt, "pid": os.getpid()})
-                    log.info("shard %d: %d rows, %d crops in %.1f s", k, size_of[k], size_of[k] * V * cfg.A, dt)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the task
-                errors.append(exc)
-
-    th = threading.Thread(target=writer, name="teacher-writer", daemon=True)
-    th.start()
-    try:
-        for (k, off), zb in zip(owner, loader):  # zb: [B, V, H, W, 3] uint8
-            t_start.setdefault(k, time.perf_counter())
-            B = zb.shape[0]
-            probs = ensemble_probs(
-                model, zb.view(B * V, *zb.shape[2:]), task.input_size, cfg.p, cfg.s,
-                head=LABEL_HEAD, chunk=cfg.chunk, device=dev, amp=cfg.amp,
-            )
-            q.put((k, off, probs.view(B, V, 3, -1).to(torch.float16)))
-            if errors:
-                break
-    finally:
-        q.put(None)
-        th.join()
-    if errors:
-        raise errors[0]
-    missing = [k for k in size_of if filled[k] != size_of[k]]
-    if missing:
-        raise RuntimeError(f"shards {missing}: not all rows were computed")
-    return results
+    return batches, owner
 
 
 # ---------------------------------------------------------------------------- plan
@@ -281,103 +221,58 @@ class JobPlan:
     pending: list[int] = field(default_factory=list)
     resumed: bool = False
     final: str = ""
-    lease: Lease | None = None
 
-    def task(self, cfg: TeacherLabelsConfig, shards: list[int]) -> ShardTask:
+    def done_shards(self) -> list[int]:
+        """Shards intact in the store before this run (kept by a resume)."""
+        return [k for k in range(self.layout.n_shards) if k not in self.pending]
+
+    def task(self, cfg: TeacherLabelsConfig, shards: list[int], lease: Lease | None = None) -> ShardTask:
+        """The task computing ``shards``, writing under ``lease`` (checked before every write)."""
         bounds = tuple(self.layout.shard_range(k) for k in shards)
         idx = np.concatenate([np.arange(a, b) for a, b in bounds])
         return ShardTask(self.out, self.checkpoint, self.checkpoint_sha, cfg, tuple(shards), bounds,
                          [self.paths[i] for i in idx], self.boxes[idx], self.views[idx], self.input_size,
-                         self.layout.n_bins, labelstore.provenance_sha256(self.attrs), self.lease)
+                         self.layout.n_bins, labelstore.provenance_sha256(self.attrs), lease)
 
 
-def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
-    """Split pending shards into ``n_tasks`` contiguous runs (one per worker)."""
-    n_tasks = max(1, min(n_tasks, len(pending)))
-    per = -(-len(pending) // n_tasks)
-    return [pending[i : i + per] for i in range(0, len(pending), per)]
-
-
-def _local(out: str) -> Path | None:
-    """The local directory of a store path (``file://`` included), None for other URLs."""
-    return Path(out[len("file://"):]) if out.startswith("file://") else (None if "://" in out else Path(out))
-
-
-def _guard_foreign(out: str) -> None:
-    """Refuse to overwrite a local directory that is not a zarr store."""
-    local = _local(out)
-    if local is None:
-        return
-    if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
-        raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
-
-
-def beside_path(out: str) -> str:
-    """Where a store whose provenance differs is rebuilt before it replaces ``out``."""
-    local = _local(out)
-    assert local is not None
-    return str(local.parent / f".{local.name}.next")
-
-
-def _intact(path: str, attrs: dict[str, Any]) -> bool:
-    """A store at ``path`` made for exactly ``attrs`` whose layout opens (shards may be damaged)."""
-    old = labelstore.existing_attrs(path)
-    if old is None or labelstore.diff_provenance(old, attrs):
-        return False
-    try:
-        labelstore.open_store(path)
-    except ValueError as exc:
-        log.warning("%s", exc)
-        return False
-    return True
-
-
-def _choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
-    """(store to write, resume?) without changing anything on storage.
-
-    A matching store at ``out`` is resumed. A different or damaged one is kept until the
-    store replacing it is complete: on a local path the new store is built beside it
-    (:func:`beside_path`) and swapped in at the end; on other URLs it is rebuilt in place,
-    after every input has been checked.
-    """
-    if _intact(out, attrs):
-        return out, True
-    local = _local(out)
-    if local is None or not local.exists() or (local.is_dir() and not any(local.iterdir())):
-        old = labelstore.existing_attrs(out)
-        if old is not None:
-            log.warning("store %s was made for a different run (%s): rebuilding it in place", out,
-                        "; ".join(labelstore.diff_provenance(old, attrs)[:3]))
-        return out, False
-    _guard_foreign(out)
-    nxt = beside_path(out)
-    old = labelstore.existing_attrs(out)
-    why = "; ".join(labelstore.diff_provenance(old, attrs)[:3]) if old else "its layout is damaged"
-    log.warning("store %s was made for a different run (%s): building the new store in %s, it replaces the old "
-                "one only when complete", out, why, nxt)
-    return nxt, _intact(nxt, attrs)
-
-
-def swap_in(target: str, final: str) -> None:
-    """Replace ``final`` by the complete store ``target`` (local paths)."""
-    import shutil
-
-    dest, src = _local(final), _local(target)
-    assert dest is not None and src is not None
-    old = dest.parent / f".{dest.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old.exists():
-        shutil.rmtree(old)
-    log.info("new store complete: replaced %s", final)
-
-
-def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, lease: Lease | None = None) -> JobPlan:
+def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) -> JobPlan:
     """Hash inputs, choose and check the target store, check the inputs of every shard still to
     compute, and only then create the layout (a new store) — nothing is written before that."""
+    spec, input_size, kind = _read_teacher(checkpoint)
+    grid = spec.grids[LABEL_HEAD]
+    rows = _training_rows(cfg, boxes)
+    layout = labelstore.Layout(len(rows.rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
+    ck_sha = sha256_file(checkpoint)
+    attrs = labelstore.provenance(
+        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
+        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
+        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                              "scale": "1/255", "channels": "RGB"},
+        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
+        n_labelled=rows.n_labelled, n_unlabelled=rows.n_unlabelled,
+        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
+        layout=layout,
+    )
+    log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows.rows), cfg.split,
+             attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
+    out = str(out)
+    finish_interrupted_swap(out, attrs)
+    target, resumed = choose_target(out, attrs)
+    pending = _pending_shards(target, resumed, layout)
+    todo = np.concatenate([np.arange(*layout.shard_range(k)) for k in pending]) if pending else np.arange(0)
+    check_inputs([rows.paths[i] for i in todo], rows.boxes[todo], [rows.sample_ids[i] for i in todo],
+                 f"boxes file {boxes!r}")
+    if not resumed:
+        labelstore.create_layout(target, attrs, rows.sample_ids, rows.rows, rows.views)
+    else:
+        attrs = dict(labelstore.open_store(target).attrs)
+        log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
+    return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, rows.paths, rows.boxes, rows.views, input_size,
+                   pending, resumed, out)
+
+
+def _read_teacher(checkpoint: str) -> tuple[Any, tuple[int, int], str]:
+    """(model spec, input size, kind) of a checkpoint with the bin-1 head the labels come from."""
     from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
 
@@ -386,10 +281,23 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
     if LABEL_HEAD not in spec.grids:
         raise ValueError(f"checkpoint {checkpoint!r} has no bin-1 head (heads: {list(spec.grids)}); "
                          "the teacher labels are bin-1 distributions")
-    input_size = input_size_of(state, repr(checkpoint))
-    kind = str(state["kind"])
-    grid = spec.grids[LABEL_HEAD]
-    del state
+    return spec, input_size_of(state, repr(checkpoint)), str(state["kind"])
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The manifest rows the job labels, in store order."""
+
+    rows: np.ndarray  # index of each in the boxes file
+    sample_ids: list[str]
+    paths: list[str]  # absolute image paths
+    boxes: np.ndarray  # float64 [N, 4] x1, y1, x2, y2
+    views: np.ndarray  # [N, V, 2] (flip, angle°)
+    n_labelled: int
+    n_unlabelled: int
+
+
+def _training_rows(cfg: TeacherLabelsConfig, boxes: str) -> _Rows:
     df = read_boxes(boxes)
     rows = select_rows(df, cfg.split)
     if rows.size == 0:
@@ -400,42 +308,17 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, le
     box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
     views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
                         poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99° (unlabelled: any)
-    layout = labelstore.Layout(len(rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
-    ck_sha = sha256_file(checkpoint)
-    attrs = labelstore.provenance(
-        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
-        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
-        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                                              "scale": "1/255", "channels": "RGB"},
-        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
-        n_labelled=int(sel["labelled"].sum()), n_unlabelled=int((~sel["labelled"]).sum()),
-        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
-        layout=layout,
-    )
-    log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows), cfg.split,
-             attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
-    out = str(out)
-    final = out
-    local = _local(out)
-    if local is not None and not local.exists() and _intact(beside_path(out), attrs) and \
-            labelstore.verified_shards(labelstore.open_store(beside_path(out)), beside_path(out)).all():
-        swap_in(beside_path(out), out)  # a run killed between building and swapping in
-    target, resumed = _choose_target(out, attrs)
-    if resumed:
-        labelstore.remove_partial_files(target)
-        ok = labelstore.verified_shards(labelstore.open_store(target), target)
-        pending = [k for k in range(layout.n_shards) if not ok[k]]
-    else:
-        pending = list(range(layout.n_shards))
-    todo = np.concatenate([np.arange(*layout.shard_range(k)) for k in pending]) if pending else np.arange(0)
-    check_inputs([paths[i] for i in todo], box_arr[todo], [sample_ids[i] for i in todo], f"boxes file {boxes!r}")
+    return _Rows(rows, sample_ids, paths, box_arr, views, int(sel["labelled"].sum()), int((~sel["labelled"]).sum()))
+
+
+def _pending_shards(target: str, resumed: bool, layout: labelstore.Layout) -> list[int]:
+    """Shards still to compute: all of a new store; those not intact in a resumed one (after
+    removing the temporaries a killed writer left)."""
     if not resumed:
-        labelstore.create_layout(target, attrs, sample_ids, rows, views)
-    else:
-        attrs = dict(labelstore.open_store(target).attrs)
-        log.info("resuming %s: %d of %d shards already done", target, layout.n_shards - len(pending), layout.n_shards)
-    return JobPlan(target, str(checkpoint), ck_sha, attrs, layout, paths, box_arr, views, input_size, pending,
-                   resumed, final, lease)
+        return list(range(layout.n_shards))
+    labelstore.remove_partial_files(target)
+    ok = labelstore.verified_shards(labelstore.open_store(target), target)
+    return [k for k in range(layout.n_shards) if not ok[k]]
 
 
 # ---------------------------------------------------------------------------- run
@@ -452,6 +335,131 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _progress(total_rows: int, done_rows: int):  # -> tqdm
+    from tqdm import tqdm
+
+    return tqdm(total=total_rows, initial=done_rows, unit="row", desc="teacher labels",
+                disable=None, dynamic_ncols=True)
+
+
+def run_teacher_labels(
+    cfg: TeacherLabelsConfig,
+    checkpoint: str,
+    boxes: str,
+    out: str,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    break_lease: bool = False,
+) -> JobResult:
+    """Build (or finish) the label store ``out`` under a lease (one writer at a time).
+    Returns which shards this call computed.
+
+    The lease is taken before planning (planning may swap in, clean or create the store) and,
+    once the plan knows the provenance the job writes, rewritten to name it; the tasks carry
+    that lease and check it before every write. A killed run leaves its lease behind: the next
+    run on this machine takes it over (its process is gone) and resumes.
+    """
+    t0 = time.perf_counter()
+    lease = new_lease(str(out), "")
+    lease.acquire(break_lease=break_lease)
+    try:
+        plan = plan_job(cfg, checkpoint, boxes, str(out))
+        lease = lease.describe(labelstore.provenance_sha256(plan.attrs))
+        n_workers = cfg.workers if workers is None else workers
+        results = _compute(cfg, plan, lease, n_workers, scheduler, client)
+        return _finish(plan, results, lease, t0)
+    finally:
+        lease.release()
+
+
+def _compute(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: int, scheduler: str | None,
+             client: Any) -> list[dict[str, Any]]:
+    """Compute the pending shards: on dask when a client, a scheduler or workers are given,
+    else in this process. One record per shard of the tasks (see :func:`compute_shards`)."""
+    lay = plan.layout
+    done = plan.done_shards()
+    bar = _progress(lay.n_rows, sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in done))
+    try:
+        if not plan.pending:
+            return []
+        if client is not None or scheduler or n_workers > 0:
+            return _run_dask(cfg, plan, lease, n_workers, scheduler, client, bar)
+        results = compute_shards(plan.task(cfg, plan.pending, lease))
+        bar.update(sum(r["rows"] for r in results))
+        bar.set_postfix(shards=f"{len(done) + len(results)}/{lay.n_shards}")
+        return results
+    finally:
+        bar.close()
+
+
+def _finish(plan: JobPlan, results: list[dict[str, Any]], lease: Lease, t0: float) -> JobResult:
+    """Check every shard is done, swap a store built beside ``--out`` in, and summarise."""
+    flags = labelstore.done_flags(labelstore.open_store(plan.out))
+    computed = sorted(r["shard"] for r in results if r["computed"])
+    skipped = sorted(set(plan.done_shards()) | {r["shard"] for r in results if not r["computed"]})
+    res = JobResult(plan.out, computed, skipped, sum(r["rows"] for r in results),
+                    sum(r["crops"] for r in results), time.perf_counter() - t0, bool(flags.all()))
+    if not res.complete:
+        raise RuntimeError(f"teacher-label store {plan.out} incomplete after the run: shards "
+                           f"{np.flatnonzero(flags == 0).tolist()[:10]} not done")
+    if plan.out != plan.final:
+        lease.check()
+        swap_in(plan.out, plan.final)
+        res.out = plan.final
+    log.info("teacher labels: %d shards computed, %d skipped, %d crops in %.1f s",
+             len(computed), len(skipped), res.crops, res.seconds)
+    return res
+
+
+# ---------------------------------------------------------------------------- dask
+
+def _run_dask(cfg: TeacherLabelsConfig, plan: JobPlan, lease: Lease, n_workers: int, scheduler: str | None, client: Any,
+              bar: Any) -> list[dict[str, Any]]:
+    """Compute the pending shards as ``tasks_per_worker`` dask tasks per worker, on ``client``, on
+    the scheduler at ``scheduler``, or on a local cluster of ``n_workers`` started here."""
+    from distributed import Client, as_completed
+
+    cluster = None
+    own_client = client is None
+    try:
+        if client is None:
+            if scheduler:
+                client = Client(scheduler)
+            else:
+                cluster = start_local_cluster(max(1, n_workers), cfg.device, cfg.threads)
+                client = Client(cluster)
+        token = uuid.uuid4().hex[:8]
+        n_workers = len(client.scheduler_info().get("workers", {})) or 1
+        tasks = cfg.tasks_per_worker * n_workers
+        futures = [
+            client.submit(compute_shards, plan.task(cfg, run, lease), key=f"teacher-shards-{run[0]}-{token}", pure=False)
+            for run in group_shards(plan.pending, tasks)
+        ]
+        results = []
+        done_shards = plan.layout.n_shards - len(plan.pending)
+        for fut in as_completed(futures):
+            rs = fut.result()
+            results.extend(rs)
+            done_shards += len(rs)
+            bar.update(sum(r["rows"] for r in rs))
+            bar.set_postfix(shards=f"{done_shards}/{plan.layout.n_shards}")
+        return results
+    finally:
+        if own_client and client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
+    """Split pending shards into ``n_tasks`` contiguous runs (one per worker)."""
+    n_tasks = max(1, min(n_tasks, len(pending)))
+    per = -(-len(pending) // n_tasks)
+    return [pending[i : i + per] for i in range(0, len(pending), per)]
 
 
 def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> distributed.SpecCluster
@@ -474,104 +482,3 @@ def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> di
         workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
         silence_logs=logging.WARNING, name="hpekd-teacher",
     )
-
-
-def _progress(total_shards: int, total_rows: int, done_rows: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total_rows, initial=done_rows, unit="row", desc="teacher labels",
-                disable=None, dynamic_ncols=True)
-
-
-def run_teacher_labels(
-    cfg: TeacherLabelsConfig,
-    checkpoint: str,
-    boxes: str,
-    out: str,
-    *,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    client: Any = None,
-    break_lease: bool = False,
-) -> JobResult:
-    """Build (or finish) the label store ``out`` under a lease (one writer at a time).
-    Returns which shards this call computed."""
-    t0 = time.perf_counter()
-    lease = new_lease(str(out), "")
-    lease.acquire(break_lease=break_lease)
-    try:
-        return _run(cfg, checkpoint, boxes, str(out), workers, scheduler, client, lease, t0)
-    finally:
-        lease.release()
-
-
-def _run(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str, workers: int | None,
-         scheduler: str | None, client: Any, lease: Lease, t0: float) -> JobResult:
-    plan = plan_job(cfg, checkpoint, boxes, out, lease)
-    plan.lease = lease.describe(labelstore.provenance_sha256(plan.attrs))
-    n_workers = cfg.workers if workers is None else workers
-    lay = plan.layout
-    skipped = [k for k in range(lay.n_shards) if k not in plan.pending]
-    done_rows = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in skipped)
-    results: list[dict[str, Any]] = []
-    bar = _progress(lay.n_shards, lay.n_rows, done_rows)
-    try:
-        if plan.pending and (client is not None or scheduler or n_workers > 0):
-            results = _run_dask(cfg, plan, n_workers, scheduler, client, bar)
-        else:
-            if plan.pending:
-                results = compute_shards(plan.task(cfg, plan.pending))
-                bar.update(sum(r["rows"] for r in results))
-                bar.set_postfix(shards=f"{len(skipped) + len(results)}/{lay.n_shards}")
-    finally:
-        bar.close()
-    flags = labelstore.done_flags(labelstore.open_store(plan.out))
-    computed = sorted(r["shard"] for r in results if r["computed"])
-    skipped = sorted(set(skipped) | {r["shard"] for r in results if not r["computed"]})
-    res = JobResult(plan.out, computed, skipped, sum(r["rows"] for r in results),
-                    sum(r["crops"] for r in results), time.perf_counter() - t0, bool(flags.all()))
-    if not res.complete:
-        raise RuntimeError(f"teacher-label store {plan.out} incomplete after the run: shards "
-                           f"{np.flatnonzero(flags == 0).tolist()[:10]} not done")
-    if plan.out != plan.final:
-        lease.check()
-        swap_in(plan.out, plan.final)
-        res.out = plan.final
-    log.info("teacher labels: %d shards computed, %d skipped, %d crops in %.1f s",
-             len(computed), len(skipped), res.crops, res.seconds)
-    return res
-
-
-def _run_dask(cfg, plan: JobPlan, n_workers: int, scheduler: str | None, client: Any, bar) -> list[dict[str, Any]]:
-    from distributed import Client, as_completed
-
-    cluster = None
-    own_client = client is None
-    try:
-        if client is None:
-            if scheduler:
-                client = Client(scheduler)
-            else:
-                cluster = start_local_cluster(max(1, n_workers), cfg.device, cfg.threads)
-                client = Client(cluster)
-        token = uuid.uuid4().hex[:8]
-        n_workers = len(client.scheduler_info().get("workers", {})) or 1
-        tasks = cfg.tasks_per_worker * n_workers
-        futures = [
-            client.submit(compute_shards, plan.task(cfg, run), key=f"teacher-shards-{run[0]}-{token}", pure=False)
-            for run in group_shards(plan.pending, tasks)
-        ]
-        results = []
-        done_shards = plan.layout.n_shards - len(plan.pending)
-        for fut in as_completed(futures):
-            rs = fut.result()
-            results.extend(rs)
-            done_shards += len(rs)
-            bar.update(sum(r["rows"] for r in rs))
-            bar.set_postfix(shards=f"{done_shards}/{plan.layout.n_shards}")
-        return results
-    finally:
-        if own_client and client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()

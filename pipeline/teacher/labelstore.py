@@ -38,6 +38,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,9 @@ class Layout:
                     shard_rows=self.shard_rows, chunk_rows=self.chunk_rows, n_shards=self.n_shards)
 
 
+# 20 keyword-only parameters, one per leaf of the record it returns: the signature is the list
+# of what a store's provenance holds, and every caller names each field. Records grouping them
+# would only mirror the nested dict below.
 def provenance(
     *,
     checkpoint_sha256: str,
@@ -334,14 +338,17 @@ def done_flags(g: zarr.Group) -> np.ndarray:
         return np.array([_shard_state(g, k)[0] for k in range(arr.shape[0])], dtype=np.uint8)
 
 
+def local_path(path: str) -> Path | None:
+    """The local directory of a store path (``file://`` included), None for other URLs."""
+    return Path(path[len("file://"):]) if path.startswith("file://") else (None if "://" in path else Path(path))
+
+
 def remove_partial_files(path: str) -> int:
     """Delete the ``*.partial`` temporaries a killed writer leaves in a local store."""
-    local = path[len("file://"):] if path.startswith("file://") else (None if "://" in path else path)
+    local = local_path(path)
     if local is None:
         return 0
-    from pathlib import Path
-
-    stray = [p for p in Path(local).rglob("*.partial") if p.is_file()]
+    stray = [p for p in local.rglob("*.partial") if p.is_file()]
     for p in stray:
         p.unlink()
     if stray:

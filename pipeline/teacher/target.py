@@ -1,0 +1,96 @@
+"""Where a teacher-label job writes its store: resume the store at ``--out`` when it was made
+for the same run, otherwise build the new one beside it (local paths) and swap it in when
+complete, or rebuild it in place (other URLs); never overwrite a directory that is not a store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pipeline.teacher import labelstore
+from pipeline.teacher.labelstore import local_path
+
+log = logging.getLogger(__name__)
+
+
+def _guard_foreign(out: str) -> None:
+    """Refuse to overwrite a local directory that is not a zarr store."""
+    local = local_path(out)
+    if local is None:
+        return
+    if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
+        raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
+
+
+def beside_path(out: str) -> str:
+    """Where a store whose provenance differs is rebuilt before it replaces ``out``."""
+    local = local_path(out)
+    assert local is not None
+    return str(local.parent / f".{local.name}.next")
+
+
+def _intact(path: str, attrs: dict[str, Any]) -> bool:
+    """A store at ``path`` made for exactly ``attrs`` whose layout opens (shards may be damaged)."""
+    old = labelstore.existing_attrs(path)
+    if old is None or labelstore.diff_provenance(old, attrs):
+        return False
+    try:
+        labelstore.open_store(path)
+    except ValueError as exc:
+        log.warning("%s", exc)
+        return False
+    return True
+
+
+def choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
+    """(store to write, resume?) without changing anything on storage.
+
+    A matching store at ``out`` is resumed. A different or damaged one is kept until the
+    store replacing it is complete: on a local path the new store is built beside it
+    (:func:`beside_path`) and swapped in at the end; on other URLs it is rebuilt in place,
+    after every input has been checked.
+    """
+    if _intact(out, attrs):
+        return out, True
+    local = local_path(out)
+    if local is None or not local.exists() or (local.is_dir() and not any(local.iterdir())):
+        old = labelstore.existing_attrs(out)
+        if old is not None:
+            log.warning("store %s was made for a different run (%s): rebuilding it in place", out,
+                        "; ".join(labelstore.diff_provenance(old, attrs)[:3]))
+        return out, False
+    _guard_foreign(out)
+    nxt = beside_path(out)
+    old = labelstore.existing_attrs(out)
+    why = "; ".join(labelstore.diff_provenance(old, attrs)[:3]) if old else "its layout is damaged"
+    log.warning("store %s was made for a different run (%s): building the new store in %s, it replaces the old "
+                "one only when complete", out, why, nxt)
+    return nxt, _intact(nxt, attrs)
+
+
+def swap_in(target: str, final: str) -> None:
+    """Replace ``final`` by the complete store ``target`` (local paths)."""
+    import shutil
+
+    dest, src = local_path(final), local_path(target)
+    assert dest is not None and src is not None
+    old = dest.parent / f".{dest.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old.exists():
+        shutil.rmtree(old)
+    log.info("new store complete: replaced %s", final)
+
+
+def finish_interrupted_swap(out: str, attrs: dict[str, Any]) -> None:
+    """Swap in a complete store left beside a missing ``out`` by a run killed between building
+    it and swapping it in."""
+    local = local_path(out)
+    if local is not None and not local.exists() and _intact(beside_path(out), attrs) and \
+            labelstore.verified_shards(labelstore.open_store(beside_path(out)), beside_path(out)).all():
+        swap_in(beside_path(out), out)
