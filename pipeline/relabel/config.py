@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SOURCES = ("detector", "landmarks", "file", "table")
+from pipeline.relabel.sources import BOX_SOURCES
+
+SOURCES = tuple(BOX_SOURCES)  # detector | landmarks | file | table
 FALLBACKS = ("none", "landmarks")
 
 

@@ -18,6 +18,12 @@ Sources (``relabel.source``):
   Entries that match no row are counted and named in the summary (``box_files``); a file that
   matches no row of its dataset at all is an error.
 
+Each source is one function of :mod:`pipeline.relabel.sources` (``BOX_SOURCES``: source name →
+function of one row and the run's context, returning a :class:`~pipeline.relabel.records.BoxChoice`);
+this module applies clipping and the fallback below once, to every source's choice, and keeps
+one :class:`~pipeline.relabel.records.RowBox` per row, from which :mod:`pipeline.relabel.summary`
+counts the summary.
+
 Choosing the labelled face when the detector finds several (in this order):
 
 1. the row has a landmark box: the detection that overlaps most the *tight* landmark extent
@@ -57,7 +63,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -65,22 +70,15 @@ import pandas as pd
 
 from pipeline.core.geometry import clip_box
 from pipeline.core.io import atomic_path
-from pipeline.manifest.boxfile import BoxFileMatch
 from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
 from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
 from pipeline.relabel.cache import image_key, read_images
 from pipeline.relabel.config import RelabelConfig
-from pipeline.relabel.detect import box_iou, get_detector
-from pipeline.relabel.select import (
-    face_id,
-    row_given_box,
-    row_landmark_box,
-    rule_for,
-    select_face,
-    visit_order,
-)
-from pipeline.relabel.sources import match_box_files
-from pipeline.relabel.summary import reason_category, summarize
+from pipeline.relabel.detect import Detector, get_detector
+from pipeline.relabel.records import Box, BoxChoice, RowBox
+from pipeline.relabel.select import row_landmark_box, visit_order
+from pipeline.relabel.sources import BOX_SOURCES, RowInput, SourceContext, match_box_files
+from pipeline.relabel.summary import summarize
 
 log = logging.getLogger(__name__)
 
@@ -92,119 +90,107 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     """Boxes for every manifest row (same rows, same order) and the summary dict."""
     validate_manifest(manifest)
     df = manifest.reset_index(drop=True).copy()
-    n = len(df)
     todo = (df["status"].astype(str) == "ok").to_numpy()
+    spec, detector = _detector(config)
+    ctx = SourceContext(config.min_overlap, config.min_box_size, f"detector:{config.detector}",
+                        match_box_files(df, todo, config.box_files) if config.source == "file" else {})
+    keys, paths = _image_keys(df, todo)
+    images, cache_counts = read_images(paths, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
+    rows = _box_rows(df, [images[k] if ok else None for k, ok in zip(keys, todo)], config, ctx)
+    out = _boxes_table(df, rows)
+    summary = summarize(out, rows, config, cache_counts)
+    if ctx.box_files:
+        summary["box_files"] = {ds: m.summary() for ds, m in sorted(ctx.box_files.items())}
+    return out, summary
 
-    spec = detector = None
-    if config.source == "detector":
-        options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
-        detector = get_detector(config.detector, **options)  # fails early if the backend is missing
-        spec = (config.detector, options)
-    file_match: dict[str, BoxFileMatch] = {}
-    if config.source == "file":
-        file_match = match_box_files(df, todo, config.box_files)
 
-    images: dict[str, str] = {}
-    keys = [""] * n
+def _detector(config: RelabelConfig) -> tuple[tuple[str, dict] | None, Detector | None]:
+    """``(spec, detector)`` for :func:`~pipeline.relabel.cache.read_images` (the spec is what
+    worker processes build their detector from and what the cache is keyed by); ``(None, None)``
+    when the source needs no detections."""
+    if config.source != "detector":
+        return None, None
+    options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
+    detector = get_detector(config.detector, **options)  # fails early if the backend is missing
+    return (config.detector, options), detector
+
+
+def _image_keys(df: pd.DataFrame, todo: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    """The image key of each row to box ("" for the others) and the path of each distinct image."""
+    paths: dict[str, str] = {}
+    keys = [""] * len(df)
     for pos in np.flatnonzero(todo):
         ds, rel, root = str(df.at[pos, "dataset"]), str(df.at[pos, "image_path"]), str(df.at[pos, "root"])
         keys[pos] = image_key(ds, rel)
-        images.setdefault(keys[pos], str(Path(root) / rel))
-    records, cache_counts = read_images(images, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
+        paths.setdefault(keys[pos], str(Path(root) / rel))
+    return keys, paths
 
-    x = np.full((n, 4), np.nan, dtype=np.float64)
-    source = np.full(n, "", dtype=object)
-    score = np.full(n, np.nan)
-    fallback = np.zeros(n, dtype=bool)
-    iou_lm = np.full(n, np.nan)
-    overlap = np.full(n, np.nan)
-    cause = np.full(n, "", dtype=object)  # why the detector gave no box (MISS / MISMATCH), even if it fell back
-    rule = np.full(n, "", dtype=object)  # which select_face rule chose the detection
-    found = np.zeros(n, dtype=bool)
-    status = df["status"].astype(str).to_numpy(dtype=object).copy()
-    reason = df["reason"].fillna("").astype(str).to_numpy(dtype=object).copy()
-    fell_back: Counter[str] = Counter()
-    previous: dict[tuple[str, str], tuple] = {}
-    det_name = f"detector:{config.detector}"
 
+def _box_rows(df: pd.DataFrame, images: list[dict | None], config: RelabelConfig, ctx: SourceContext) -> list[RowBox]:
+    """One record per row. Rows already rejected in the manifest (``images[pos]`` None) stay as
+    they are; the others, in :func:`~pipeline.relabel.select.visit_order` (so a video frame
+    sees the box its previous frame got), get their source's choice, clipped, with fallback."""
+    choose = BOX_SOURCES[config.source]
+    reasons = df["reason"].fillna("").astype(str).tolist()
+    out = [RowBox(status, reason) for status, reason in zip(df["status"].astype(str).tolist(), reasons)]
     rows = list(df[list(MANIFEST_COLUMNS)].itertuples(index=False))
+    previous: dict[tuple[str, str], Box] = {}
     for pos in visit_order(df):
-        if not todo[pos]:
+        image = images[pos]
+        if image is None:
             continue
         row = rows[pos]
-        sid = str(row.sample_id)
-        rec = records[keys[pos]]
-        if rec.get("error"):
-            status[pos], reason[pos] = "rejected", rec["error"]
-            log.warning("relabel: sample %s: %s — fix or remove the file; the row is kept as rejected", sid, rec["error"])
+        if image.get("error"):
+            log.warning("relabel: sample %s: %s — fix or remove the file; the row is kept as rejected",
+                        str(row.sample_id), image["error"])
+            out[pos] = RowBox("rejected", image["error"], processed=True)
             continue
-        w, h = int(rec["w"]), int(rec["h"])
-        lm = row_landmark_box(row)
         group = (str(row.dataset), str(row.group or ""))
-        box, why = None, ""
-        if config.source == "landmarks":
-            box, why = (lm, "") if lm is not None else (None, "no landmark box")
-            src = "landmarks"
-        elif config.source == "table":
-            box = row_given_box(row)
-            why = "" if box is not None else "no box in table"
-            src = "table"
-        elif config.source == "file":
-            hit = file_match[str(row.dataset)].by_row.get(pos)
-            box = None if hit is None else hit.box
-            why = "" if box is not None else f"no box in box file: {row.image_path} face {face_id(sid)}"
-            src = "file"
-        else:
-            dets = np.asarray(rec["dets"], dtype=np.float64).reshape(-1, 5)
-            clipped = [(clip_box(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
-            dets = np.array([[*b, s] for b, s in clipped if b is not None]).reshape(-1, 5)
-            prev = previous.get(group) if group[1] else None
-            given = row_given_box(row)
-            i, ov, why = select_face(dets, w, h, lm, prev, config.min_overlap, given)
-            src = det_name
-            if i is not None:
-                rule[pos] = rule_for(lm, given, prev)
-                box, score[pos], overlap[pos] = tuple(dets[i, :4]), dets[i, 4], ov
-                if rule[pos] != "landmarks":
-                    overlap[pos] = np.nan  # the summary's overlap is with the landmark extent only
-                if lm is not None:
-                    iou_lm[pos] = float(box_iou(dets[i, :4], lm)[0, 0])
-                found[pos] = True
-            else:
-                cause[pos] = reason_category(why)
-        if box is not None:
-            clipped_box = clip_box(box, w, h, config.min_box_size)
-            if clipped_box is None:
-                why = f"box outside the image: {tuple(round(v, 1) for v in box)} in {w}x{h}"
-                score[pos], found[pos] = np.nan, False
-            box = clipped_box
-        if box is None and config.fallback == "landmarks" and src != "landmarks" and lm is not None:
-            lm_clipped = clip_box(lm, w, h, config.min_box_size)
-            if lm_clipped is not None:
-                fell_back[reason_category(why)] += 1
-                box, src, fallback[pos], score[pos] = lm_clipped, "landmarks", True, np.nan
-        if box is None:
-            status[pos], reason[pos] = "rejected", why
-            log.debug("relabel: sample %s rejected: %s", sid, why)
-            continue
-        x[pos] = box
-        source[pos] = src
-        if group[1]:
-            previous[group] = box
+        item = RowInput(pos, row, int(image["w"]), int(image["h"]),
+                        np.asarray(image["dets"], dtype=np.float64).reshape(-1, 5),
+                        row_landmark_box(row), previous.get(group) if group[1] else None)
+        out[pos] = _settle(choose(item, ctx), item, config, reasons[pos])
+        if out[pos].box is not None and group[1]:
+            previous[group] = out[pos].box  # type: ignore[assignment]
+    return out
 
+
+def _settle(choice: BoxChoice, item: RowInput, config: RelabelConfig, reason: str) -> RowBox:
+    """The row's record from its source's choice: the box clipped to the image (too little left:
+    rejected, "box outside the image"); a row left without a box is rejected with the reason, or
+    with ``fallback: landmarks`` keeps its clipped landmark box. ``reason``: the manifest's."""
+    box, why = choice.box, choice.reason
+    if box is not None:
+        clipped = clip_box(box, item.w, item.h, config.min_box_size)
+        if clipped is None:
+            why = f"box outside the image: {tuple(round(v, 1) for v in box)} in {item.w}x{item.h}"
+        box = clipped
+    lm = item.landmark_box
+    if box is None and config.fallback == "landmarks" and choice.source != "landmarks" and lm is not None:
+        lm_clipped = clip_box(lm, item.w, item.h, config.min_box_size)
+        if lm_clipped is not None:
+            return RowBox("ok", reason, lm_clipped, "landmarks", fallback=True, processed=True,
+                          cause=choice.cause, fallback_reason=why)
+    if box is None:
+        log.debug("relabel: sample %s rejected: %s", str(item.row.sample_id), why)
+        return RowBox("rejected", why, processed=True, cause=choice.cause)
+    return RowBox("ok", reason, box, choice.source, choice.score, processed=True,
+                  detected=bool(choice.selected_by), selected_by=choice.selected_by, overlap=choice.overlap,
+                  iou_landmarks=choice.iou_landmarks, cause=choice.cause)
+
+
+def _boxes_table(df: pd.DataFrame, rows: list[RowBox]) -> pd.DataFrame:
+    """``df`` with the box columns and the updated ``status``/``reason`` of ``rows``."""
+    x = np.array([r.box if r.box is not None else (np.nan,) * 4 for r in rows], dtype=np.float64).reshape(-1, 4)
     out = df.copy()
     for j, c in enumerate(("x1", "y1", "x2", "y2")):
         out[c] = x[:, j].astype(np.float32)
-    out["box_source"] = pd.Series(source, dtype=object).astype(str).to_numpy()
-    out["det_score"] = score.astype(np.float32)
-    out["fallback"] = fallback
-    out["status"] = status.astype(str)
-    out["reason"] = reason.astype(str)
-
-    summary = summarize(out, todo, found, iou_lm, overlap, cause, rule, fell_back, config, cache_counts)
-    if file_match:
-        summary["box_files"] = {ds: m.summary() for ds, m in sorted(file_match.items())}
-    return out, summary
+    out["box_source"] = pd.Series(np.array([r.box_source for r in rows], dtype=object), dtype=object).astype(str).to_numpy()
+    out["det_score"] = np.array([r.det_score for r in rows], dtype=np.float64).astype(np.float32)
+    out["fallback"] = np.array([r.fallback for r in rows], dtype=bool)
+    out["status"] = np.array([r.status for r in rows], dtype=object).astype(str)
+    out["reason"] = np.array([r.reason for r in rows], dtype=object).astype(str)
+    return out
 
 
 # --------------------------------------------------------------------------- files

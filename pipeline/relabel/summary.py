@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.relabel.config import RelabelConfig
+from pipeline.relabel.records import RowBox, reason_category
 from pipeline.relabel.select import MISMATCH, MISS, RULES
 
 YAW_BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 181))
-
-
-def reason_category(reason: str) -> str:
-    return reason.split(":", 1)[0].strip()
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -34,20 +32,31 @@ def _stats(v: np.ndarray) -> dict[str, float | None]:
     return {"mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4)}
 
 
-def summarize(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.ndarray, overlap: np.ndarray,
-              cause: np.ndarray, rule: np.ndarray, fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
+def _field(rows: Sequence[RowBox], name: str, dtype: Any) -> np.ndarray:
+    return np.array([getattr(r, name) for r in rows], dtype=dtype)
+
+
+def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, cache_counts: dict) -> dict:
+    """The summary of the boxes table ``out`` and its records ``rows`` (one per row, same order);
+    ``images`` holds the cache counters (not part of the DVC metric)."""
+    todo = _field(rows, "processed", bool)
     ok = (out["status"] == "ok").to_numpy()
+    got = _field(rows, "detected", bool) & ok  # the detector's box was kept
+    iou_lm, overlap = _field(rows, "iou_landmarks", np.float64), _field(rows, "overlap", np.float64)
+    rule = _field(rows, "selected_by", object)
     new_rej = todo & ~ok
     # true misses (nothing detected) vs mismatches (faces found, none the labelled one), whether
     # the row was then rejected or fell back to its landmark box
+    cause = _field(rows, "cause", object)
     missed_rows = todo & (cause == MISS)
     mismatched_rows = todo & (cause == MISMATCH)
+    fell_back = Counter(reason_category(r.fallback_reason) for r in rows if r.fallback)
 
     labelled = out["labelled"].to_numpy(bool)
 
     def part(mask: np.ndarray) -> dict:
         n_todo = int((mask & todo).sum())
-        chosen = mask & found & ok
+        chosen = mask & got
         return {
             "rows": int(mask.sum()),
             "unlabelled": int((mask & ok & ~labelled).sum()),
@@ -55,12 +64,12 @@ def summarize(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np
             "ok": int((mask & ok).sum()),
             "rejected": int((mask & new_rej).sum()),
             "fallback": int((mask & out["fallback"].to_numpy()).sum()),
-            "detected": int((mask & found & ok).sum()),
-            "detection_rate": round(float((mask & found & ok).sum()) / n_todo, 4) if n_todo else None,
+            "detected": int(chosen.sum()),
+            "detection_rate": round(float(chosen.sum()) / n_todo, 4) if n_todo else None,
             "missed": int((mask & missed_rows).sum()),
             "mismatched": int((mask & mismatched_rows).sum()),
-            "mean_iou_landmarks": _stats(iou_lm[mask & found & ok])["mean"],
-            "mean_overlap_landmarks": _stats(overlap[mask & found & ok])["mean"],
+            "mean_iou_landmarks": _stats(iou_lm[chosen])["mean"],
+            "mean_overlap_landmarks": _stats(overlap[chosen])["mean"],
             "selected_by": {r: int((chosen & (rule == r)).sum()) for r in RULES if (chosen & (rule == r)).any()},
         }
 
@@ -79,18 +88,22 @@ def summarize(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np
         },
         "per_dataset": {str(ds): part((out["dataset"] == ds).to_numpy()) for ds in sorted(out["dataset"].astype(str).unique())},
         "images": cache_counts,
+        **_by_abs_yaw(np.abs(out["yaw"].to_numpy(np.float64)), todo, got),
     }
-    ayaw = np.abs(out["yaw"].to_numpy(np.float64))
+    return _nan_to_none(summary)
+
+
+def _by_abs_yaw(ayaw: np.ndarray, todo: np.ndarray, got: np.ndarray) -> dict:
+    """Detection rate of the processed rows per bucket of |yaw| (degrees) and for |yaw| <= 60."""
     by_yaw = {}
     for lo, hi in YAW_BUCKETS:
         m = todo & (ayaw >= lo) & (ayaw < hi)
         if m.any():
             by_yaw[f"{lo}-{hi if hi <= 90 else 'inf'}"] = {
-                "rows": int(m.sum()), "detection_rate": round(float((m & found & ok).sum()) / int(m.sum()), 4)}
-    summary["detection_rate_by_abs_yaw"] = by_yaw
+                "rows": int(m.sum()), "detection_rate": round(float((m & got).sum()) / int(m.sum()), 4)}
     m = todo & (ayaw <= 60)
-    summary["detection_rate_abs_yaw_le_60"] = round(float((m & found & ok).sum()) / int(m.sum()), 4) if m.any() else None
-    return _nan_to_none(summary)
+    return {"detection_rate_by_abs_yaw": by_yaw,
+            "detection_rate_abs_yaw_le_60": round(float((m & got).sum()) / int(m.sum()), 4) if m.any() else None}
 
 
 def format_summary(summary: dict) -> str:
