@@ -127,7 +127,8 @@ def synth_boxes(root: Path, n: int, size: int = 450, workers: int = 1, seed: int
 
     from pipeline.manifest.index import build_manifest
     from pipeline.manifest.spec import IndexConfig
-    from pipeline.relabel.job import RelabelConfig, relabel, write_boxes
+    from pipeline.relabel.config import RelabelConfig
+    from pipeline.relabel.job import relabel, write_boxes
     from pipeline.synth import synthesize
 
     root = Path(root)

@@ -91,7 +91,8 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
         t = time.perf_counter()
         index_datasets(cfg, d / "manifest.parquet")
     elif stage == "relabel":
-        from pipeline.relabel.job import RelabelConfig, read_manifest_table, relabel, write_boxes
+        from pipeline.relabel.config import RelabelConfig
+        from pipeline.relabel.job import read_manifest_table, relabel, write_boxes
 
         t = time.perf_counter()
         boxes, _ = relabel(read_manifest_table(d / "manifest.parquet"), RelabelConfig(source="landmarks", workers=1),

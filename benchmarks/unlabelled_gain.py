@@ -81,7 +81,8 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     from pipeline.core.config import config_from_mapping
     from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
     from pipeline.manifest.index import IndexConfig, build_manifest
-    from pipeline.relabel.job import RelabelConfig, relabel, write_boxes
+    from pipeline.relabel.config import RelabelConfig
+    from pipeline.relabel.job import relabel, write_boxes
     from pipeline.synth import synthesize
     from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
     from pipeline.training.stage1 import Stage1Config, train_teacher

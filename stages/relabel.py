@@ -25,7 +25,8 @@ def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
     check_outputs(boxes=out_path, summary=summary_path, cache=None if no_cache else cache_dir)
     from pipeline.core.io import write_json
-    from pipeline.relabel.job import format_summary, read_manifest_table, relabel, write_boxes
+    from pipeline.relabel.job import read_manifest_table, relabel, write_boxes
+    from pipeline.relabel.summary import format_summary
 
     config = load_config(params_path, "relabel")
     manifest = read_manifest_table(manifest_path)

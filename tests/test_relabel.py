@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from pipeline.manifest.boxfile import load_box_file
 from pipeline.manifest.schema import read_boxes
 from pipeline.relabel import detect
-from pipeline.relabel.job import RelabelConfig, relabel
+from pipeline.relabel.config import RelabelConfig
+from pipeline.relabel.job import relabel
 from pipeline.relabel.select import select_face
 from stages.cli import main
 from tests.helpers.relabel import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
@@ -194,7 +195,7 @@ def test_box_file_import(tmp_path: Path) -> None:
     assert out.loc[3, "status"] == "rejected" and out.loc[3, "reason"] == "no box in box file: img/sub/a.jpg face 2"
     assert summary["box_files"]["ds"] == {"entries": 5, "matched": 3, "unmatched": 2,
                                           "unmatched_examples": ["sub/ghost.jpg", "sub/a.jpg#x"]}
-    from pipeline.relabel.job import format_summary
+    from pipeline.relabel.summary import format_summary
     assert "ds: 2 of 5 box-file entries match no manifest row, e.g. sub/ghost.jpg, sub/a.jpg#x" in format_summary(summary)
     # with fallback, the face missing from the file keeps its landmark box, flagged
     out, summary = relabel(df, RelabelConfig(source="file", box_files={"ds": str(jf)}, fallback="landmarks", workers=1),

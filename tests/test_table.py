@@ -17,7 +17,8 @@ from pipeline.core.images import write_image
 from pipeline.manifest.index import IndexConfig, build_manifest
 from pipeline.manifest.schema import read_manifest
 from pipeline.relabel import detect
-from pipeline.relabel.job import RelabelConfig, relabel
+from pipeline.relabel.config import RelabelConfig
+from pipeline.relabel.job import relabel
 from pipeline.relabel.select import select_face
 from tests.helpers.relabel import BlobDetector, blob_image
 

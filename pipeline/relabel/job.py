@@ -18,6 +18,12 @@ Sources (``relabel.source``):
   Entries that match no row are counted and named in the summary (``box_files``); a file that
   matches no row of its dataset at all is an error.
 
+Each source is one function of :mod:`pipeline.relabel.sources` (``BOX_SOURCES``: source name →
+function of one row and the run's context, returning a :class:`~pipeline.relabel.records.BoxChoice`);
+this module applies clipping and the fallback below once, to every source's choice, and keeps
+one :class:`~pipeline.relabel.records.RowBox` per row, from which :mod:`pipeline.relabel.summary`
+counts the summary.
+
 Choosing the labelled face when the detector finds several (in this order):
 
 1. the row has a landmark box: the detection that overlaps most the *tight* landmark extent
@@ -56,104 +62,27 @@ settings such as ``min_iou``/``fallback``) only reads and detects the images not
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.geometry import clip_box
 from pipeline.core.io import atomic_path
-from pipeline.manifest.boxfile import BoxFileMatch, load_box_file, match_box_file, no_match_message
 from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
 from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
 from pipeline.relabel.cache import image_key, read_images
-from pipeline.relabel.detect import box_iou, get_detector
-from pipeline.relabel.select import (
-    MISMATCH,
-    MISS,
-    RULES,
-    face_id,
-    row_given_box,
-    row_landmark_box,
-    rule_for,
-    select_face,
-    visit_order,
-)
+from pipeline.relabel.config import RelabelConfig
+from pipeline.relabel.detect import Detector, get_detector
+from pipeline.relabel.records import Box, BoxChoice, RowBox
+from pipeline.relabel.select import row_landmark_box, visit_order
+from pipeline.relabel.sources import BOX_SOURCES, RowInput, SourceContext, match_box_files
+from pipeline.relabel.summary import summarize
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("detector", "landmarks", "file", "table")
-FALLBACKS = ("none", "landmarks")
-YAW_BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 181))
-
-
-@dataclass(frozen=True)
-class RelabelConfig:
-    """params.yaml section ``relabel``."""
-
-    source: str = "detector"            # detector | landmarks | file | table
-    detector: str = "yunet"             # yunet | mtcnn (source: detector)
-    score_threshold: float = 0.5        # detections below this score are ignored
-    detector_options: Mapping[str, Any] = field(default_factory=dict)  # extra backend kwargs
-    fallback: str = "none"              # none | landmarks
-    min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
-    min_iou: float | None = None        # replaced by min_overlap (an error if set)
-    min_box_size: float = 4.0           # px of width/height a clipped box must keep
-    box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
-    workers: int = 0                    # processes; 0 = all cores, 1 = in this process
-    chunk_size: int = 64                # images per task / per cache part
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"relabel.source must be one of {SOURCES}, got {self.source!r}")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"relabel.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"relabel.score_threshold must be in [0, 1], got {self.score_threshold}")
-        if self.min_iou is not None:
-            raise ValueError("relabel.min_iou was replaced by relabel.min_overlap (intersection over the smaller "
-                             "area of the detection and the tight landmark extent, default 0.5): rename the key")
-        if not 0.0 <= self.min_overlap <= 1.0:
-            raise ValueError(f"relabel.min_overlap must be in [0, 1], got {self.min_overlap}")
-        if self.min_box_size < 0:
-            raise ValueError(f"relabel.min_box_size must be >= 0, got {self.min_box_size}")
-        if self.workers < 0:
-            raise ValueError(f"relabel.workers must be >= 0 (0 = all cores), got {self.workers}")
-        if self.chunk_size < 1:
-            raise ValueError(f"relabel.chunk_size must be >= 1, got {self.chunk_size}")
-        if not isinstance(self.detector_options, Mapping) or not isinstance(self.box_files, Mapping):
-            raise ValueError("relabel.detector_options and relabel.box_files must be mappings")
-        if self.source == "file" and not self.box_files:
-            raise ValueError("relabel.source is 'file' but relabel.box_files is empty: "
-                             "map each dataset name to its JSON box file")
-
-
 # --------------------------------------------------------------------------- main entry
-
-
-def _category(reason: str) -> str:
-    return reason.split(":", 1)[0].strip()
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _stats(v: np.ndarray) -> dict[str, float | None]:
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"mean": None, "median": None}
-    return {"mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4)}
 
 
 def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
@@ -161,230 +90,107 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     """Boxes for every manifest row (same rows, same order) and the summary dict."""
     validate_manifest(manifest)
     df = manifest.reset_index(drop=True).copy()
-    n = len(df)
     todo = (df["status"].astype(str) == "ok").to_numpy()
-
-    spec = detector = None
-    if config.source == "detector":
-        options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
-        detector = get_detector(config.detector, **options)  # fails early if the backend is missing
-        spec = (config.detector, options)
-    file_match: dict[str, BoxFileMatch] = {}
-    if config.source == "file":
-        file_match = _match_box_files(df, todo, config.box_files)
-
-    images: dict[str, str] = {}
-    keys = [""] * n
-    for pos in np.flatnonzero(todo):
-        ds, rel, root = str(df.at[pos, "dataset"]), str(df.at[pos, "image_path"]), str(df.at[pos, "root"])
-        keys[pos] = image_key(ds, rel)
-        images.setdefault(keys[pos], str(Path(root) / rel))
-    records, cache_counts = read_images(images, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
-
-    x = np.full((n, 4), np.nan, dtype=np.float64)
-    source = np.full(n, "", dtype=object)
-    score = np.full(n, np.nan)
-    fallback = np.zeros(n, dtype=bool)
-    iou_lm = np.full(n, np.nan)
-    overlap = np.full(n, np.nan)
-    cause = np.full(n, "", dtype=object)  # why the detector gave no box (MISS / MISMATCH), even if it fell back
-    rule = np.full(n, "", dtype=object)  # which select_face rule chose the detection
-    found = np.zeros(n, dtype=bool)
-    status = df["status"].astype(str).to_numpy(dtype=object).copy()
-    reason = df["reason"].fillna("").astype(str).to_numpy(dtype=object).copy()
-    fell_back: Counter[str] = Counter()
-    previous: dict[tuple[str, str], tuple] = {}
-    det_name = f"detector:{config.detector}"
-
-    rows = list(df[list(MANIFEST_COLUMNS)].itertuples(index=False))
-    for pos in visit_order(df):
-        if not todo[pos]:
-            continue
-        row = rows[pos]
-        sid = str(row.sample_id)
-        rec = records[keys[pos]]
-        if rec.get("error"):
-            status[pos], reason[pos] = "rejected", rec["error"]
-            log.warning("relabel: sample %s: %s — fix or remove the file; the row is kept as rejected", sid, rec["error"])
-            continue
-        w, h = int(rec["w"]), int(rec["h"])
-        lm = row_landmark_box(row)
-        group = (str(row.dataset), str(row.group or ""))
-        box, why = None, ""
-        if config.source == "landmarks":
-            box, why = (lm, "") if lm is not None else (None, "no landmark box")
-            src = "landmarks"
-        elif config.source == "table":
-            box = row_given_box(row)
-            why = "" if box is not None else "no box in table"
-            src = "table"
-        elif config.source == "file":
-            hit = file_match[str(row.dataset)].by_row.get(pos)
-            box = None if hit is None else hit.box
-            why = "" if box is not None else f"no box in box file: {row.image_path} face {face_id(sid)}"
-            src = "file"
-        else:
-            dets = np.asarray(rec["dets"], dtype=np.float64).reshape(-1, 5)
-            clipped = [(clip_box(d[:4], w, h, config.min_box_size), d[4]) for d in dets]
-            dets = np.array([[*b, s] for b, s in clipped if b is not None]).reshape(-1, 5)
-            prev = previous.get(group) if group[1] else None
-            given = row_given_box(row)
-            i, ov, why = select_face(dets, w, h, lm, prev, config.min_overlap, given)
-            src = det_name
-            if i is not None:
-                rule[pos] = rule_for(lm, given, prev)
-                box, score[pos], overlap[pos] = tuple(dets[i, :4]), dets[i, 4], ov
-                if rule[pos] != "landmarks":
-                    overlap[pos] = np.nan  # the summary's overlap is with the landmark extent only
-                if lm is not None:
-                    iou_lm[pos] = float(box_iou(dets[i, :4], lm)[0, 0])
-                found[pos] = True
-            else:
-                cause[pos] = _category(why)
-        if box is not None:
-            clipped_box = clip_box(box, w, h, config.min_box_size)
-            if clipped_box is None:
-                why = f"box outside the image: {tuple(round(v, 1) for v in box)} in {w}x{h}"
-                score[pos], found[pos] = np.nan, False
-            box = clipped_box
-        if box is None and config.fallback == "landmarks" and src != "landmarks" and lm is not None:
-            lm_clipped = clip_box(lm, w, h, config.min_box_size)
-            if lm_clipped is not None:
-                fell_back[_category(why)] += 1
-                box, src, fallback[pos], score[pos] = lm_clipped, "landmarks", True, np.nan
-        if box is None:
-            status[pos], reason[pos] = "rejected", why
-            log.debug("relabel: sample %s rejected: %s", sid, why)
-            continue
-        x[pos] = box
-        source[pos] = src
-        if group[1]:
-            previous[group] = box
-
-    out = df.copy()
-    for j, c in enumerate(("x1", "y1", "x2", "y2")):
-        out[c] = x[:, j].astype(np.float32)
-    out["box_source"] = pd.Series(source, dtype=object).astype(str).to_numpy()
-    out["det_score"] = score.astype(np.float32)
-    out["fallback"] = fallback
-    out["status"] = status.astype(str)
-    out["reason"] = reason.astype(str)
-
-    summary = _summary(out, todo, found, iou_lm, overlap, cause, rule, fell_back, config, cache_counts)
-    if file_match:
-        summary["box_files"] = {ds: m.summary() for ds, m in sorted(file_match.items())}
+    spec, detector = _detector(config)
+    ctx = SourceContext(config.min_overlap, config.min_box_size, f"detector:{config.detector}",
+                        match_box_files(df, todo, config.box_files) if config.source == "file" else {})
+    keys, paths = _image_keys(df, todo)
+    images, cache_counts = read_images(paths, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
+    rows = _box_rows(df, [images[k] if ok else None for k, ok in zip(keys, todo)], config, ctx)
+    out = _boxes_table(df, rows)
+    summary = summarize(out, rows, config, cache_counts)
+    if ctx.box_files:
+        summary["box_files"] = {ds: m.summary() for ds, m in sorted(ctx.box_files.items())}
     return out, summary
 
 
-def _match_box_files(df: pd.DataFrame, todo: np.ndarray, box_files: Mapping[str, str]) -> dict[str, BoxFileMatch]:
-    """Each dataset with rows to box: its published file matched to its rows (all its rows, so
-    "the image's only face" counts rejected faces too); keys are row positions of ``df``."""
-    out: dict[str, BoxFileMatch] = {}
-    datasets = df["dataset"].astype(str).to_numpy()
-    for ds in sorted(set(datasets[todo])):
-        if ds not in box_files:
-            raise ValueError(f"relabel.box_files has no JSON for dataset {ds!r} (source: file); "
-                             f"known: {sorted(box_files)}")
-        where = f"box file {str(box_files[ds])!r}"
-        entries = load_box_file(box_files[ds])
-        pos = np.flatnonzero(datasets == ds)
-        paths = df["image_path"].astype(str).to_numpy()[pos].tolist()
-        faces = [face_id(s) for s in df["sample_id"].astype(str).to_numpy()[pos]]
-        m = match_box_file(entries, paths, faces, where)
-        if not m.by_row:
-            raise ValueError(no_match_message(where, ds, entries, paths))
-        m.by_row = {int(pos[k]): v for k, v in m.by_row.items()}
-        if m.unmatched:
-            log.warning("relabel: %d entr%s of %s match no row of dataset %r, e.g. %s", len(m.unmatched),
-                        "y" if len(m.unmatched) == 1 else "ies", where, ds, m.unmatched[:3])
-        out[ds] = m
+def _detector(config: RelabelConfig) -> tuple[tuple[str, dict] | None, Detector | None]:
+    """``(spec, detector)`` for :func:`~pipeline.relabel.cache.read_images` (the spec is what
+    worker processes build their detector from and what the cache is keyed by); ``(None, None)``
+    when the source needs no detections."""
+    if config.source != "detector":
+        return None, None
+    options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
+    detector = get_detector(config.detector, **options)  # fails early if the backend is missing
+    return (config.detector, options), detector
+
+
+def _image_keys(df: pd.DataFrame, todo: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    """The image key of each row to box ("" for the others) and the path of each distinct image."""
+    paths: dict[str, str] = {}
+    keys = [""] * len(df)
+    for pos in np.flatnonzero(todo):
+        ds, rel, root = str(df.at[pos, "dataset"]), str(df.at[pos, "image_path"]), str(df.at[pos, "root"])
+        keys[pos] = image_key(ds, rel)
+        paths.setdefault(keys[pos], str(Path(root) / rel))
+    return keys, paths
+
+
+def _box_rows(df: pd.DataFrame, images: list[dict | None], config: RelabelConfig, ctx: SourceContext) -> list[RowBox]:
+    """One record per row. Rows already rejected in the manifest (``images[pos]`` None) stay as
+    they are; the others, in :func:`~pipeline.relabel.select.visit_order` (so a video frame
+    sees the box its previous frame got), get their source's choice, clipped, with fallback."""
+    choose = BOX_SOURCES[config.source]
+    reasons = df["reason"].fillna("").astype(str).tolist()
+    out = [RowBox(status, reason) for status, reason in zip(df["status"].astype(str).tolist(), reasons)]
+    rows = list(df[list(MANIFEST_COLUMNS)].itertuples(index=False))
+    previous: dict[tuple[str, str], Box] = {}
+    for pos in visit_order(df):
+        image = images[pos]
+        if image is None:
+            continue
+        row = rows[pos]
+        if image.get("error"):
+            log.warning("relabel: sample %s: %s — fix or remove the file; the row is kept as rejected",
+                        str(row.sample_id), image["error"])
+            out[pos] = RowBox("rejected", image["error"], processed=True)
+            continue
+        group = (str(row.dataset), str(row.group or ""))
+        item = RowInput(pos, row, int(image["w"]), int(image["h"]),
+                        np.asarray(image["dets"], dtype=np.float64).reshape(-1, 5),
+                        row_landmark_box(row), previous.get(group) if group[1] else None)
+        out[pos] = _settle(choose(item, ctx), item, config, reasons[pos])
+        if out[pos].box is not None and group[1]:
+            previous[group] = out[pos].box  # type: ignore[assignment]
     return out
 
 
-def _summary(out: pd.DataFrame, todo: np.ndarray, found: np.ndarray, iou_lm: np.ndarray, overlap: np.ndarray,
-             cause: np.ndarray, rule: np.ndarray, fell_back: Counter, config: RelabelConfig, cache_counts: dict) -> dict:
-    ok = (out["status"] == "ok").to_numpy()
-    new_rej = todo & ~ok
-    # true misses (nothing detected) vs mismatches (faces found, none the labelled one), whether
-    # the row was then rejected or fell back to its landmark box
-    missed_rows = todo & (cause == MISS)
-    mismatched_rows = todo & (cause == MISMATCH)
-
-    labelled = out["labelled"].to_numpy(bool)
-
-    def part(mask: np.ndarray) -> dict:
-        n_todo = int((mask & todo).sum())
-        chosen = mask & found & ok
-        return {
-            "rows": int(mask.sum()),
-            "unlabelled": int((mask & ok & ~labelled).sum()),
-            "processed": n_todo,
-            "ok": int((mask & ok).sum()),
-            "rejected": int((mask & new_rej).sum()),
-            "fallback": int((mask & out["fallback"].to_numpy()).sum()),
-            "detected": int((mask & found & ok).sum()),
-            "detection_rate": round(float((mask & found & ok).sum()) / n_todo, 4) if n_todo else None,
-            "missed": int((mask & missed_rows).sum()),
-            "mismatched": int((mask & mismatched_rows).sum()),
-            "mean_iou_landmarks": _stats(iou_lm[mask & found & ok])["mean"],
-            "mean_overlap_landmarks": _stats(overlap[mask & found & ok])["mean"],
-            "selected_by": {r: int((chosen & (rule == r)).sum()) for r in RULES if (chosen & (rule == r)).any()},
-        }
-
-    w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
-    h = (out["y2"] - out["y1"]).to_numpy(np.float64)[ok]
-    summary: dict[str, Any] = {
-        "source": config.source,
-        "detector": config.detector if config.source == "detector" else None,
-        **part(np.ones(len(out), dtype=bool)),
-        "rejected_in_manifest": int((~todo).sum()),
-        "rejected_by_reason": dict(sorted(Counter(_category(r) for r in out["reason"].to_numpy()[new_rej]).items())),
-        "fallback_by_reason": dict(sorted(fell_back.items())),
-        "box": {
-            "width": _stats(w), "height": _stats(h),
-            "aspect_w_over_h": _stats(w / np.where(h > 0, h, np.nan)),
-        },
-        "per_dataset": {str(ds): part((out["dataset"] == ds).to_numpy()) for ds in sorted(out["dataset"].astype(str).unique())},
-        "images": cache_counts,
-    }
-    ayaw = np.abs(out["yaw"].to_numpy(np.float64))
-    by_yaw = {}
-    for lo, hi in YAW_BUCKETS:
-        m = todo & (ayaw >= lo) & (ayaw < hi)
-        if m.any():
-            by_yaw[f"{lo}-{hi if hi <= 90 else 'inf'}"] = {
-                "rows": int(m.sum()), "detection_rate": round(float((m & found & ok).sum()) / int(m.sum()), 4)}
-    summary["detection_rate_by_abs_yaw"] = by_yaw
-    m = todo & (ayaw <= 60)
-    summary["detection_rate_abs_yaw_le_60"] = round(float((m & found & ok).sum()) / int(m.sum()), 4) if m.any() else None
-    return _nan_to_none(summary)
+def _settle(choice: BoxChoice, item: RowInput, config: RelabelConfig, reason: str) -> RowBox:
+    """The row's record from its source's choice: the box clipped to the image (too little left:
+    rejected, "box outside the image"); a row left without a box is rejected with the reason, or
+    with ``fallback: landmarks`` keeps its clipped landmark box. ``reason``: the manifest's."""
+    box, why = choice.box, choice.reason
+    if box is not None:
+        clipped = clip_box(box, item.w, item.h, config.min_box_size)
+        if clipped is None:
+            why = f"box outside the image: {tuple(round(v, 1) for v in box)} in {item.w}x{item.h}"
+        box = clipped
+    lm = item.landmark_box
+    if box is None and config.fallback == "landmarks" and choice.source != "landmarks" and lm is not None:
+        lm_clipped = clip_box(lm, item.w, item.h, config.min_box_size)
+        if lm_clipped is not None:
+            return RowBox("ok", reason, lm_clipped, "landmarks", fallback=True, processed=True,
+                          cause=choice.cause, fallback_reason=why)
+    if box is None:
+        log.debug("relabel: sample %s rejected: %s", str(item.row.sample_id), why)
+        return RowBox("rejected", why, processed=True, cause=choice.cause)
+    return RowBox("ok", reason, box, choice.source, choice.score, processed=True,
+                  detected=bool(choice.selected_by), selected_by=choice.selected_by, overlap=choice.overlap,
+                  iou_landmarks=choice.iou_landmarks, cause=choice.cause)
 
 
-def format_summary(summary: dict) -> str:
-    """A few human-readable lines for the console."""
-    lines = [f"relabel ({summary['source']}{':' + summary['detector'] if summary.get('detector') else ''}): "
-             f"{summary['ok']}/{summary['rows']} rows with a box, {summary['rejected']} rejected, "
-             f"{summary['fallback']} fell back to landmarks, {summary['rejected_in_manifest']} already rejected"]
-    for ds, p in summary["per_dataset"].items():
-        if summary["source"] != "detector":
-            lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok")
-            continue
-        rate = "n/a" if p["detection_rate"] is None else f"{100 * p['detection_rate']:.1f}%"
-        ov = "n/a" if p["mean_overlap_landmarks"] is None else f"{p['mean_overlap_landmarks']:.3f}"
-        lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok, detection rate {rate} ({p['missed']} missed, "
-                     f"{p['mismatched']} mismatched), mean overlap with the landmark extent {ov}")
-        if p["unlabelled"] or set(p["selected_by"]) - {"landmarks"}:
-            chosen = ", ".join(f"{k} {v}" for k, v in p["selected_by"].items())
-            lines.append(f"    {p['unlabelled']} unlabelled; face chosen by: {chosen or 'none'}")
-    for ds, m in summary.get("box_files", {}).items():
-        if m["unmatched"]:
-            lines.append(f"  {ds}: {m['unmatched']} of {m['entries']} box-file entries match no manifest row, "
-                         f"e.g. {', '.join(m['unmatched_examples'])}")
-    if summary["rejected_by_reason"]:
-        lines.append("  rejected: " + ", ".join(f"{k} ({v})" for k, v in summary["rejected_by_reason"].items()))
-    if summary["fallback_by_reason"]:
-        lines.append("  fell back: " + ", ".join(f"{k} ({v})" for k, v in summary["fallback_by_reason"].items()))
-    return "\n".join(lines)
+def _boxes_table(df: pd.DataFrame, rows: list[RowBox]) -> pd.DataFrame:
+    """``df`` with the box columns and the updated ``status``/``reason`` of ``rows``."""
+    x = np.array([r.box if r.box is not None else (np.nan,) * 4 for r in rows], dtype=np.float64).reshape(-1, 4)
+    out = df.copy()
+    for j, c in enumerate(("x1", "y1", "x2", "y2")):
+        out[c] = x[:, j].astype(np.float32)
+    out["box_source"] = pd.Series(np.array([r.box_source for r in rows], dtype=object), dtype=object).astype(str).to_numpy()
+    out["det_score"] = np.array([r.det_score for r in rows], dtype=np.float64).astype(np.float32)
+    out["fallback"] = np.array([r.fallback for r in rows], dtype=bool)
+    out["status"] = np.array([r.status for r in rows], dtype=object).astype(str)
+    out["reason"] = np.array([r.reason for r in rows], dtype=object).astype(str)
+    return out
 
 
 # --------------------------------------------------------------------------- files
