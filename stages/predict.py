@@ -48,7 +48,9 @@ def cli(inputs, model, out, fmt, draw_dir, ensemble, device, detector, batch_siz
 
     Faces are found with the relabeling detector and cropped exactly as in training.
     """
-    from pipeline.inference.predict import Predictor, collect_inputs, output_format, write_rows
+    from pipeline.inference.inputs import collect_inputs
+    from pipeline.inference.predictor import Predictor
+    from pipeline.inference.rows import output_format, write_rows
 
     check_outputs(predictions=None if out == "-" else out, drawings=draw_dir)
     items = collect_inputs(inputs)  # missing paths fail here, before the model loads
