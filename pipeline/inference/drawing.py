@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.core.angles import rotation_from_degrees
 from pipeline.core.images import write_image
 from pipeline.inference.inputs import InputItem
-from pipeline.inference.rows import _Entry
+from pipeline.inference.rows import FrameEntry
 
 AXIS_COLORS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # RGB: x, y, z
 
@@ -129,7 +129,7 @@ def draw_caption(
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class _Drawer:
+class DrawingWriter:
     """Writes annotated images under ``root`` (same relative names) and one mp4 per video."""
 
     def __init__(self, root: Path) -> None:
@@ -156,7 +156,7 @@ class _Drawer:
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
 
-    def add(self, e: _Entry) -> None:
+    def add(self, e: FrameEntry) -> None:
         if e.image is None:
             return
         img = np.ascontiguousarray(e.image).copy()

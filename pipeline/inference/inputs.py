@@ -64,7 +64,8 @@ def collect_inputs(paths: Iterable[str | os.PathLike[str] | np.ndarray]) -> list
     return items
 
 
-def _check_array(rgb: Any, name: str) -> np.ndarray:
+def check_rgb(rgb: Any, name: str) -> np.ndarray:
+    """``rgb`` as an array, or ``ValueError`` naming ``name`` unless it is RGB uint8 [H, W, 3]."""
     arr = np.asarray(rgb)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"{name}: expected an RGB uint8 [H, W, 3] image, got {arr.dtype} {arr.shape}")

@@ -24,9 +24,9 @@ import torch
 from pipeline.core.device import resolve_device
 from pipeline.core.geometry import clip_box, crop
 from pipeline.core.images import normalize, read_image
-from pipeline.inference.drawing import _Drawer
-from pipeline.inference.inputs import InputItem, _check_array, collect_inputs
-from pipeline.inference.rows import NO_FACE, _Entry, _rows
+from pipeline.inference.drawing import DrawingWriter
+from pipeline.inference.inputs import InputItem, check_rgb, collect_inputs
+from pipeline.inference.rows import NO_FACE, FrameEntry, entry_rows
 from pipeline.model.checkpoint import input_size_of, load_checkpoint, model_from_checkpoint
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 
@@ -166,8 +166,8 @@ class Predictor:
 
     def predict_image(self, rgb: np.ndarray) -> list[dict[str, Any]]:
         """Rows (see :data:`ROW_FIELDS`) for every face in one RGB uint8 image."""
-        item = InputItem("array", "<array>", array=_check_array(rgb, "predict_image"))
-        return [r for entry in self._run([item], draw_dir=None, progress=False) for r in _rows(entry)]
+        item = InputItem("array", "<array>", array=check_rgb(rgb, "predict_image"))
+        return [r for entry in self._run([item], draw_dir=None, progress=False) for r in entry_rows(entry)]
 
     def predict_paths(
         self,
@@ -182,18 +182,18 @@ class Predictor:
         inputs = list(inputs)
         items = inputs if inputs and all(isinstance(i, InputItem) for i in inputs) else collect_inputs(inputs)
         for entry in self._run(items, draw_dir=draw_dir, progress=progress):
-            yield from _rows(entry)
+            yield from entry_rows(entry)
 
     # ---- streaming engine --------------------------------------------------------------
 
     def _run(self, items: Sequence[InputItem], draw_dir: str | os.PathLike[str] | None,
-             progress: bool | None) -> Iterator[_Entry]:
+             progress: bool | None) -> Iterator[FrameEntry]:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        drawer = _Drawer(Path(draw_dir)) if draw_dir is not None else None
+        drawer = DrawingWriter(Path(draw_dir)) if draw_dir is not None else None
         keep = drawer is not None
         max_pending = min(self.batch_size, 16) if keep else max(64, 2 * self.batch_size)
-        pending: list[_Entry] = []
+        pending: list[FrameEntry] = []
         n_crops = 0
         disable = None if progress is None else not progress
         bar = tqdm(items, desc="predict", unit="file", disable=disable if len(items) > 1 else True)
@@ -211,7 +211,7 @@ class Predictor:
             if drawer is not None:
                 drawer.close()
 
-    def _flush(self, pending: list[_Entry], drawer: _Drawer | None) -> Iterator[_Entry]:
+    def _flush(self, pending: list[FrameEntry], drawer: DrawingWriter | None) -> Iterator[FrameEntry]:
         crops = [c for e in pending for c in e.crops]
         angles = self.predict_crops(crops) if crops else np.empty((0, 3), np.float32)
         i = 0
@@ -224,27 +224,27 @@ class Predictor:
             e.image = None
             yield e
 
-    def _entries(self, item: InputItem, keep: bool, disable: bool | None) -> Iterator[_Entry]:
+    def _entries(self, item: InputItem, keep: bool, disable: bool | None) -> Iterator[FrameEntry]:
         if item.kind == "video":
             yield from self._video_entries(item, keep, disable)
             return
         try:
             rgb = item.array if item.kind == "array" else read_image(item.path)  # type: ignore[arg-type]
-            rgb = _check_array(rgb, item.name)
+            rgb = check_rgb(rgb, item.name)
         except (ValueError, FileNotFoundError) as exc:
             log.warning("%s", exc)
-            yield _Entry(item, None, error=str(exc))
+            yield FrameEntry(item, None, error=str(exc))
             return
         yield self._entry(item, None, rgb, keep)
 
-    def _video_entries(self, item: InputItem, keep: bool, disable: bool | None) -> Iterator[_Entry]:
+    def _video_entries(self, item: InputItem, keep: bool, disable: bool | None) -> Iterator[FrameEntry]:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
         cap = cv2.VideoCapture(str(item.path))
         if not cap.isOpened():
             msg = f"video {item.name!r} could not be opened (unreadable file or unsupported codec)"
             log.warning("%s", msg)
-            yield _Entry(item, None, error=msg)
+            yield FrameEntry(item, None, error=msg)
             return
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -267,10 +267,10 @@ class Predictor:
         if frame == 0:
             msg = f"video {item.name!r} has no readable frames (corrupt file or unsupported codec)"
             log.warning("%s", msg)
-            yield _Entry(item, None, error=msg)
+            yield FrameEntry(item, None, error=msg)
 
-    def _entry(self, item: InputItem, frame: int | None, rgb: np.ndarray, keep: bool) -> _Entry:
-        entry = _Entry(item, frame, image=rgb if keep else None)
+    def _entry(self, item: InputItem, frame: int | None, rgb: np.ndarray, keep: bool) -> FrameEntry:
+        entry = FrameEntry(item, frame, image=rgb if keep else None)
         try:
             dets = self.detect(rgb)
         except (ValueError, cv2.error) as exc:

@@ -28,7 +28,9 @@ FORMATS = ("jsonl", "csv")
 
 
 @dataclass
-class _Entry:
+class FrameEntry:
+    """One image or video frame on its way through the predictor: its faces, then their angles."""
+
     item: InputItem
     frame: int | None
     image: np.ndarray | None = None  # kept only when drawing
@@ -45,7 +47,8 @@ def _num(v: float, nd: int) -> float | None:
     return None if not math.isfinite(v) else round(v, nd)
 
 
-def _rows(entry: _Entry) -> Iterator[dict[str, Any]]:
+def entry_rows(entry: FrameEntry) -> Iterator[dict[str, Any]]:
+    """One row per face of ``entry`` (numbers rounded, non-finite → None), or one error row."""
     base = {k: None for k in ROW_FIELDS}
     base["file"] = entry.item.name
     base["frame"] = entry.frame
