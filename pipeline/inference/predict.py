@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.geometry import MIN_BOX_SIZE
 from pipeline.inference.inputs import VIDEO_EXTS, InputItem, collect_inputs
-from pipeline.inference.predictor import MIN_BOX_SIZE, Predictor, parse_ensemble
+from pipeline.inference.predictor import Predictor, parse_ensemble
 from pipeline.inference.rows import FORMATS, NO_FACE, ROW_FIELDS, WriteSummary, output_format, read_rows, write_rows
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.core.device import resolve_device
-from pipeline.core.geometry import clip_box, crop
+from pipeline.core.geometry import MIN_BOX_SIZE, clip_box, crop
 from pipeline.core.images import normalize, read_image
 from pipeline.inference.drawing import DrawingWriter
 from pipeline.inference.inputs import InputItem, check_rgb, collect_inputs
@@ -31,8 +31,6 @@ from pipeline.model.checkpoint import input_size_of, load_checkpoint, model_from
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 
 log = logging.getLogger(__name__)
-
-MIN_BOX_SIZE = 4.0  # px; relabel.min_box_size default
 
 
 def parse_ensemble(text: str | Sequence[int] | None) -> tuple[int, int] | None:

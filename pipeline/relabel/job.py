@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.geometry import clip_box
+from pipeline.core.geometry import MIN_BOX_SIZE, clip_box
 from pipeline.core.io import atomic_path
 from pipeline.manifest.boxfile import BoxFileMatch, load_box_file, match_box_file, no_match_message
 from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
@@ -104,7 +104,7 @@ class RelabelConfig:
     fallback: str = "none"              # none | landmarks
     min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
     min_iou: float | None = None        # replaced by min_overlap (an error if set)
-    min_box_size: float = 4.0           # px of width/height a clipped box must keep
+    min_box_size: float = MIN_BOX_SIZE  # px of width/height a clipped box must keep
     box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
     workers: int = 0                    # processes; 0 = all cores, 1 = in this process
     chunk_size: int = 64                # images per task / per cache part
