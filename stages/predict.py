@@ -42,7 +42,8 @@ could be predicted in any input (missing path, no faces anywhere, unreadable inp
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @user_errors
-def cli(inputs, model, out, fmt, draw_dir, ensemble, device, detector, batch_size, progress) -> None:
+def cli(inputs: tuple[str, ...], model: str, out: str, fmt: str | None, draw_dir: str | None,  # one per click option
+        ensemble: str | None, device: str, detector: str, batch_size: int, progress: bool | None) -> None:
     """Predict (pitch, yaw, roll) for every face in INPUTS (images, directories searched
     recursively for images, or videos) with a trained checkpoint.
 
