@@ -8,6 +8,9 @@ camera) rotated with :func:`pipeline.core.angles.rotation_from_degrees` and proj
 HopeNet's ``draw_axis`` computes the same projection with a hand-expanded formula (its green
 axis is our −y: it points down the face); here it is derived from the rotation itself so it
 can never drift from the convention. Colours (RGB): x red, y green, z blue.
+
+:class:`DrawingWriter` writes the annotated copies of ``hpekd predict --draw`` (images under
+their relative names, one mp4 per video); figures and captions use the functions here too.
 """
 
 from __future__ import annotations
