@@ -27,7 +27,7 @@ Needs the optional extra: pip install 'hpekd[onnx]'.
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare ONNX Runtime's output with torch's on a sample batch.")
 @user_errors
-def cli(checkpoint, out, opset, check) -> None:
+def cli(checkpoint: str, out: str, opset: int, check: bool) -> None:
     """Export CHECKPOINT (stage 1 or stage 2) to OUT (.onnx) with a dynamic batch axis."""
     from pipeline.inference.export import export_onnx
 

@@ -42,13 +42,16 @@ could be predicted in any input (missing path, no faces anywhere, unreadable inp
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @user_errors
-def cli(inputs, model, out, fmt, draw_dir, ensemble, device, detector, batch_size, progress) -> None:
+def cli(inputs: tuple[str, ...], model: str, out: str, fmt: str | None, draw_dir: str | None,  # one per click option
+        ensemble: str | None, device: str, detector: str, batch_size: int, progress: bool | None) -> None:
     """Predict (pitch, yaw, roll) for every face in INPUTS (images, directories searched
     recursively for images, or videos) with a trained checkpoint.
 
     Faces are found with the relabeling detector and cropped exactly as in training.
     """
-    from pipeline.inference.predict import Predictor, collect_inputs, output_format, write_rows
+    from pipeline.inference.inputs import collect_inputs
+    from pipeline.inference.predictor import Predictor
+    from pipeline.inference.rows import output_format, write_rows
 
     check_outputs(predictions=None if out == "-" else out, drawings=draw_dir)
     items = collect_inputs(inputs)  # missing paths fail here, before the model loads

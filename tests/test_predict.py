@@ -16,16 +16,10 @@ from pipeline.core.angles import project_3ddfa
 from pipeline.core.geometry import crop
 from pipeline.core.images import normalize, write_image
 from pipeline.inference.drawing import axes_endpoints, draw_axes
-from pipeline.inference.predict import (
-    NO_FACE,
-    ROW_FIELDS,
-    Predictor,
-    collect_inputs,
-    output_format,
-    parse_ensemble,
-    predict_images,
-    read_rows,
-)
+from pipeline.inference.inputs import collect_inputs
+from pipeline.inference.predict import predict_images
+from pipeline.inference.predictor import Predictor, parse_ensemble
+from pipeline.inference.rows import NO_FACE, ROW_FIELDS, output_format, read_rows
 from pipeline.model.checkpoint import model_from_checkpoint
 from pipeline.relabel.detect import register_detector
 from stages.predict import cli as predict_cli

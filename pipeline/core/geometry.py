@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline.core.views import View
 
+MIN_BOX_SIZE = 4.0  # px of width/height a clipped box must keep (relabel.min_box_size default, the predictor)
+
 
 def validate_box(box: tuple[float, float, float, float] | np.ndarray) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -27,7 +29,7 @@ def validate_box(box: tuple[float, float, float, float] | np.ndarray) -> tuple[f
 
 
 def clip_box(
-    box: tuple[float, float, float, float] | np.ndarray, width: int, height: int, min_size: float = 4.0
+    box: tuple[float, float, float, float] | np.ndarray, width: int, height: int, min_size: float = MIN_BOX_SIZE
 ) -> tuple[float, float, float, float] | None:
     """The box clipped to a ``width`` × ``height`` image, or ``None`` when it is not finite or
     less than ``min_size`` px of width or height is left. Relabeling (training boxes) and the

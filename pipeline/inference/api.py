@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pipeline.inference.drawing import draw_axes, draw_face
 from pipeline.inference.export import ExportReport, export_onnx
-from pipeline.inference.predict import ROW_FIELDS, Predictor, predict_images, read_rows, write_rows
+from pipeline.inference.predict import predict_images
+from pipeline.inference.predictor import Predictor
+from pipeline.inference.rows import ROW_FIELDS, read_rows, write_rows
 
 __all__ = [
     "Predictor", "predict_images", "export_onnx", "ExportReport", "draw_axes", "draw_face",

@@ -8,16 +8,24 @@ camera) rotated with :func:`pipeline.core.angles.rotation_from_degrees` and proj
 HopeNet's ``draw_axis`` computes the same projection with a hand-expanded formula (its green
 axis is our −y: it points down the face); here it is derived from the rotation itself so it
 can never drift from the convention. Colours (RGB): x red, y green, z blue.
+
+:class:`DrawingWriter` writes the annotated copies of ``hpekd predict --draw`` (images under
+their relative names, one mp4 per video); figures and captions use the functions here too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.core.angles import rotation_from_degrees
+from pipeline.core.images import write_image
+from pipeline.inference.inputs import InputItem
+from pipeline.inference.rows import FrameEntry
 
 AXIS_COLORS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # RGB: x, y, z
 
@@ -119,3 +127,68 @@ def draw_caption(
     cv2.rectangle(rgb, box[:2], box[2:], background, -1)
     cv2.putText(rgb, text, (x, y), FONT, scale, color, 1, cv2.LINE_AA)
     return box
+
+
+_WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class DrawingWriter:
+    """Writes annotated images under ``root`` (same relative names) and one mp4 per video."""
+
+    def __init__(self, root: Path) -> None:
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"--draw {str(root)!r} exists and is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.used: set[Path] = set()
+        self.video_item: InputItem | None = None
+        self.writer: cv2.VideoWriter | None = None
+        self.video_path: Path | None = None
+        self.written: list[Path] = []
+
+    def _target(self, name: str, suffix: str) -> Path:
+        rel = Path(name)
+        if rel.suffix.lower() not in _WRITABLE or suffix:
+            rel = rel.with_suffix(suffix or ".png")
+        out = self.root / rel
+        stem, n = out.with_suffix(""), 1
+        while out in self.used:
+            out = Path(f"{stem}_{n}{out.suffix}")
+            n += 1
+        self.used.add(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def add(self, e: FrameEntry) -> None:
+        if e.image is None:
+            return
+        img = np.ascontiguousarray(e.image).copy()
+        assert e.angles is not None
+        for box, ang in zip(e.boxes, e.angles):
+            draw_face(img, box, *map(float, ang), thickness=max(1, int(round((box[3] - box[1]) / 60))))
+        if e.item.kind != "video":
+            self._close_video()
+            out = self._target(e.item.draw_name or Path(e.item.name).name, "")
+            write_image(out, img)
+            self.written.append(out)
+            return
+        if self.video_item is not e.item:
+            self._close_video()
+            self.video_item = e.item
+            self.video_path = self._target(e.item.draw_name or Path(e.item.name).name, ".mp4")
+            fps = e.fps if e.fps and math.isfinite(e.fps) else 25.0
+            h, w = img.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not self.writer.isOpened():
+                raise ValueError(f"could not open a video writer for {str(self.video_path)!r} (mp4v codec)")
+            self.written.append(self.video_path)
+        assert self.writer is not None
+        self.writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def _close_video(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        self.writer, self.video_item = None, None
+
+    def close(self) -> None:
+        self._close_video()

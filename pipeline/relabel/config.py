@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.geometry import MIN_BOX_SIZE
 from pipeline.relabel.sources import BOX_SOURCES
 
 SOURCES = tuple(BOX_SOURCES)  # detector | landmarks | file | table
@@ -24,7 +25,7 @@ class RelabelConfig:
     fallback: str = "none"              # none | landmarks
     min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
     min_iou: float | None = None        # replaced by min_overlap (an error if set)
-    min_box_size: float = 4.0           # px of width/height a clipped box must keep
+    min_box_size: float = MIN_BOX_SIZE  # px of width/height a clipped box must keep
     box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
     workers: int = 0                    # processes; 0 = all cores, 1 = in this process
     chunk_size: int = 64                # images per task / per cache part
