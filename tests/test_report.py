@@ -172,14 +172,22 @@ def test_ensemble_row_from_grid(metrics: Path, tmp_path: Path) -> None:
 
 def test_cli_with_ensemble_grid(metrics: Path, tmp_path: Path) -> None:
     (metrics / "eval" / "ensemble-resnet50.json").unlink()
-    params = tmp_path / "params.yaml"
-    params.write_text("teacher_labels:\n  p: 2\n  s: 2\ntrain_teacher:\n  backbone: resnet50\n")
     out, png = tmp_path / "t.md", tmp_path / "t.png"
-    res = CliRunner().invoke(cli, ["--metrics-dir", str(metrics), "--ensemble-grid", str(_grid(tmp_path / "g.json")),
-                                   "--params", str(params), "--out", str(out), "--plot", str(png)])
+    args = ["--metrics-dir", str(metrics), "--out", str(out), "--plot", str(png)]
+    grid = ["--ensemble-grid", str(_grid(tmp_path / "g.json"))]
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2", "--s", "2", "--backbone", "resnet50"])
     assert res.exit_code == 0, res.output
     line = next(x for x in out.read_text().splitlines() if x.startswith("| Ensemble-ResNet50"))
     assert line.startswith("| Ensemble-ResNet50 | 4.20 | 3.00 | 3.00 | 3.40 |")
+    out.unlink()
+    # the grid's (p, s) and the row's backbone come from the command line (dvc.yaml: teacher_labels, train_teacher)
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2"])
+    assert res.exit_code == 2 and "Error: --ensemble-grid needs --s and --backbone" in res.output
+    res = CliRunner().invoke(cli, [*args, "--backbone", "resnet50"])
+    assert res.exit_code == 2 and "only apply with --ensemble-grid" in res.output
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2", "--s", "2", "--backbone", "ResNet-50"])
+    assert res.exit_code == 1 and "Error: backbone 'ResNet-50' of the ensemble row is not a ResNet name" in res.output
+    assert not out.exists()
 
 
 def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
