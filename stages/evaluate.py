@@ -23,15 +23,16 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
         grid_path: str | None, scatter_path: str | None, params_path: str) -> None:
     from pipeline.evaluation.evaluate import evaluate_checkpoint
+    from pipeline.evaluation.schema import ALL, BASELINE_MEAN, DATASETS, DROPPED, MAE, MAE_MEAN, SLOPE, N
 
     check_outputs(metrics=metrics_path, grid=grid_path, scatter=scatter_path)
     cfg = load_config(params_path, "evaluate")
     result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path,
                                  scatter_path)
-    for name, r in {**result["datasets"], "all": result["all"]}.items():
-        click.echo(f"{name:>20}: pitch {r['mae_pitch']:6.2f} yaw {r['mae_yaw']:6.2f} roll {r['mae_roll']:6.2f} "
-                   f"mean {r['mae_mean']:6.2f}  (n={r['n']}, dropped {r['dropped']})")
-        slopes = " ".join(f"{a} {r[f'slope_{a}']:.2f}" for a in ("pitch", "yaw", "roll") if r.get(f"slope_{a}") is not None)
+    for name, r in {**result[DATASETS], ALL: result[ALL]}.items():
+        click.echo(f"{name:>20}: pitch {r[MAE['pitch']]:6.2f} yaw {r[MAE['yaw']]:6.2f} roll {r[MAE['roll']]:6.2f} "
+                   f"mean {r[MAE_MEAN]:6.2f}  (n={r[N]}, dropped {r[DROPPED]})")
+        slopes = " ".join(f"{a} {r[key]:.2f}" for a, key in SLOPE.items() if r.get(key) is not None)
         if slopes:
-            base = r.get("baseline_mae_mean")
+            base = r.get(BASELINE_MEAN)
             click.echo(f"{'':>20}  slope {slopes}" + (f"; predicting the training mean: MAE {base:.2f}" if base else ""))

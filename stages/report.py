@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import click
 
-from stages.common import check_outputs, load_config, params_option, user_errors
+from stages.common import check_outputs, user_errors
 
 
 @click.command()
 @click.option("--metrics-dir", default="metrics/eval", show_default=True, type=click.Path(file_okay=False),
               help="Directory searched (recursively) for <role>-<backbone>.json evaluation files, "
-                   "role in base|ensemble|kd.")
+                   "role in base|ensemble|kd|nokd.")
 @click.option("--ensemble-grid", "grid_path", default=None, type=click.Path(dir_okay=False),
-              help="Output JSON of `hpekd ensemble-grid`: its rows at the teacher labels' (p, s) "
-                   "(params teacher_labels.p/.s) become the Ensemble-<train_teacher.backbone> row.")
+              help="Output JSON of `hpekd ensemble-grid`: its rows at (--p, --s) become the "
+                   "Ensemble-<--backbone> row. Needs --p, --s and --backbone.")
+@click.option("--p", "p", default=None, type=click.IntRange(min=0),
+              help="With --ensemble-grid: the ensemble's p that made the teacher labels (params teacher_labels.p).")
+@click.option("--s", "s", default=None, type=click.IntRange(min=1),
+              help="With --ensemble-grid: the ensemble's stride s that made the teacher labels "
+                   "(params teacher_labels.s).")
+@click.option("--backbone", default=None,
+              help="With --ensemble-grid: the stage-1 network's backbone, e.g. resnet50 (params "
+                   "train_teacher.backbone); names the Ensemble row.")
 @click.option("--out", "out_path", default="reports/table5.md", show_default=True,
               type=click.Path(dir_okay=False), help="Markdown table to write.")
 @click.option("--plot", "plot_path", default="reports/table5.png", show_default=True,
               type=click.Path(dir_okay=False), help="PNG bar chart to write.")
-@params_option
 @user_errors
-def cli(metrics_dir: str, grid_path: str | None, out_path: str, plot_path: str, params_path: str) -> None:
+def cli(metrics_dir: str, grid_path: str | None, p: int | None, s: int | None, backbone: str | None,
+        out_path: str, plot_path: str) -> None:
     """Write the Table-5 style MAE table (Markdown) and a bar chart (PNG)."""
+    given = {"--p": p, "--s": s, "--backbone": backbone}
+    if grid_path and None in given.values():
+        missing = [name for name, value in given.items() if value is None]
+        raise click.UsageError(f"--ensemble-grid needs {' and '.join(missing)}: the p and s of the teacher labels' "
+                               "ensemble and the teacher's backbone (dvc.yaml passes teacher_labels.p, "
+                               "teacher_labels.s and train_teacher.backbone)")
+    if not grid_path and any(value is not None for value in given.values()):
+        raise click.UsageError("--p, --s and --backbone only apply with --ensemble-grid")
     from pipeline.evaluation.report import ensemble_row_from_grid, markdown_table, write_report
 
     check_outputs(report=out_path, plot=plot_path)
     extra = []
     if grid_path:
-
-        labels = load_config(params_path, "teacher_labels")
-        teacher = load_config(params_path, "train_teacher")
-        extra.append(ensemble_row_from_grid(grid_path, labels.p, labels.s, teacher.backbone))
+        extra.append(ensemble_row_from_grid(grid_path, p, s, backbone))
     rows = write_report(metrics_dir, out_path, plot_path, extra)
     click.echo(markdown_table(rows), nl=False)
     click.echo(f"wrote {out_path} and {plot_path} ({len(rows)} models)")

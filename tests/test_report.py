@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from pipeline.evaluation import schema as keys
 from pipeline.evaluation.report import collect, markdown_table, parse_eval, write_report
 from stages.report import cli
 
 
-def _eval(pitch: float, yaw: float, roll: float, n: int = 10) -> dict:
-    return {"pitch": pitch, "yaw": yaw, "roll": roll, "mean": (pitch + yaw + roll) / 3, "n": n}
+def _eval(pitch: float, yaw: float, roll: float, n: int = 10, base: tuple | None = None) -> dict:
+    """One test set's block, as `hpekd evaluate` writes it (with the training-mean MAE when ``base``)."""
+    mae = dict(zip(("pitch", "yaw", "roll"), (pitch, yaw, roll)))
+    block = {**{keys.MAE[a]: v for a, v in mae.items()}, keys.MAE_MEAN: (pitch + yaw + roll) / 3,
+             **{k: 0.9 for k in keys.SLOPE.values()}, **{k: 0.95 for k in keys.PEARSON.values()},
+             keys.N: n, keys.DROPPED: 0}
+    if base:
+        block.update({keys.BASELINE[a]: v for a, v in zip(("pitch", "yaw", "roll"), base)})
+        block[keys.BASELINE_MEAN] = sum(base) / 3
+    return block
+
+
+def _file(kind: str, backbone: str, sets: dict) -> dict:
+    """A whole `hpekd evaluate` JSON: identity, one block per test set and the overall block."""
+    return {keys.KIND: kind, keys.BACKBONE: backbone, keys.SPLIT: "test", keys.DATASETS: sets,
+            keys.ALL: next(iter(sets.values()))}
 
 
 def _write(d: Path, name: str, data: dict) -> None:
@@ -24,10 +40,12 @@ def _write(d: Path, name: str, data: dict) -> None:
 @pytest.fixture()
 def metrics(tmp_path: Path) -> Path:
     d = tmp_path / "metrics"
-    _write(d / "eval", "kd-resnet50.json", {"AFLW2000": _eval(4.0, 3.0, 2.9), "BIWI": _eval(4.5, 3.6, 3.7)})
-    _write(d / "eval", "base-resnet50.json", {"AFLW2000": _eval(5.0, 3.5, 3.0), "BIWI": _eval(5.0, 4.0, 3.5)})
-    _write(d / "eval", "kd-resnet18.json", {"AFLW2000": _eval(5.2, 3.9, 3.4)})
-    _write(d / "eval", "ensemble-resnet50.json", {"test_sets": {"AFLW2000": _eval(4.9, 3.4, 3.0)}})
+    _write(d / "eval", "kd-resnet50.json",
+           _file("student", "resnet50", {"AFLW2000": _eval(4.0, 3.0, 2.9), "BIWI": _eval(4.5, 3.6, 3.7)}))
+    _write(d / "eval", "base-resnet50.json",
+           _file("stage1", "resnet50", {"AFLW2000": _eval(5.0, 3.5, 3.0), "BIWI": _eval(5.0, 4.0, 3.5)}))
+    _write(d / "eval", "kd-resnet18.json", _file("student", "resnet18", {"AFLW2000": _eval(5.2, 3.9, 3.4)}))
+    _write(d / "eval", "ensemble-resnet50.json", _file("stage1", "resnet50", {"AFLW2000": _eval(4.9, 3.4, 3.0)}))
     _write(d, "train_student_resnet18.json", {"loss": 1.0})  # not an evaluation: ignored
     return d
 
@@ -50,13 +68,42 @@ def test_markdown_table(metrics: Path) -> None:
     assert "**3.30**" in kd50 and "**3.93**" in kd50  # best mean per test set in bold
 
 
-def test_parse_eval_shapes() -> None:
-    a = parse_eval({"t": {"mae_pitch": 1, "mae_yaw": 2, "mae_roll": 3}})["t"]
-    assert (a.pitch, a.yaw, a.roll, a.mean) == (1, 2, 3, 2)
-    b = parse_eval({"results": {"t": {"mae": {"pitch": 1, "yaw": 2, "roll": 6, "mean": 3}, "n": 5}}})["t"]
-    assert (b.mean, b.n) == (3, 5)
-    with pytest.raises(ValueError, match="no test-set MAE"):
-        parse_eval({"t": {"loss": 1}}, "x.json")
+def test_parse_eval_reads_exactly_the_evaluate_schema() -> None:
+    ev = parse_eval(_file("stage1", "resnet18", {"t": {**_eval(1, 2, 6, n=5), keys.MAE_MEAN: 3}}), "x.json")
+    a = ev.results["t"]
+    assert (a.pitch, a.yaw, a.roll, a.mean, a.n) == (1, 2, 6, 3, 5) and ev.baselines == {}
+    assert parse_eval(_file("stage1", "resnet18", {"t": _eval(1, 2, 3, base=(3, 6, 9))})).baselines["t"].mean == 6
+    refused = {  # key shapes other readers once accepted, and near misses of the real one
+        "unknown key 'model'": {**_file("stage1", "resnet18", {"t": _eval(1, 2, 3)}), "model": "m.pt"},
+        "missing key 'kind'": {"t": _eval(1, 2, 3)},
+        "missing key 'mae_pitch'": _file("stage1", "resnet18", {"t": {"pitch": 1, "yaw": 2, "roll": 3, "mean": 2}}),
+        "missing key 'mae_mean'": _file("stage1", "resnet18", {"t": {k: v for k, v in _eval(1, 2, 3).items()
+                                                                       if k != keys.MAE_MEAN}}),
+        "unknown key 'mae_avg'": _file("stage1", "resnet18", {"t": {**_eval(1, 2, 3), "mae_avg": 2}}),
+        "missing key 'baseline_mae_pitch'": _file("stage1", "resnet18", {"t": {**_eval(1, 2, 3),
+                                                                               keys.BASELINE["yaw"]: 1}}),
+        "'mae_yaw' is '2', expected a number": _file("stage1", "resnet18", {"t": {**_eval(1, 2, 3),
+                                                                                  keys.MAE["yaw"]: "2"}}),
+        "'datasets' holds no test set": {**_file("stage1", "resnet18", {"t": _eval(1, 2, 3)}), keys.DATASETS: {}},
+    }
+    for message, data in refused.items():
+        with pytest.raises(ValueError, match=re.escape(message)) as err:
+            parse_eval(data, "'x.json'")
+        assert str(err.value).startswith("'x.json'") and "rerun `hpekd evaluate`" in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_cli_refuses_a_file_with_a_wrong_key_in_one_line(metrics: Path, tmp_path: Path) -> None:
+    bad = metrics / "eval" / "kd-resnet18.json"
+    data = json.loads(bad.read_text())
+    data[keys.DATASETS]["AFLW2000"]["mae_avg"] = data[keys.DATASETS]["AFLW2000"].pop(keys.MAE_MEAN)
+    bad.write_text(json.dumps(data))
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(metrics), "--out", str(tmp_path / "t.md"),
+                                   "--plot", str(tmp_path / "t.png")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [
+        f"Error: {str(bad)!r} datasets['AFLW2000']: missing key 'mae_mean'; rerun `hpekd evaluate` to rewrite it"]
+    assert not (tmp_path / "t.md").exists()
 
 
 def test_errors(tmp_path: Path) -> None:
@@ -65,8 +112,8 @@ def test_errors(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     with pytest.raises(ValueError, match="base-resnet50.json"):
         collect(tmp_path / "m")
-    _write(tmp_path / "m" / "a", "kd-resnet18.json", {"t": _eval(1, 2, 3)})
-    _write(tmp_path / "m" / "b", "kd-resnet18.json", {"t": _eval(1, 2, 3)})
+    _write(tmp_path / "m" / "a", "kd-resnet18.json", _file("student", "resnet18", {"t": _eval(1, 2, 3)}))
+    _write(tmp_path / "m" / "b", "kd-resnet18.json", _file("student", "resnet18", {"t": _eval(1, 2, 3)}))
     with pytest.raises(ValueError, match="two evaluations of KD-resnet18"):
         collect(tmp_path / "m")
 
@@ -89,12 +136,16 @@ def test_cli(metrics: Path, tmp_path: Path) -> None:
 
 
 def _grid(path: Path) -> Path:
+    """An `hpekd ensemble-grid` JSON, written by the stage's own writer."""
+    from pipeline.evaluation.ensemble_grid import EnsembleGridConfig, write_grid
+
     rows = [
         {"dataset": "AFLW2000", "p": p, "s": s, "A": 1, "n": 10, "mae_pitch": 4.0 + p / 10, "mae_yaw": 3.0,
          "mae_roll": 3.0, "mae_mean": (10.0 + p / 10) / 3}
         for p, s in ((0, 1), (1, 1), (2, 1), (0, 2), (2, 2))
     ]
-    path.write_text(json.dumps({"p_max": 2, "s": [1, 2], "best": {}, "single": {}, "rows": rows}))
+    write_grid(rows, EnsembleGridConfig(p_max=2, s=(1, 2)), str(path), str(path.with_suffix(".csv")),
+               str(path.with_suffix(".png")))
     return path
 
 
@@ -107,28 +158,54 @@ def test_ensemble_row_from_grid(metrics: Path, tmp_path: Path) -> None:
         ensemble_row_from_grid(tmp_path / "grid.json", 15, 5, "resnet50")
     with pytest.raises(ValueError, match="two evaluations of Ensemble-resnet50"):
         collect(metrics, [row])  # metrics already holds ensemble-resnet50.json
+    data = json.loads((tmp_path / "grid.json").read_text())
+    data["rows"][3]["mae"] = data["rows"][3].pop("mae_mean")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(f"{str(bad)!r} rows[3]: missing key 'mae_mean'; rerun "
+                                                   "`hpekd ensemble-grid`")):
+        ensemble_row_from_grid(bad, 2, 2, "resnet50")
+    bad.write_text(json.dumps({k: v for k, v in data.items() if k != "rows"}))
+    with pytest.raises(ValueError, match="missing key 'rows'"):
+        ensemble_row_from_grid(bad, 2, 2, "resnet50")
 
 
 def test_cli_with_ensemble_grid(metrics: Path, tmp_path: Path) -> None:
     (metrics / "eval" / "ensemble-resnet50.json").unlink()
-    params = tmp_path / "params.yaml"
-    params.write_text("teacher_labels:\n  p: 2\n  s: 2\ntrain_teacher:\n  backbone: resnet50\n")
     out, png = tmp_path / "t.md", tmp_path / "t.png"
-    res = CliRunner().invoke(cli, ["--metrics-dir", str(metrics), "--ensemble-grid", str(_grid(tmp_path / "g.json")),
-                                   "--params", str(params), "--out", str(out), "--plot", str(png)])
+    args = ["--metrics-dir", str(metrics), "--out", str(out), "--plot", str(png)]
+    grid = ["--ensemble-grid", str(_grid(tmp_path / "g.json"))]
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2", "--s", "2", "--backbone", "resnet50"])
     assert res.exit_code == 0, res.output
     line = next(x for x in out.read_text().splitlines() if x.startswith("| Ensemble-ResNet50"))
     assert line.startswith("| Ensemble-ResNet50 | 4.20 | 3.00 | 3.00 | 3.40 |")
+    out.unlink()
+    # the grid's (p, s) and the row's backbone come from the command line (dvc.yaml: teacher_labels, train_teacher)
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2"])
+    assert res.exit_code == 2 and "Error: --ensemble-grid needs --s and --backbone" in res.output
+    res = CliRunner().invoke(cli, [*args, "--backbone", "resnet50"])
+    assert res.exit_code == 2 and "only apply with --ensemble-grid" in res.output
+    res = CliRunner().invoke(cli, [*args, *grid, "--p", "2", "--s", "2", "--backbone", "ResNet-50"])
+    assert res.exit_code == 1 and "Error: backbone 'ResNet-50' of the ensemble row is not a ResNet name" in res.output
+    assert not out.exists()
 
 
 def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
     """The JSON of `hpekd evaluate` (pipeline.evaluation.evaluate.evaluate_checkpoint), with its identity check."""
-    block = {"mae_pitch": 5.0, "mae_yaw": 4.0, "mae_roll": 3.0, "mae_mean": 4.0, "n": 9, "dropped": 0}
-    data = {"model": "models/student_resnet18.pt", "kind": "student", "backbone": "resnet18", "split": "test",
-            "datasets": {"synth_test": block, "biwi": {**block, "mae_mean": 4.5}}, "all": block}
+    import numpy as np
+
+    from pipeline.evaluation.evaluate import angle_stats, mae_table
+
+    true = np.array([[0.0, 10.0, 0.0], [10.0, -20.0, 5.0], [-10.0, 30.0, -5.0]])
+    pred = true + [[5.0, 4.0, 3.0], [-5.0, -4.0, 3.0], [5.0, 4.0, -3.0]]
+    block = {**mae_table(pred, true), **angle_stats(pred, true, np.zeros(3)), keys.N: 3, keys.DROPPED: 0}
+    data = {keys.KIND: "student", keys.BACKBONE: "resnet18", keys.SPLIT: "test",
+            keys.DATASETS: {"synth_test": block, "biwi": {**block, keys.MAE_MEAN: 4.5}}, keys.ALL: block}
     _write(tmp_path / "m", "kd-resnet18.json", data)
-    (row,) = collect(tmp_path / "m")
+    mean, row = collect(tmp_path / "m")  # the baselines make the predict-the-training-mean row
+    assert mean.label == "Predict the training mean" and mean.results["biwi"].pitch == pytest.approx(20 / 3)
     assert sorted(row.results) == ["biwi", "synth_test"] and row.results["biwi"].mean == 4.5
+    assert (row.results["synth_test"].pitch, row.results["synth_test"].mean) == (5.0, 4.0)
     _write(tmp_path / "m", "base-resnet18.json", data)
     with pytest.raises(ValueError, match="'student' checkpoint but its name says 'base'"):
         collect(tmp_path / "m")
@@ -162,19 +239,12 @@ def test_caption_text_lies_inside_its_box() -> None:
 def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
     """Issue 13: the table has a predict-the-training-mean row (from the baselines evaluate
     records), the no-KD control row, and plain sentences on what each comparison shows."""
-    def block(p, y, r, base=None):
-        b = {"mae_pitch": p, "mae_yaw": y, "mae_roll": r, "mae_mean": (p + y + r) / 3, "n": 20, "dropped": 0}
-        if base:
-            b.update({f"baseline_mae_{a}": v for a, v in zip(("pitch", "yaw", "roll"), base)})
-        return b
-
     base = (11.0, 35.0, 9.0)
     d = tmp_path / "eval"
-    _write(d, "base-resnet18.json", {"kind": "stage1", "backbone": "resnet18", "datasets": {"synth": block(6, 9, 5, base)}})
-    _write(d, "kd-resnet18.json", {"kind": "student", "backbone": "resnet18", "datasets": {"synth": block(5.5, 8, 5, base)}})
-    _write(d, "nokd-resnet18.json", {"kind": "student", "backbone": "resnet18",
-                                     "datasets": {"synth": block(6.5, 9.5, 5.5, base)}})
-    _write(d, "ensemble-resnet18.json", {"synth": _eval(6.1, 9.1, 5.0)})
+    _write(d, "base-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(6, 9, 5, 20, base)}))
+    _write(d, "kd-resnet18.json", _file("student", "resnet18", {"synth": _eval(5.5, 8, 5, 20, base)}))
+    _write(d, "nokd-resnet18.json", _file("student", "resnet18", {"synth": _eval(6.5, 9.5, 5.5, 20, base)}))
+    _write(d, "ensemble-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(6.1, 9.1, 5.0)}))
     rows = collect(d)
     assert [r.label for r in rows] == ["Predict the training mean", "Base-ResNet18", "Ensemble-ResNet18",
                                        "KD-ResNet18", "Student-ResNet18 without KD"]

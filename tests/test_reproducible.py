@@ -46,8 +46,9 @@ COMMANDS = [
     "--scatter plots/scatter_kd.png",
     "evaluate --model models/student_nokd_resnet18.pt --boxes data/boxes.parquet "
     "--metrics metrics/eval/nokd-resnet18.json",
-    "report --metrics-dir metrics/eval --ensemble-grid metrics/ensemble_grid.json --out reports/table5.md "
-    "--plot reports/table5.png",
+    "report --metrics-dir metrics/eval --ensemble-grid metrics/ensemble_grid.json "
+    f"--p {PARAMS['teacher_labels']['p']} --s {PARAMS['teacher_labels']['s']} "
+    f"--backbone {PARAMS['train_teacher']['backbone']} --out reports/table5.md --plot reports/table5.png",
 ]
 
 

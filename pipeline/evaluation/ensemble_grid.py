@@ -20,6 +20,20 @@ import torch
 from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
 from pipeline.evaluation.figures import ensemble_heatmap
+from pipeline.evaluation.schema import (
+    GRID_BEST,
+    GRID_P_MAX,
+    GRID_ROWS,
+    GRID_SINGLE,
+    GRID_STRIDES,
+    MAE,
+    MAE_MEAN,
+    ROW_DATASET,
+    ROW_P,
+    ROW_S,
+    ROW_SIZE,
+    N,
+)
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
@@ -101,9 +115,9 @@ def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> l
         m = datasets == name
         for p, s in combos:
             mae = err[(p, s)][m].mean(0)
-            out.append({"dataset": name, "p": p, "s": s, "A": ensemble_size(p, s), "n": int(m.sum()),
-                        **{f"mae_{a}": round(float(v), 4) for a, v in zip(ANGLES, mae)},
-                        "mae_mean": round(float(mae.mean()), 4)})
+            out.append({ROW_DATASET: name, ROW_P: p, ROW_S: s, ROW_SIZE: ensemble_size(p, s), N: int(m.sum()),
+                        **{MAE[a]: round(float(v), 4) for a, v in zip(ANGLES, mae)},
+                        MAE_MEAN: round(float(mae.mean()), 4)})
     return out
 
 
@@ -111,10 +125,11 @@ def write_grid(rows: list[dict[str, Any]], cfg: EnsembleGridConfig, json_path: s
     """JSON (metrics: table + best per dataset), CSV (plots) and the Fig. 6 heat map."""
     best = {}
     for r in rows:
-        if r["dataset"] not in best or r["mae_mean"] < best[r["dataset"]]["mae_mean"]:
-            best[r["dataset"]] = r
-    single = {r["dataset"]: r["mae_mean"] for r in rows if r["p"] == 0}
-    write_json(json_path, {"p_max": cfg.p_max, "s": list(cfg.s), "best": best, "single": single, "rows": rows})
+        if r[ROW_DATASET] not in best or r[MAE_MEAN] < best[r[ROW_DATASET]][MAE_MEAN]:
+            best[r[ROW_DATASET]] = r
+    single = {r[ROW_DATASET]: r[MAE_MEAN] for r in rows if r[ROW_P] == 0}
+    write_json(json_path, {GRID_P_MAX: cfg.p_max, GRID_STRIDES: list(cfg.s), GRID_BEST: best, GRID_SINGLE: single,
+                           GRID_ROWS: rows})
     with atomic_path(csv_path, ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -23,6 +23,21 @@ from pipeline.core.io import write_json
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from pipeline.evaluation.figures import pose_grid, scatter_figure, write_pose_grid
+from pipeline.evaluation.schema import (
+    ALL,
+    BACKBONE,
+    BASELINE,
+    BASELINE_MEAN,
+    DATASETS,
+    DROPPED,
+    KIND,
+    MAE,
+    MAE_MEAN,
+    PEARSON,
+    SLOPE,
+    SPLIT,
+    N,
+)
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import input_size_of, model_from_checkpoint
 from pipeline.training.engine import Runtime, prepare_batch
@@ -51,8 +66,8 @@ class EvalConfig:
 def mae_table(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """Eq. 1 for [N, 3] degree arrays: ``mae_pitch``, ``mae_yaw``, ``mae_roll``, ``mae_mean``."""
     err = np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64)).mean(0)
-    out = {f"mae_{a}": float(e) for a, e in zip(ANGLES, err)}
-    out["mae_mean"] = float(err.mean())
+    out = {MAE[a]: float(e) for a, e in zip(ANGLES, err)}
+    out[MAE_MEAN] = float(err.mean())
     return out
 
 
@@ -71,12 +86,12 @@ def angle_stats(pred: np.ndarray, true: np.ndarray, train_mean: np.ndarray | Non
         var = float(((t - t.mean()) ** 2).sum()) if len(t) > 1 else 0.0
         cov = float(((t - t.mean()) * (q - q.mean())).sum()) if len(t) > 1 else 0.0
         qv = float(((q - q.mean()) ** 2).sum()) if len(q) > 1 else 0.0
-        out[f"slope_{a}"] = _round(cov / var) if var > 0 else None
-        out[f"r_{a}"] = _round(cov / np.sqrt(var * qv)) if var > 0 and qv > 0 else None
+        out[SLOPE[a]] = _round(cov / var) if var > 0 else None
+        out[PEARSON[a]] = _round(cov / np.sqrt(var * qv)) if var > 0 and qv > 0 else None
     if train_mean is not None:
         base = np.abs(true - np.asarray(train_mean, np.float64)).mean(0)
-        out.update({f"baseline_mae_{a}": _round(b) for a, b in zip(ANGLES, base)})
-        out["baseline_mae_mean"] = _round(base.mean())
+        out.update({BASELINE[a]: _round(b) for a, b in zip(ANGLES, base)})
+        out[BASELINE_MEAN] = _round(base.mean())
     return out
 
 
@@ -127,24 +142,24 @@ def evaluate_checkpoint(
     device = resolve_device(cfg.device)
     pred = predict_dataset(model, ds, cfg, device)
     mean = train_mean_pose(df)
-    result: dict[str, Any] = {"kind": state["kind"], "backbone": model.spec.backbone, "split": split, "datasets": {}}
+    result: dict[str, Any] = {KIND: state["kind"], BACKBONE: model.spec.backbone, SPLIT: split, DATASETS: {}}
     for name in sorted(set(ds.dataset_names)):
         m = ds.dataset_names == name
         part = PoseDataset(df, split, size, train=False, datasets=[name])
-        result["datasets"][name] = {**mae_table(pred[m], ds.angles[m]), **angle_stats(pred[m], ds.angles[m], mean),
-                                    "n": int(m.sum()), "dropped": part.dropped}
-    result["all"] = {**mae_table(pred, ds.angles), **angle_stats(pred, ds.angles, mean), "n": len(ds),
-                     "dropped": ds.dropped}
-    for name, r in {**result["datasets"], "all": result["all"]}.items():
-        log.info("%s: MAE pitch %.2f yaw %.2f roll %.2f mean %.2f (n=%d)", name, r["mae_pitch"], r["mae_yaw"],
-                 r["mae_roll"], r["mae_mean"], r["n"])
+        result[DATASETS][name] = {**mae_table(pred[m], ds.angles[m]), **angle_stats(pred[m], ds.angles[m], mean),
+                                  N: int(m.sum()), DROPPED: part.dropped}
+    result[ALL] = {**mae_table(pred, ds.angles), **angle_stats(pred, ds.angles, mean), N: len(ds),
+                   DROPPED: ds.dropped}
+    for name, r in {**result[DATASETS], ALL: result[ALL]}.items():
+        log.info("%s: MAE pitch %.2f yaw %.2f roll %.2f mean %.2f (n=%d)", name, *(r[MAE[a]] for a in ANGLES),
+                 r[MAE_MEAN], r[N])
     if metrics_path:
         write_json(metrics_path, result)
     if grid_path:
         write_pose_grid(grid_path, make_grid(ds, pred, cfg))
     if scatter_path:
         title = f"{state['kind']} {model.spec.backbone}: predicted vs true on the {split} rows (n={len(ds)})"
-        scatter_figure(pred, ds.angles, scatter_path, title, result["all"])
+        scatter_figure(pred, ds.angles, scatter_path, title, result[ALL])
     return result
 
 

@@ -8,21 +8,21 @@ Naming convention of the evaluation metrics it reads (one JSON file per evaluate
 
 ``role`` is ``base`` (the stage-1 network, row ``Base-<backbone>``), ``ensemble`` (the
 convolutional ensemble of the stage-1 network at the configured p, s, row
-``Ensemble-<backbone>``) or ``kd`` (a stage-2 student, row ``KD-<backbone>``); ``backbone`` is
-a torchvision ResNet name. Other JSON files under the directory (training curves, DVC
-metrics of other stages) are ignored. The file body is the output of ``hpekd evaluate``: one
-entry per test set with the MAE per angle (degrees) and their mean, in one of the shapes
-accepted by :func:`parse_eval` (``{"<test set>": {"pitch", "yaw", "roll", "mean", "n"}}``,
-optionally under a ``"test_sets"`` key, with ``mae_``-prefixed or nested ``"mae"`` keys). ``hpekd evaluate`` writes
+``Ensemble-<backbone>``), ``kd`` (a stage-2 student, row ``KD-<backbone>``) or ``nokd`` (the
+same student trained without KD); ``backbone`` is a torchvision ResNet name. Other JSON files
+under the directory (training curves, DVC metrics of other stages) are ignored. The file body
+is exactly what ``hpekd evaluate`` writes (key names in :mod:`pipeline.evaluation.schema`):
 ``{"kind", "backbone", "split", "datasets": {"<test set>": {"mae_pitch", "mae_yaw", "mae_roll",
-"mae_mean", "n", "dropped"}}, "all": {...}}``; when ``kind``/``backbone`` are present they must
-agree with the file name (``kd`` ↔ a ``student`` checkpoint, ``base``/``ensemble`` ↔
-``stage1``).
+"mae_mean", "slope_*", "r_*", ["baseline_mae_*",] "n", "dropped"}}, "all": {...}}``; ``kind`` and
+``backbone`` must agree with the file name (``kd``/``nokd`` ↔ a ``student`` checkpoint,
+``base``/``ensemble`` ↔ ``stage1``). A missing or unknown key is refused with one line naming
+the file and the key: rerun ``hpekd evaluate`` to rewrite the file.
 
 The Ensemble row can also come from the output of ``hpekd ensemble-grid`` (its JSON
-``{"rows": [{"dataset", "p", "s", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean", "n"}, …]}``): the
-rows at the (p, s) that made the teacher labels (params ``teacher_labels.p``/``.s``) become
-``Ensemble-<train_teacher.backbone>`` (:func:`ensemble_row_from_grid`).
+``{"p_max", "s", "best", "single", "rows": [{"dataset", "p", "s", "A", "n", "mae_pitch",
+"mae_yaw", "mae_roll", "mae_mean"}, …]}``): the rows at the (p, s) that made the teacher labels
+become ``Ensemble-<backbone>`` (:func:`ensemble_row_from_grid`; dvc.yaml passes params
+``teacher_labels.p``/``.s`` and ``train_teacher.backbone`` to ``hpekd report``).
 
 Rows are ordered Base, Ensemble, KD and by backbone depth inside each group, like the
 paper's Table 5; a model that was not evaluated on a test set shows "–" there.
@@ -35,19 +35,23 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path
+from pipeline.evaluation import schema as keys
 from pipeline.evaluation.figures import bar_chart
 
 log = logging.getLogger(__name__)
 
 ROLES = {"mean": "Predict the training mean", "base": "Base", "ensemble": "Ensemble", "kd": "KD",
          "nokd": "No-KD"}
-FILE_RE = re.compile(r"^(base|ensemble|kd|nokd)-(resnet\d+)\.json$")
+BACKBONE_RE = r"resnet\d+"
+FILE_RE = re.compile(rf"^(base|ensemble|kd|nokd)-({BACKBONE_RE})\.json$")
+RERUN_EVALUATE = "rerun `hpekd evaluate` to rewrite it"
+RERUN_GRID = "rerun `hpekd ensemble-grid` (the ensemble_grid stage) to rewrite it"
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,12 @@ class Result:
 
 @dataclass(frozen=True)
 class Row:
-    role: str  # base | ensemble | kd
+    role: str  # mean | base | ensemble | kd | nokd
     backbone: str
     results: dict[str, Result]  # test set -> MAE
     source: str  # the JSON file it came from
+    # test set -> MAE of predicting the training mean, as `hpekd evaluate` records it
+    baselines: dict[str, Result] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -75,6 +81,16 @@ class Row:
         if self.role == "nokd":
             return f"Student-{display_backbone(self.backbone)} without KD"
         return f"{ROLES[self.role]}-{display_backbone(self.backbone)}"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One parsed ``hpekd evaluate`` file."""
+
+    kind: str  # checkpoint kind: stage1 | student
+    backbone: str
+    results: dict[str, Result]  # test set -> MAE of the model
+    baselines: dict[str, Result]  # test set -> MAE of predicting the training mean (when recorded)
 
 
 def display_backbone(name: str) -> str:
@@ -87,61 +103,82 @@ def _depth(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, dict):
-        for key in ("mae", "value", "mean"):
-            if key in value:
-                return _number(value[key], where)
+def _load_json(path: Path) -> Any:
     try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a number, got {value!r}") from None
-    return out
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({exc})") from exc
 
 
-def _result(entry: dict[str, Any], where: str) -> Result | None:
-    """One test set's block → Result, or None when it does not look like one."""
-    if not isinstance(entry, dict):
-        return None
-    block = entry.get("mae") if isinstance(entry.get("mae"), dict) else entry
-    vals: dict[str, float] = {}
-    for a in ANGLES:
-        for key in (a, f"mae_{a}", f"{a}_mae"):
-            if key in block:
-                vals[a] = _number(block[key], f"{where}.{key}")
-                break
-        else:
-            return None
-    mean = None
-    for key in ("mean", "mae_mean", "mae", "avg", "mae_avg"):
-        if key in block and not isinstance(block[key], dict):
-            mean = _number(block[key], f"{where}.{key}")
-            break
-    if mean is None:
-        mean = sum(vals.values()) / 3
-    n = entry.get("n", entry.get("count", block.get("n")))
-    return Result(vals["pitch"], vals["yaw"], vals["roll"], mean, int(n) if n is not None else None)
+def _check_keys(obj: Any, required: tuple[str, ...], where: str, fix: str, optional: tuple[str, ...] = ()) -> None:
+    """``obj`` is a mapping with every ``required`` key, all or none of ``optional`` and nothing else."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object with keys {list(required)}, got {type(obj).__name__}; {fix}")
+    missing = [k for k in required if k not in obj]
+    if any(k in obj for k in optional):
+        missing += [k for k in optional if k not in obj]
+    if missing:
+        raise ValueError(f"{where}: missing key {missing[0]!r}; {fix}")
+    unknown = [k for k in obj if k not in required and k not in optional]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected {list(required + optional)}); {fix}")
 
 
-def parse_eval(data: Any, where: str = "metrics") -> dict[str, Result]:
-    """Evaluation JSON → {test set: Result}. Raises ValueError naming the file if empty."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a JSON object with one entry per test set")
-    for key in ("test_sets", "results", "datasets"):
-        if isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    out: dict[str, Result] = {}
-    for name, entry in data.items():
-        res = _result(entry, f"{where}:{name}")
-        if res is not None:
-            out[str(name)] = res
-    if not out:
-        raise ValueError(
-            f"{where}: no test-set MAE found (expected {{'<test set>': {{'pitch':…, 'yaw':…, "
-            "'roll':…, 'mean':…}}}} as written by `hpekd evaluate`)"
-        )
-    return out
+def _number(obj: dict[str, Any], key: str, where: str, fix: str) -> float:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: {key!r} is {value!r}, expected a number; {fix}")
+    return float(value)
+
+
+def _count(obj: dict[str, Any], key: str, where: str, fix: str) -> int:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: {key!r} is {value!r}, expected a whole number; {fix}")
+    return value
+
+
+def _block(block: Any, where: str) -> tuple[Result, Result | None]:
+    """One test set's block of ``hpekd evaluate`` → (model MAE, training-mean MAE or None)."""
+    _check_keys(block, keys.BLOCK_KEYS, where, RERUN_EVALUATE, optional=keys.BASELINE_KEYS)
+    n = _count(block, keys.N, where, RERUN_EVALUATE)
+    mae = [_number(block, keys.MAE[a], where, RERUN_EVALUATE) for a in ANGLES]
+    result = Result(*mae, _number(block, keys.MAE_MEAN, where, RERUN_EVALUATE), n)
+    if keys.BASELINE_MEAN not in block:
+        return result, None
+    base = [_number(block, keys.BASELINE[a], where, RERUN_EVALUATE) for a in ANGLES]
+    return result, Result(*base, sum(base) / 3, n)
+
+
+def parse_eval(data: Any, where: str = "metrics") -> Evaluation:
+    """The JSON of ``hpekd evaluate`` → :class:`Evaluation`; anything else is a ValueError naming ``where``."""
+    _check_keys(data, keys.EVAL_KEYS, where, RERUN_EVALUATE)
+    for key in (keys.KIND, keys.BACKBONE):
+        if not isinstance(data[key], str):
+            raise ValueError(f"{where}: {key!r} is {data[key]!r}, expected a name; {RERUN_EVALUATE}")
+    sets = data[keys.DATASETS]
+    if not isinstance(sets, dict) or not sets:
+        raise ValueError(f"{where}: {keys.DATASETS!r} holds no test set ({sets!r}); {RERUN_EVALUATE}")
+    results, baselines = {}, {}
+    for name, block in sets.items():
+        results[name], base = _block(block, f"{where} {keys.DATASETS}[{name!r}]")
+        if base is not None:
+            baselines[name] = base
+    _block(data[keys.ALL], f"{where} {keys.ALL!r}")  # checked like the others; the table shows test sets only
+    return Evaluation(data[keys.KIND], data[keys.BACKBONE], results, baselines)
+
+
+def _grid_results(rows: list[Any], p: int, s: int, where: str) -> dict[str, Result]:
+    """The grid rows at (p, s), by test set; every row is checked against the schema."""
+    results = {}
+    for i, r in enumerate(rows):
+        at = f"{where} {keys.GRID_ROWS}[{i}]"
+        _check_keys(r, keys.GRID_ROW_KEYS, at, RERUN_GRID)
+        if (_count(r, keys.ROW_P, at, RERUN_GRID), _count(r, keys.ROW_S, at, RERUN_GRID)) == (p, s):
+            mae = [_number(r, keys.MAE[a], at, RERUN_GRID) for a in ANGLES]
+            results[str(r[keys.ROW_DATASET])] = Result(*mae, _number(r, keys.MAE_MEAN, at, RERUN_GRID),
+                                                     _count(r, keys.N, at, RERUN_GRID))
+    return results
 
 
 def ensemble_row_from_grid(path: str | os.PathLike[str], p: int, s: int, backbone: str) -> Row:
@@ -149,45 +186,41 @@ def ensemble_row_from_grid(path: str | os.PathLike[str], p: int, s: int, backbon
     src = Path(path)
     if not src.is_file():
         raise ValueError(f"ensemble grid {str(src)!r} not found: run the ensemble_grid stage or drop --ensemble-grid")
-    try:
-        data = json.loads(src.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(src)!r} is not valid JSON ({exc})") from exc
-    rows = data.get("rows") if isinstance(data, dict) else None
+    if not re.fullmatch(BACKBONE_RE, backbone):
+        raise ValueError(f"backbone {backbone!r} of the ensemble row is not a ResNet name (e.g. resnet50)")
+    data = _load_json(src)
+    where = repr(str(src))
+    _check_keys(data, keys.GRID_KEYS, where, RERUN_GRID)
+    rows = data[keys.GRID_ROWS]
     if not isinstance(rows, list):
-        raise ValueError(f"{str(src)!r} has no 'rows' list (expected the output of `hpekd ensemble-grid`)")
-    results = {}
-    for r in rows:
-        if int(r.get("p", -1)) == int(p) and int(r.get("s", -1)) == int(s):
-            results[str(r["dataset"])] = Result(
-                float(r["mae_pitch"]), float(r["mae_yaw"]), float(r["mae_roll"]),
-                float(r.get("mae_mean", (r["mae_pitch"] + r["mae_yaw"] + r["mae_roll"]) / 3)),
-                int(r["n"]) if "n" in r else None,
-            )
+        raise ValueError(f"{where}: {keys.GRID_ROWS!r} is not a list; {RERUN_GRID}")
+    results = _grid_results(rows, p, s, where)
     if not results:
-        have = sorted({(int(r["p"]), int(r["s"])) for r in rows if "p" in r and "s" in r})
+        have = sorted({(r[keys.ROW_P], r[keys.ROW_S]) for r in rows})
         raise ValueError(
-            f"{str(src)!r} has no ensemble with p={p}, s={s} (the teacher labels' setting); it has {have[:12]}: "
+            f"{where} has no ensemble with p={p}, s={s} (the teacher labels' setting); it has {have[:12]}: "
             "make ensemble_grid.p_max >= p and include s in ensemble_grid.s"
         )
     return Row("ensemble", backbone, results, str(src))
 
 
-def _check_identity(data: Any, key: tuple[str, str], path: Path) -> None:
+def _check_identity(ev: Evaluation, key: tuple[str, str], path: Path) -> None:
     """``hpekd evaluate`` records the checkpoint's kind and backbone: they must fit the name."""
-    if not isinstance(data, dict):
-        return
-    kind, backbone = data.get("kind"), data.get("backbone")
     want_kind = "student" if key[0] in ("kd", "nokd") else "stage1"
-    if kind is not None and kind != want_kind:
+    if ev.kind != want_kind:
         raise ValueError(
-            f"{str(path)!r} evaluates a {kind!r} checkpoint but its name says {key[0]!r} "
+            f"{str(path)!r} evaluates a {ev.kind!r} checkpoint but its name says {key[0]!r} "
             f"(expected kind {want_kind!r}): rename it or fix the evaluate stage's --model"
         )
-    if backbone is not None and backbone != key[1]:
+    if ev.backbone != key[1]:
         raise ValueError(
-            f"{str(path)!r} evaluates a {backbone} but its name says {key[1]}: rename it or fix --model"
+            f"{str(path)!r} evaluates a {ev.backbone} but its name says {key[1]}: rename it or fix --model"
         )
+
+
+def _duplicate(key: tuple[str, str], first: str, second: str) -> ValueError:
+    return ValueError(f"two evaluations of {ROLES[key[0]]}-{key[1]}: {first!r} and {second!r}; "
+                      "keep one per role and backbone")
 
 
 def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None) -> list[Row]:
@@ -195,7 +228,7 @@ def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None)
     root = Path(metrics_dir)
     if not root.is_dir():
         raise ValueError(f"metrics directory {str(root)!r} not found: run the evaluate stages first")
-    seen: dict[tuple[str, str], Path] = {}
+    seen: dict[tuple[str, str], str] = {}
     rows = []
     for path in sorted(root.rglob("*.json")):
         m = FILE_RE.match(path.name)
@@ -203,25 +236,16 @@ def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None)
             continue
         key = (m.group(1), m.group(2))
         if key in seen:
-            raise ValueError(
-                f"two evaluations of {ROLES[key[0]]}-{key[1]}: {str(seen[key])!r} and {str(path)!r}; "
-                "keep one per role and backbone"
-            )
-        seen[key] = path
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{str(path)!r} is not valid JSON ({exc})") from exc
-        _check_identity(data, key, path)
-        rows.append(Row(key[0], key[1], parse_eval(data, str(path)), str(path)))
+            raise _duplicate(key, seen[key], str(path))
+        seen[key] = str(path)
+        ev = parse_eval(_load_json(path), repr(str(path)))
+        _check_identity(ev, key, path)
+        rows.append(Row(key[0], key[1], ev.results, str(path), ev.baselines))
     for row in extra or []:
         key = (row.role, row.backbone)
         if key in seen:
-            raise ValueError(
-                f"two evaluations of {ROLES[key[0]]}-{key[1]}: {str(seen[key])!r} and {row.source!r}; "
-                "keep one per role and backbone"
-            )
-        seen[key] = Path(row.source)
+            raise _duplicate(key, seen[key], row.source)
+        seen[key] = row.source
         rows.append(row)
     if not rows:
         raise ValueError(
@@ -239,16 +263,8 @@ def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None)
 def _mean_row(rows: list[Row]) -> Row | None:
     """The "predict the training mean" row from the baselines ``hpekd evaluate`` records."""
     for row in rows:
-        if row.role not in ("base", "kd", "nokd"):
-            continue
-        data = json.loads(Path(row.source).read_text())
-        results = {}
-        for name, entry in (data.get("datasets") or {}).items():
-            if isinstance(entry, dict) and all(f"baseline_mae_{a}" in entry for a in ANGLES):
-                vals = [float(entry[f"baseline_mae_{a}"]) for a in ANGLES]
-                results[str(name)] = Result(*vals, sum(vals) / 3, entry.get("n"))
-        if results:
-            return Row("mean", "", results, row.source)
+        if row.role in ("base", "kd", "nokd") and row.baselines:
+            return Row("mean", "", row.baselines, row.source)
     return None
 
 
