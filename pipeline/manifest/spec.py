@@ -204,8 +204,11 @@ def reject(row: dict, reason: str) -> dict:
     return row
 
 
+# 10 parameters, kept flat: after the four that every row needs, each keyword-only option fills
+# one group of the row's columns and each reader passes the few it has by name; a record for them
+# would only mirror the row dict built below.
 def make_row(
-    spec: DatasetSpec, root: str, image_path: str, split: str, face: int | str = 0,
+    spec: DatasetSpec, root: str, image_path: str, split: str, *, face: int | str = 0,
     angles: Sequence[float] | None = None, lm_box: Sequence[float] | None = None, group: str = "",
     labelled: bool = True, face_box: Sequence[float] | None = None,
 ) -> dict:

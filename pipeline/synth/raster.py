@@ -32,6 +32,22 @@ class Fragments:
         return attr[t[:, 0]] * b[:, 0:1] + attr[t[:, 1]] * b[:, 1:2] + attr[t[:, 2]] * b[:, 2:3]
 
 
+def _no_fragments() -> Fragments:
+    return Fragments(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32),
+                     np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
+
+
+def _z_test(pix: np.ndarray, z: np.ndarray, n_pixels: int) -> np.ndarray:
+    """Indices of the fragments that win the z-buffer: per pixel (``pix``, flat index) the one
+    with the largest depth ``z``, in increasing pixel order."""
+    zbuf = np.full(n_pixels, -np.inf, dtype=np.float32)
+    np.maximum.at(zbuf, pix, z)
+    win = np.nonzero(z >= zbuf[pix])[0]
+    owner = np.full(n_pixels, -1, dtype=np.int64)
+    owner[pix[win]] = win  # among exact depth ties the later fragment wins (deterministic)
+    return owner[owner >= 0]
+
+
 def rasterize(
     xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
     cull_back: bool = True,
@@ -45,8 +61,6 @@ def rasterize(
     xy = np.asarray(xy, dtype=np.float32)
     depth = np.asarray(depth, dtype=np.float32)
     tris = np.asarray(tris, dtype=np.int32)
-    empty = Fragments(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32),
-                      np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
     a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     mins = np.minimum(np.minimum(a, b), c)
@@ -59,7 +73,7 @@ def rasterize(
     keep &= (w > 0) & (h > 0)
     live = np.nonzero(keep)[0].astype(np.int32)
     if live.size == 0:
-        return empty
+        return _no_fragments()
     # barycentrics and depth are affine in the pixel position: per triangle, their value at the
     # bbox corner (x0, y0) and their steps along x and y; fragments then only gather 1-D arrays
     a, b, c, area, x0, y0, w = a[live], b[live], c[live], area[live], x0[live], y0[live], w[live]
@@ -89,19 +103,14 @@ def rasterize(
     eps = -1e-4
     inside = np.nonzero((w0 >= eps) & (w1 >= eps) & (w2 >= eps))[0]
     if inside.size == 0:
-        return empty
+        return _no_fragments()
     k, w0, w1, w2 = k[inside], w0[inside], w1[inside], w2[inside]
     z = (zo[k] + zx[k] * lx[inside] + zy[k] * lyf[inside]).astype(np.float32)
     px = x0[k] + lx[inside].astype(np.int32)
     py = y0[k] + ly[inside]
     idx = live[k]
     pix = py * width + px
-    zbuf = np.full(height * width, -np.inf, dtype=np.float32)
-    np.maximum.at(zbuf, pix, z)
-    win = np.nonzero(z >= zbuf[pix])[0]
-    owner = np.full(height * width, -1, dtype=np.int64)
-    owner[pix[win]] = win  # among exact depth ties the later fragment wins (deterministic)
-    sel = owner[owner >= 0]
+    sel = _z_test(pix, z, height * width)
     bary = np.stack([w0[sel], w1[sel], w2[sel]], axis=1).astype(np.float32)
     return Fragments(py[sel].astype(np.int32), px[sel].astype(np.int32), idx[sel].astype(np.int32),
                      bary, z[sel].astype(np.float32))

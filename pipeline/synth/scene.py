@@ -257,8 +257,11 @@ class RenderedHead(NamedTuple):
     pose_para: np.ndarray  # [7] 300W-LP Pose_Para (radians, t, s)
 
 
+# 9 parameters, kept flat: this is the one-call entry point (tests, ad-hoc renders) with pitch, yaw, roll
+# positional like every pose call; the record form already exists as generate.SampleSpec
+# (render_sample). The four options are keyword-only and independent of one another.
 def render_head(
-    head: HeadParams | np.random.Generator, pitch: float, yaw: float, roll: float, size: int,
+    head: HeadParams | np.random.Generator, pitch: float, yaw: float, roll: float, size: int, *,
     center: tuple[float, float] | None = None, face_size: float | None = None,
     occluder: bool = False, rng: np.random.Generator | None = None,
 ) -> RenderedHead:
