@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,5 +196,14 @@ def test_unknown_backbone_is_named() -> None:
 
 
 def test_cli_lists_stage_commands() -> None:
+    """`hpekd --help` names every command that a dvc.yaml stage runs."""
+    import re
+
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    used = {m for st in stages.values() for m in re.findall(r"hpekd ([a-z-]+)", st.get("do", st)["cmd"])}
     result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0 and "Usage" in result.output
+    assert result.exit_code == 0
+    listed = set(re.findall(r"^  ([a-z-]+)\s", result.output, flags=re.M))
+    assert used and used <= listed, f"commands dvc.yaml runs but `hpekd --help` does not list: {sorted(used - listed)}"
