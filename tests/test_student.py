@@ -20,7 +20,8 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import ZDataset
-from pipeline.training.engine import Runtime, evaluate
+from pipeline.training.engine import evaluate
+from pipeline.training.runtime import Runtime
 from pipeline.training.stage2 import (
     StudentConfig,
     TeacherTable,

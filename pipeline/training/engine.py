@@ -20,14 +20,11 @@ Engine (torchvision-references style), used by ``hpekd train-teacher`` and by th
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,136 +35,25 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.core.angles import ANGLES
-from pipeline.core.device import resolve_device
-from pipeline.core.images import normalize
-from pipeline.core.io import atomic_path, write_json
 from pipeline.data.loader import make_loader
 from pipeline.model.checkpoint import checkpoint_state, load_checkpoint, load_model_state, save_checkpoint
 from pipeline.model.network import HeadPoseNet
+from pipeline.training.config import EngineConfig
+from pipeline.training.outputs import write_metrics
+from pipeline.training.runtime import (
+    Runtime,
+    _all_reduce,
+    _unwrap,
+    prepare_batch,
+    restore_rng_state,
+    rng_state,
+    setup_runtime,
+)
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 PredictFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
-SCHEDULERS = ("none", "cosine")
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Optimisation settings the engine needs (a stage config provides them via ``.engine()``)."""
-
-    batch_size: int = 128
-    epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"  # "none" | "cosine" (per epoch, to 0 at the last epoch)
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last one)
-    head_lr_mult: float = 1.0  # the RvC heads learn at lr * head_lr_mult (trunk, neck, regression head: lr)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1 or self.workers < 0 or self.eval_every < 1:
-            raise ValueError(
-                f"batch_size ({self.batch_size}), epochs ({self.epochs}), eval_every ({self.eval_every}) must be "
-                f">= 1 and workers ({self.workers}) >= 0"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"lr {self.lr!r} must be > 0")
-        if not self.head_lr_mult > 0:
-            raise ValueError(f"head_lr_mult {self.head_lr_mult!r} must be > 0")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-
-
-# ----------------------------------------------------------------------------- runtime
-
-
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def amp(self) -> bool:
-        return self.device.type == "cuda"
-
-
-def setup_runtime(device: str = "auto") -> Runtime:
-    """Single process, or torchrun DDP when ``WORLD_SIZE > 1`` (``RANK``/``LOCAL_RANK`` from env)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Runtime(resolve_device(device))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    log.info("DDP rank %d/%d on %s", rank, world, dev)
-    return Runtime(dev, rank, world, local)
-
-
-def teardown_runtime(rt: Runtime) -> None:
-    """Destroy the process group that :func:`setup_runtime` created under torchrun."""
-    if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def prepare_batch(batch: Mapping[str, torch.Tensor], rt: Runtime) -> dict[str, torch.Tensor]:
-    """Move a collated batch to the device; ``image`` → normalised float (channels-last on CUDA)."""
-    out = {k: v.to(rt.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    image = normalize(out["image"])
-    if rt.device.type == "cuda":
-        image = image.contiguous(memory_format=torch.channels_last)
-    out["image"] = image
-    return out
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _all_reduce(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    if rt.distributed:
-        dist.all_reduce(t)
-    return t
 
 
 # ----------------------------------------------------------------------------- epoch loops
@@ -241,35 +127,6 @@ def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) 
     out["mae_mean"] = float(np.mean(mae))
     out["n"] = int(count)
     return out
-
-
-# ----------------------------------------------------------------------------- metrics files
-
-
-def _accuracy(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k == "epoch" or k.startswith("mae_")}
-
-
-def write_metrics(metrics_path: str | os.PathLike[str] | None, plots_path: str | os.PathLike[str] | None,
-                  history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None,
-                  extra: Mapping[str, Any] | None = None) -> None:
-    """DVC metrics JSON ``{"epochs", "final": {epoch, mae_*}, "best": {...}, **extra}`` (accuracy
-    and data counts only, so ``dvc metrics diff`` shows what changed in quality) and a plots CSV
-    with one row per epoch (loss parts, lr, test MAE). Both are pure functions of the training:
-    no timings."""
-    if metrics_path:
-        final = _accuracy(history[-1]) if history else {}
-        write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {}), **dict(extra or {})})
-    if plots_path:
-        fields: list[str] = []
-        for row in history:
-            fields += [k for k in row if k not in fields]
-        with atomic_path(plots_path, ".csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                for row in history:
-                    w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 # ----------------------------------------------------------------------------- fit
@@ -427,7 +284,4 @@ def fit(
     return {"final": history[-1] if history else {}, "best": best or {}}
 
 
-__all__ = [
-    "EngineConfig", "Runtime", "evaluate", "fit", "make_optimizer", "prepare_batch", "resolve_device",
-    "set_seed", "setup_runtime", "teardown_runtime", "train_one_epoch", "write_metrics",
-]
+__all__ = ["LossFn", "PredictFn", "evaluate", "fit", "make_optimizer", "train_one_epoch"]

@@ -20,15 +20,9 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
 from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
-from pipeline.training.engine import (
-    EngineConfig,
-    LossFn,
-    PredictFn,
-    fit,
-    set_seed,
-    setup_runtime,
-    teardown_runtime,
-)
+from pipeline.training.config import EngineConfig
+from pipeline.training.engine import LossFn, PredictFn, fit
+from pipeline.training.runtime import set_seed, setup_runtime, teardown_runtime
 
 log = logging.getLogger(__name__)
 

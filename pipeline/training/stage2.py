@@ -50,7 +50,9 @@ from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
 from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher import labelstore
-from pipeline.training.engine import EngineConfig, fit, set_seed, setup_runtime
+from pipeline.training.config import EngineConfig
+from pipeline.training.engine import fit
+from pipeline.training.runtime import set_seed, setup_runtime
 
 log = logging.getLogger(__name__)
 
