@@ -200,6 +200,40 @@ def test_cuda_bf16_channels_last_epoch(tiny_boxes: Path, tmp_path: Path) -> None
     assert load_checkpoint(tmp_path / "t.pt")["model"]["trunk.conv1.weight"].device.type == "cpu"
 
 
+def test_training_runtime_tears_down_only_the_group_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one runtime context manager of both stages: a DDP process group it created is destroyed on
+    exit (also after an error); one that was there before (the caller's) is left alone."""
+    import socket
+
+    import torch.distributed as dist
+
+    from pipeline.training import runtime
+
+    def init_group() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+    def fake_setup(device: str = "auto") -> runtime.Runtime:  # setup_runtime under torchrun, one process
+        if not dist.is_initialized():
+            init_group()
+        return runtime.Runtime(torch.device("cpu"), 0, 2, 0)
+
+    monkeypatch.setattr(runtime, "setup_runtime", fake_setup)
+    with pytest.raises(RuntimeError, match="boom"), runtime.training_runtime("cpu") as rt:
+        assert rt.distributed and dist.is_initialized()
+        raise RuntimeError("boom")
+    assert not dist.is_initialized()
+    init_group()  # the caller's own group
+    try:
+        with runtime.training_runtime("cpu"):
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.slow
 def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
     import subprocess

@@ -42,12 +42,12 @@ from pipeline.training.config import EngineConfig
 from pipeline.training.outputs import write_metrics
 from pipeline.training.runtime import (
     Runtime,
-    _all_reduce,
-    _unwrap,
+    all_reduce,
     prepare_batch,
     restore_rng_state,
     rng_state,
-    setup_runtime,
+    unwrap,
+    wrap_ddp,
 )
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def train_one_epoch(
         if step % 10 == 0 and bar.disable is False:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     elapsed = time.perf_counter() - start
-    _all_reduce(count, rt)
-    result = {k: float(_all_reduce(v, rt) / count) for k, v in sorted(sums.items())}
+    all_reduce(count, rt)
+    result = {k: float(all_reduce(v, rt) / count) for k, v in sorted(sums.items())}
     result["images_per_s"] = float(count) / max(elapsed, 1e-9)
     return result
 
@@ -106,7 +106,7 @@ def train_one_epoch(
 def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) -> dict[str, float]:
     """Eq. 1 on samples whose ground truth lies in ±99° (the dataset already filters;
     kept here as a guard): ``mae_pitch``, ``mae_yaw``, ``mae_roll``, ``mae_mean``, ``n``."""
-    model = _unwrap(model)
+    model = unwrap(model)
     model.eval()
     abs_sum = torch.zeros(3, dtype=torch.float64, device=rt.device)
     count = torch.zeros((), dtype=torch.float64, device=rt.device)
@@ -119,8 +119,8 @@ def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) 
         keep = (target.abs() <= 99).all(1)
         abs_sum += (pred - target).abs()[keep].double().sum(0)
         count += keep.sum()
-    _all_reduce(abs_sum, rt)
-    _all_reduce(count, rt)
+    all_reduce(abs_sum, rt)
+    all_reduce(count, rt)
     n = max(float(count), 1.0)
     mae = (abs_sum / n).tolist()
     out = {f"mae_{a}": float(m) for a, m in zip(ANGLES, mae)}
@@ -138,7 +138,7 @@ def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 
 
 def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Optimizer, Any]:
-    net = _unwrap(model)
+    net = unwrap(model)
     heads = getattr(net, "heads", None)
     if cfg.head_lr_mult != 1.0 and heads is not None:
         # The softmax RvC heads over 198 bins need a far larger logit range than the trunk's
@@ -162,6 +162,7 @@ def fit(
     loss_fn: LossFn,
     predict_fn: PredictFn,
     cfg: EngineConfig,
+    rt: Runtime,
     *,
     out: str | os.PathLike[str],
     kind: str,
@@ -172,7 +173,6 @@ def fit(
     plots_path: str | os.PathLike[str] | None = None,
     resume: bool = False,
     extra_state: Mapping[str, Any] | None = None,
-    rt: Runtime | None = None,
     stop_after: int | None = None,
     timing_path: str | os.PathLike[str] | None = None,
     metrics_extra: Mapping[str, Any] | None = None,
@@ -188,7 +188,6 @@ def fit(
     added to the metrics JSON. Returns ``{"final": metrics of the last
     epoch, "best": ...}``.
     """
-    rt = rt or setup_runtime(cfg.device)
     spec = model.spec
     model.to(rt.device)
     if rt.device.type == "cuda":
@@ -224,9 +223,7 @@ def fit(
     elif resume and rt.is_main:
         log.info("--resume: no checkpoint at %s yet, starting from scratch", out)
 
-    net: nn.Module = model
-    if rt.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    net = wrap_ddp(model, rt)
     pin = rt.device.type == "cuda"
     loader, sampler = make_loader(
         train_set, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed,
@@ -267,7 +264,7 @@ def fit(
                            for k, v in {**row, **timing}.items())
             log.info("%s", msg)
             save_checkpoint(out, checkpoint_state(
-                kind, _unwrap(net), input_size, epoch=epoch + 1, config=config,
+                kind, unwrap(net), input_size, epoch=epoch + 1, config=config,
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                 engine=dataclasses.asdict(cfg), rng=rng_state(), history=history, best=best,

@@ -1,12 +1,14 @@
-"""Where a training process runs: single process or torchrun DDP (:class:`Runtime`), the global
-RNG seed and states, and moving a batch to the device."""
+"""Where a training process runs: single process or torchrun DDP (:class:`Runtime`, set up and torn
+down by :func:`training_runtime`, the one way both stages enter it), the global RNG seed and
+states, moving a batch to the device, and wrapping/unwrapping a model for DDP."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +58,18 @@ def setup_runtime(device: str = "auto") -> Runtime:
     return Runtime(dev, rank, world, local)
 
 
-def teardown_runtime(rt: Runtime) -> None:
-    """Destroy the process group that :func:`setup_runtime` created under torchrun."""
-    if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+@contextmanager
+def training_runtime(device: str = "auto") -> Iterator[Runtime]:
+    """The runtime of one training run: :func:`setup_runtime` on entry; on exit the DDP process
+    group is destroyed if this call created it (a group that already existed, e.g. the caller's,
+    is left alone)."""
+    had_group = dist.is_available() and dist.is_initialized()
+    rt = setup_runtime(device)
+    try:
+        yield rt
+    finally:
+        if rt.distributed and not had_group and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def set_seed(seed: int) -> None:
@@ -93,11 +103,24 @@ def prepare_batch(batch: Mapping[str, torch.Tensor], rt: Runtime) -> dict[str, t
     return out
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
+    """``model`` in DistributedDataParallel under torchrun DDP, else ``model`` itself."""
+    if not rt.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _all_reduce(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+def all_reduce(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     if rt.distributed:
         dist.all_reduce(t)
     return t
+
+
+__all__ = [
+    "Runtime", "all_reduce", "prepare_batch", "restore_rng_state", "rng_state", "set_seed", "setup_runtime",
+    "training_runtime", "unwrap", "wrap_ddp",
+]

@@ -22,7 +22,7 @@ from pipeline.model.losses import stage1_loss
 from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
 from pipeline.training.config import EngineConfig
 from pipeline.training.engine import LossFn, PredictFn, fit
-from pipeline.training.runtime import set_seed, setup_runtime, teardown_runtime
+from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +128,18 @@ def train_teacher(
                  len(train_set), train_set.unlabelled_left_out)
     has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
     test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
-    rt = setup_runtime(engine.device)
-    set_seed(cfg.seed)
-    model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
-    if cfg.weights:
-        load_backbone_weights(model, cfg.weights)
-    loss_fn, predict_fn = stage1_fns(model.spec)
-    try:
+    with training_runtime(engine.device) as rt:
+        set_seed(cfg.seed)
+        model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
+        if cfg.weights:
+            load_backbone_weights(model, cfg.weights)
+        loss_fn, predict_fn = stage1_fns(model.spec)
         return fit(
-            model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
+            model, train_set, loss_fn, predict_fn, engine, rt, out=out, kind="stage1", config=cfg.to_dict(),
             input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
-            resume=resume, rt=rt, stop_after=stop_after, timing_path=timing_path,
+            resume=resume, stop_after=stop_after, timing_path=timing_path,
             metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
         )
-    finally:
-        teardown_runtime(rt)
 
 
 def baseline_mae(train_angles: np.ndarray, test_angles: np.ndarray) -> dict[str, float]:

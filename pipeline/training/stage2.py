@@ -52,7 +52,7 @@ from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet
 from pipeline.teacher import labelstore
 from pipeline.training.config import EngineConfig
 from pipeline.training.engine import fit
-from pipeline.training.runtime import set_seed, setup_runtime
+from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
 
@@ -410,19 +410,19 @@ def train_student(
     has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
-    rt = setup_runtime(engine.device)
-    set_seed(cfg.seed)
-    model = HeadPoseNet(spec, pretrained=cfg.pretrained)
-    if cfg.weights:
-        load_backbone_weights(model, cfg.weights)
-    loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
-    return fit(
-        model, train_set, loss_fn, predict_fn, engine, out=out, kind="student", config=cfg.to_dict(),
-        input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
-        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt, timing_path=timing_path,
-        metrics_extra={"rows": counts},
-    )
+    with training_runtime(engine.device) as rt:
+        set_seed(cfg.seed)
+        model = HeadPoseNet(spec, pretrained=cfg.pretrained)
+        if cfg.weights:
+            load_backbone_weights(model, cfg.weights)
+        loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
+        return fit(
+            model, train_set, loss_fn, predict_fn, engine, rt, out=out, kind="student", config=cfg.to_dict(),
+            input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
+            extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, timing_path=timing_path,
+            metrics_extra={"rows": counts},
+        )
 
 
 __all__ = [
