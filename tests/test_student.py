@@ -21,6 +21,7 @@ from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import ZDataset
 from pipeline.training.engine import evaluate
+from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import Runtime
 from pipeline.training.stage2 import (
     StudentConfig,
@@ -274,6 +275,6 @@ def test_train_student_function_small(data: tuple[Path, Path], tmp_path: Path) -
     """One epoch through the library entry point, photometric on, DVC metrics written."""
     boxes, store = data
     cfg = StudentConfig(input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
-    res = train_student(cfg, store, boxes, tmp_path / "s.pt", metrics_path=tmp_path / "m.json", progress=False)
+    res = train_student(cfg, store, boxes, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert set(res["final"]) >= {"loss", "ce", "kl", "mae_mean"}
     assert math.isfinite(res["final"]["loss"])

@@ -21,7 +21,8 @@ from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
 from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
 from pipeline.training.config import EngineConfig
-from pipeline.training.engine import LossFn, PredictFn, fit
+from pipeline.training.engine import LossFn, PredictFn, TrainingRun, fit
+from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
@@ -106,17 +107,15 @@ def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:
 def train_teacher(
     cfg: Stage1Config,
     boxes: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    metrics_path: str | os.PathLike[str] | None = None,
-    plots_path: str | os.PathLike[str] | None = None,
+    paths: RunPaths,
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
-    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 1: train the multi-head teacher on the labelled ``train`` rows of ``boxes`` and
-    evaluate on its ``test`` rows (if any) after each epoch. Unlabelled rows are left out (the
-    teacher labels them later) and counted in the metrics' ``rows``."""
+    evaluate on its ``test`` rows (if any) after each epoch, writing to ``paths``. Unlabelled rows
+    are left out (the teacher labels them later) and counted in the metrics' ``rows``.
+    ``resume`` / ``stop_after``: see :class:`pipeline.training.engine.TrainingRun`."""
     df = read_boxes(boxes)
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     datasets = list(cfg.datasets) or None
@@ -128,18 +127,16 @@ def train_teacher(
                  len(train_set), train_set.unlabelled_left_out)
     has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
     test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
+    run = TrainingRun(
+        paths, "stage1", cfg.to_dict(), cfg.size, resume=resume, stop_after=stop_after,
+        metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
+    )
     with training_runtime(engine.device) as rt:
         set_seed(cfg.seed)
         model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
         if cfg.weights:
             load_backbone_weights(model, cfg.weights)
-        loss_fn, predict_fn = stage1_fns(model.spec)
-        return fit(
-            model, train_set, loss_fn, predict_fn, engine, rt, out=out, kind="stage1", config=cfg.to_dict(),
-            input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
-            resume=resume, stop_after=stop_after, timing_path=timing_path,
-            metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
-        )
+        return fit(model, stage1_fns(model.spec), train_set, test_set, engine, rt, run)
 
 
 def baseline_mae(train_angles: np.ndarray, test_angles: np.ndarray) -> dict[str, float]:

@@ -51,7 +51,8 @@ from pipeline.model.losses import student_loss
 from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher import labelstore
 from pipeline.training.config import EngineConfig
-from pipeline.training.engine import fit
+from pipeline.training.engine import TrainingRun, fit
+from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
@@ -384,16 +385,14 @@ def train_student(
     cfg: StudentConfig,
     labels_path: str | os.PathLike[str],
     boxes_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    metrics_path: str | os.PathLike[str] | None = None,
-    plots_path: str | os.PathLike[str] | None = None,
+    paths: RunPaths,
     resume: bool = False,
     teacher: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 2: check and load the label store, then train the student with eq. 7 on the
-    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows."""
+    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows, writing
+    to ``paths``."""
     boxes = read_boxes(boxes_path)
     labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
     spec = cfg.spec()
@@ -411,18 +410,15 @@ def train_student(
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
+    run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume, metrics_extra={"rows": counts},
+                      extra_state={"labels": {"path": str(labels_path), "provenance": provenance}})
     with training_runtime(engine.device) as rt:
         set_seed(cfg.seed)
         model = HeadPoseNet(spec, pretrained=cfg.pretrained)
         if cfg.weights:
             load_backbone_weights(model, cfg.weights)
-        loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
-        return fit(
-            model, train_set, loss_fn, predict_fn, engine, rt, out=out, kind="student", config=cfg.to_dict(),
-            input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
-            extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, timing_path=timing_path,
-            metrics_extra={"rows": counts},
-        )
+        fns = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
+        return fit(model, fns, train_set, test_set, engine, rt, run)
 
 
 __all__ = [
