@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,13 @@ def test_stage1_config_errors() -> None:
         config_from_mapping(Stage1Config, {"scheduler": "step"}, where)
     with pytest.raises(ValueError, match="input_size"):
         config_from_mapping(Stage1Config, {"input_size": 4}, where)
+    # the one input_size rule of both stages: never a bool, and (unlike the student) never null
+    for bad in (True, None):
+        with pytest.raises(ValueError, match=rf"input_size = {bad} is \w+; expected int or \[int, int\]$"):
+            config_from_mapping(Stage1Config, {"input_size": bad}, where)
+    for bad in (True, None, (True, 32)):
+        with pytest.raises(ValueError, match=rf"input_size {re.escape(repr(bad))} must be an int or \[h, w\]"):
+            Stage1Config(input_size=bad)
     cfg = config_from_mapping(Stage1Config, {"bin_sizes": [1, 2], "input_size": [48, 40]}, where)
     assert cfg.spec().bin_sizes == (1, 2) and cfg.size == (48, 40)
 

@@ -19,8 +19,8 @@ from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
-from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
-from pipeline.training.config import EngineConfig
+from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import LossFn, PredictFn, TrainingRun, fit
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Stage1Config:
+class Stage1Config(TrainConfig):
     """params.yaml section ``train_teacher`` (unknown keys are an error)."""
 
     backbone: str = "resnet50"
@@ -55,8 +55,7 @@ class Stage1Config:
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all train rows)
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self._check_backbone()
         for b in self.bin_sizes:
             if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.5 <= b <= 99 or (2 * 99 / b) < 2:
                 raise ValueError(
@@ -69,25 +68,13 @@ class Stage1Config:
 
     @property
     def size(self) -> tuple[int, int]:
-        s = self.input_size
-        hw = (s, s) if isinstance(s, int) else tuple(s)
-        if len(hw) != 2 or not all(isinstance(v, int) and v >= 16 for v in hw):
-            raise ValueError(f"input_size {s!r} must be an int or [h, w] of at least 16 pixels")
-        return hw  # type: ignore[return-value]
+        return input_hw(self.input_size)  # type: ignore[return-value]
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression, feature_norm=self.feature_norm)
 
-    def engine(self) -> EngineConfig:
-        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
-        return EngineConfig(**{k: getattr(self, k) for k in names})
-
     def augment(self) -> AugmentConfig:
         return AugmentConfig(self.flip_p, self.max_angle, self.photometric)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:

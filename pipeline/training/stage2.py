@@ -48,9 +48,9 @@ from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
-from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
+from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher import labelstore
-from pipeline.training.config import EngineConfig
+from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
@@ -64,7 +64,7 @@ GB = 1024**3
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(TrainConfig):
     """params.yaml section ``train_student`` (unknown keys are an error).
 
     The backbone usually comes from the command line (``--backbone``, one DVC stage per
@@ -94,42 +94,26 @@ class StudentConfig:
     unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self._check_backbone()
         if not self.ce_weight >= 0:
             raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
         if not self.kd_weight >= 0 or (self.kd_weight == 0 and self.ce_weight == 0):
             raise ValueError(f"kd_weight {self.kd_weight!r} must be >= 0, and not 0 together with ce_weight")
         if not self.max_label_memory_gb > 0:
             raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
-        if self.input_size is not None:
-            self.size  # validates
+        self.size  # validates input_size
         self.engine()
 
     @property
     def size(self) -> tuple[int, int] | None:
-        s = self.input_size
-        if s is None:
-            return None
-        hw = (s, s) if isinstance(s, int) else tuple(s)
-        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in hw):
-            raise ValueError(f"input_size {s!r} must be null, an int or [h, w] of at least 16 pixels")
-        return hw  # type: ignore[return-value]
+        return input_hw(self.input_size, allow_null=True)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.backbone, bin_sizes=(LABEL_BIN,), regression=False, feature_norm=self.feature_norm)
 
-    def engine(self) -> EngineConfig:
-        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
-        return EngineConfig(**{k: getattr(self, k) for k in names})
-
     def augment(self) -> AugmentConfig:
         # the geometric part is replayed from the store; only the photometric flag matters here
         return AugmentConfig(flip_p=0.0, max_angle=0.0, photometric=self.photometric)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 # ----------------------------------------------------------------------------- the label store
