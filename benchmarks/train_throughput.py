@@ -37,7 +37,9 @@ from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import HeadPoseNet, ModelSpec
-from pipeline.training.engine import EngineConfig, Runtime, make_optimizer, setup_runtime, train_one_epoch
+from pipeline.training.config import EngineConfig
+from pipeline.training.engine import make_optimizer, train_one_epoch
+from pipeline.training.runtime import Runtime, setup_runtime
 
 
 @dataclass

@@ -85,6 +85,7 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     from pipeline.relabel.job import relabel, write_boxes
     from pipeline.synth import synthesize
     from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+    from pipeline.training.outputs import RunPaths
     from pipeline.training.stage1 import Stage1Config, train_teacher
     from pipeline.training.stage2 import StudentConfig, train_student
 
@@ -116,7 +117,7 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     bp = str(out / "boxes.parquet")
 
     t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher")
-    timed("stage 1 (labelled rows)", train_teacher, t_cfg, bp, out / "teacher.pt", progress=False)
+    timed("stage 1 (labelled rows)", train_teacher, t_cfg, bp, RunPaths(out / "teacher.pt"), progress=False)
     l_cfg = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels")
     timed("teacher labels (all train rows)", run_teacher_labels, l_cfg, str(out / "teacher.pt"), bp,
           str(out / "labels.zarr"))
@@ -127,8 +128,8 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     for k, (name, over) in enumerate(STUDENTS.items()):
         cfg = dataclasses.replace(base, backbone=p["students"][0], **over)
         model = out / f"student_{'abc'[k]}.pt"
-        timed(f"student {name}", train_student, cfg, out / "labels.zarr", bp, model,
-              metrics_path=out / f"student_{'abc'[k]}.json", progress=False)
+        timed(f"student {name}", train_student, cfg, out / "labels.zarr", bp,
+              RunPaths(model, out / f"student_{'abc'[k]}.json"), progress=False)
         results[name] = {**evaluate_checkpoint(model, bp, "test", None, e_cfg)["all"],
                          "rows": json.loads((out / f"student_{'abc'[k]}.json").read_text())["rows"]}
     a, c = results["a: labelled only, no KD"], results["c: KD, labelled + unlabelled"]

@@ -32,14 +32,17 @@ from stages.common import check_outputs, load_config, params_option, user_errors
               help="Override train_student.kd_weight (0 = the control student without distillation).")
 @params_option
 @user_errors
+# 12 parameters: one per click option of the command (its CLI), not a library signature
 def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, metrics_path: str | None,
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, timing_path: str | None,
         kd_weight: float | None, params_path: str) -> None:
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
+    from pipeline.training.outputs import RunPaths
     from pipeline.training.stage2 import train_student
     check_outputs(checkpoint=out_path, metrics=metrics_path, plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None, kd_weight=kd_weight)
-    res = train_student(cfg, labels_path, boxes_path, out_path, metrics_path=metrics_path, plots_path=plots_path,
-                        resume=resume, teacher=teacher_path, progress=not no_progress, timing_path=timing_path)
+    paths = RunPaths(out_path, metrics_path, plots_path, timing_path)
+    res = train_student(cfg, labels_path, boxes_path, paths, resume=resume, teacher=teacher_path,
+                        progress=not no_progress)
     click.echo(json.dumps({"out": out_path, "backbone": cfg.backbone, **res}, default=float))

@@ -25,12 +25,13 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @user_errors
 def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, no_progress: bool,
         timing_path: str | None, params_path: str) -> None:
+    from pipeline.training.outputs import RunPaths
     from pipeline.training.stage1 import train_teacher
     check_outputs(checkpoint=out, metrics=metrics_path, plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_teacher")
-    result = train_teacher(cfg, boxes, out, metrics_path, plots_path, resume=resume, progress=not no_progress,
-                           timing_path=timing_path)
+    paths = RunPaths(out, metrics_path, plots_path, timing_path)
+    result = train_teacher(cfg, boxes, paths, resume=resume, progress=not no_progress)
     final, best = result["final"], result["best"]
     if "mae_mean" in final:
         click.echo(f"{out}: epoch {final['epoch']}, test MAE mean {final['mae_mean']:.2f} "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pipeline.data.datasets import PoseDataset
 from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.training.outputs import RunPaths
 from pipeline.training.stage1 import Stage1Config, baseline_mae, train_teacher
 from stages.cli import main
 
@@ -75,15 +77,15 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     tiny_boxes = make_tiny_dataset(tmp_path / "data", n_train=20, n_test=4, size=48, seed=2)
     cfg2 = Stage1Config(**{**FAST, "batch_size": 8}, epochs=2, seed=7, scheduler="cosine", bin_sizes=(1, 3))
     straight = tmp_path / "straight.pt"
-    train_teacher(cfg2, tiny_boxes, straight, progress=False)
+    train_teacher(cfg2, tiny_boxes, RunPaths(straight), progress=False)
     part = tmp_path / "part.pt"
-    train_teacher(cfg2, tiny_boxes, part, progress=False, stop_after=1)  # an interrupted run
+    train_teacher(cfg2, tiny_boxes, RunPaths(part), progress=False, stop_after=1)  # an interrupted run
     assert load_checkpoint(part)["epoch"] == 1
     # tamper with the global RNGs: resume must restore them from the checkpoint
     torch.manual_seed(1234)
     np.random.seed(99)
     m, p = tmp_path / "m.json", tmp_path / "p.csv"
-    res = train_teacher(cfg2, tiny_boxes, part, m, p, resume=True, progress=False)
+    res = train_teacher(cfg2, tiny_boxes, RunPaths(part, m, p), resume=True, progress=False)
     assert res["final"]["epoch"] == 2
     a, b = _state(straight), _state(part)
     assert a.keys() == b.keys()
@@ -108,6 +110,13 @@ def test_stage1_config_errors() -> None:
         config_from_mapping(Stage1Config, {"scheduler": "step"}, where)
     with pytest.raises(ValueError, match="input_size"):
         config_from_mapping(Stage1Config, {"input_size": 4}, where)
+    # the one input_size rule of both stages: never a bool, and (unlike the student) never null
+    for bad in (True, None):
+        with pytest.raises(ValueError, match=rf"input_size = {bad} is \w+; expected int or \[int, int\]$"):
+            config_from_mapping(Stage1Config, {"input_size": bad}, where)
+    for bad in (True, None, (True, 32)):
+        with pytest.raises(ValueError, match=rf"input_size {re.escape(repr(bad))} must be an int or \[h, w\]"):
+            Stage1Config(input_size=bad)
     cfg = config_from_mapping(Stage1Config, {"bin_sizes": [1, 2], "input_size": [48, 40]}, where)
     assert cfg.spec().bin_sizes == (1, 2) and cfg.size == (48, 40)
 
@@ -195,9 +204,43 @@ def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last_epoch(tiny_boxes: Path, tmp_path: Path) -> None:
     cfg = Stage1Config(**{**FAST, "workers": 2}, epochs=1, device="cuda")
-    res = train_teacher(cfg, tiny_boxes, tmp_path / "t.pt", progress=False)
+    res = train_teacher(cfg, tiny_boxes, RunPaths(tmp_path / "t.pt"), progress=False)
     assert np.isfinite(res["final"]["loss"]) and np.isfinite(res["final"]["mae_mean"])
     assert load_checkpoint(tmp_path / "t.pt")["model"]["trunk.conv1.weight"].device.type == "cpu"
+
+
+def test_training_runtime_tears_down_only_the_group_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one runtime context manager of both stages: a DDP process group it created is destroyed on
+    exit (also after an error); one that was there before (the caller's) is left alone."""
+    import socket
+
+    import torch.distributed as dist
+
+    from pipeline.training import runtime
+
+    def init_group() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+    def fake_setup(device: str = "auto") -> runtime.Runtime:  # setup_runtime under torchrun, one process
+        if not dist.is_initialized():
+            init_group()
+        return runtime.Runtime(torch.device("cpu"), 0, 2, 0)
+
+    monkeypatch.setattr(runtime, "setup_runtime", fake_setup)
+    with pytest.raises(RuntimeError, match="boom"), runtime.training_runtime("cpu") as rt:
+        assert rt.distributed and dist.is_initialized()
+        raise RuntimeError("boom")
+    assert not dist.is_initialized()
+    init_group()  # the caller's own group
+    try:
+        with runtime.training_runtime("cpu"):
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -209,9 +252,11 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(
         "import torch\ntorch.set_num_threads(1)\n"
+        "from pipeline.training.outputs import RunPaths\n"
         "from pipeline.training.stage1 import Stage1Config, train_teacher\n"
         "cfg = Stage1Config(backbone='resnet18', input_size=32, batch_size=4, workers=0, epochs=1, device='cpu')\n"
-        f"train_teacher(cfg, {str(boxes)!r}, {str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}, progress=False)\n"
+        f"train_teacher(cfg, {str(boxes)!r}, RunPaths({str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}), "
+        "progress=False)\n"
     )
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
@@ -236,7 +281,7 @@ def test_default_recipe_learns_all_three_angles(tmp_path: Path) -> None:
         cfg = Stage1Config(backbone="resnet18", input_size=32, batch_size=32, epochs=12, lr=1e-3, scheduler="cosine",
                            workers=0, device="cpu", photometric=False, max_angle=0.0, feature_norm=fn,
                            head_lr_mult=hl, eval_every=100)
-        train_teacher(cfg, boxes, tmp_path / f"{name}.pt", progress=False)
+        train_teacher(cfg, boxes, RunPaths(tmp_path / f"{name}.pt"), progress=False)
         res = evaluate_checkpoint(tmp_path / f"{name}.pt", boxes, "test", None, EvalConfig(workers=0, device="cpu"))
         slopes[name] = [res["all"][f"slope_{a}"] for a in ("pitch", "yaw", "roll")]
         assert res["all"]["baseline_mae_mean"] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
+from pipeline.core.config import config_from_mapping
 from pipeline.core.images import read_image
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
@@ -20,7 +22,9 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import ZDataset
-from pipeline.training.engine import Runtime, evaluate
+from pipeline.training.engine import evaluate
+from pipeline.training.outputs import RunPaths
+from pipeline.training.runtime import Runtime
 from pipeline.training.stage2 import (
     StudentConfig,
     TeacherTable,
@@ -205,6 +209,13 @@ def test_config_validation() -> None:
         StudentConfig(backbone="vgg16")
     with pytest.raises(ValueError, match="input_size"):
         StudentConfig(input_size=(8, 8))
+    # the one input_size rule of both stages: never a bool; null only here (= the store's size)
+    assert StudentConfig(input_size=None).size is None and StudentConfig(input_size=[48, 40]).size == (48, 40)
+    with pytest.raises(ValueError, match=r"input_size = True is bool; expected int or \[int, int\] or null"):
+        config_from_mapping(StudentConfig, {"input_size": True}, "train_student")
+    for bad in (True, (True, 32), (64, False)):
+        with pytest.raises(ValueError, match=rf"input_size {re.escape(repr(bad))} must be null, an int or \[h, w\]"):
+            StudentConfig(input_size=bad)
     spec = StudentConfig(backbone="resnet34").spec()
     assert (spec.backbone, spec.bin_sizes, spec.regression) == ("resnet34", (1,), False)
     assert StudentConfig().lr == 3e-4 and StudentConfig().ce_weight == 0.05
@@ -273,6 +284,6 @@ def test_train_student_function_small(data: tuple[Path, Path], tmp_path: Path) -
     """One epoch through the library entry point, photometric on, DVC metrics written."""
     boxes, store = data
     cfg = StudentConfig(input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
-    res = train_student(cfg, store, boxes, tmp_path / "s.pt", metrics_path=tmp_path / "m.json", progress=False)
+    res = train_student(cfg, store, boxes, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert set(res["final"]) >= {"loss", "ce", "kl", "mae_mean"}
     assert math.isfinite(res["final"]["loss"])

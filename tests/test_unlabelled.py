@@ -27,6 +27,7 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.losses import student_loss
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.training.outputs import RunPaths
 from pipeline.training.stage2 import StudentConfig, train_student
 from tests.helpers.teacher import make_teacher_checkpoint
 
@@ -115,14 +116,14 @@ def test_student_loss_of_an_unlabelled_row_has_no_cross_entropy() -> None:
 
 def test_student_trains_on_unlabelled_rows_and_counts_them(mixed: dict, tmp_path: Path) -> None:
     cfg = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
-    res = train_student(cfg, mixed["store"], mixed["boxes"], tmp_path / "s.pt", metrics_path=tmp_path / "m.json",
+    res = train_student(cfg, mixed["store"], mixed["boxes"], RunPaths(tmp_path / "s.pt", tmp_path / "m.json"),
                         progress=False)
     assert math.isfinite(res["final"]["loss"]) and math.isfinite(res["final"]["mae_mean"])
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": N_UNL, "unlabelled_left_out": 0}
     # the no-KD control has nothing to learn from an unlabelled row: it leaves them out
     cfg0 = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False, kd_weight=0.0)
-    train_student(cfg0, mixed["store"], mixed["boxes"], tmp_path / "s0.pt", metrics_path=tmp_path / "m0.json",
+    train_student(cfg0, mixed["store"], mixed["boxes"], RunPaths(tmp_path / "s0.pt", tmp_path / "m0.json"),
                   progress=False)
     m0 = json.loads((tmp_path / "m0.json").read_text())
     assert m0["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": 0, "unlabelled_left_out": N_UNL}

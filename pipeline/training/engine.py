@@ -2,7 +2,7 @@
 
 Engine (torchvision-references style), used by ``hpekd train-teacher`` and by the student:
 
-- :func:`train_one_epoch` / :func:`evaluate` / :func:`fit`;
+- :func:`train_one_epoch` / :func:`evaluate` / :func:`fit` (build the loaders, then the epoch loop);
 - the model is a :class:`pipeline.model.network.HeadPoseNet`; the stage plugs in
   ``loss_fn(outputs, batch) -> (loss, parts)`` (``outputs`` = the model's forward dict,
   ``batch`` = the collated dataset dict with every tensor already on the device, ``image``
@@ -10,24 +10,23 @@ Engine (torchvision-references style), used by ``hpekd train-teacher`` and by th
 - data comes from :class:`pipeline.data.datasets.PoseDataset`-like datasets (items are dicts
   with ``image`` uint8 [3, h, w] and ``target`` float32 [3]; indexable with ``(epoch, i)``);
 - bf16 autocast + channels-last on CUDA, fp32 on CPU; torchrun DDP when ``WORLD_SIZE > 1``
-  (nccl on CUDA, gloo on CPU), single process otherwise; rank 0 alone writes;
+  (nccl on CUDA, gloo on CPU), single process otherwise (:mod:`pipeline.training.runtime`);
+  rank 0 alone writes;
 - a checkpoint after every epoch, atomically (model, optimizer, scheduler, epoch, config,
-  RNG states, metric history); ``resume=True`` continues exactly: the data order and the
+  RNG states, metric history); ``TrainingRun.resume`` continues exactly: the data order and the
   augmentation are pure functions of (seed, epoch, row), and the RNG states are restored,
   so 1 epoch + resume 1 epoch gives the same weights as 2 epochs straight;
-- per-epoch metrics for DVC: a JSON (final and best) and a CSV plot file.
+- per-epoch metrics for DVC: a JSON (final and best) and a CSV plot file
+  (:mod:`pipeline.training.outputs`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
-import os
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,136 +37,17 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.core.angles import ANGLES
-from pipeline.core.device import resolve_device
-from pipeline.core.images import normalize
-from pipeline.core.io import atomic_path, write_json
 from pipeline.data.loader import make_loader
 from pipeline.model.checkpoint import checkpoint_state, load_checkpoint, load_model_state, save_checkpoint
 from pipeline.model.network import HeadPoseNet
+from pipeline.training.config import EngineConfig
+from pipeline.training.outputs import RunPaths, write_epoch_csv, write_metrics
+from pipeline.training.runtime import Runtime, all_reduce, prepare_batch, restore_rng_state, rng_state, unwrap, wrap_ddp
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 PredictFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
-SCHEDULERS = ("none", "cosine")
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Optimisation settings the engine needs (a stage config provides them via ``.engine()``)."""
-
-    batch_size: int = 128
-    epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"  # "none" | "cosine" (per epoch, to 0 at the last epoch)
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last one)
-    head_lr_mult: float = 1.0  # the RvC heads learn at lr * head_lr_mult (trunk, neck, regression head: lr)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.epochs < 1 or self.workers < 0 or self.eval_every < 1:
-            raise ValueError(
-                f"batch_size ({self.batch_size}), epochs ({self.epochs}), eval_every ({self.eval_every}) must be "
-                f">= 1 and workers ({self.workers}) >= 0"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"lr {self.lr!r} must be > 0")
-        if not self.head_lr_mult > 0:
-            raise ValueError(f"head_lr_mult {self.head_lr_mult!r} must be > 0")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-
-
-# ----------------------------------------------------------------------------- runtime
-
-
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def amp(self) -> bool:
-        return self.device.type == "cuda"
-
-
-def setup_runtime(device: str = "auto") -> Runtime:
-    """Single process, or torchrun DDP when ``WORLD_SIZE > 1`` (``RANK``/``LOCAL_RANK`` from env)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Runtime(resolve_device(device))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    log.info("DDP rank %d/%d on %s", rank, world, dev)
-    return Runtime(dev, rank, world, local)
-
-
-def teardown_runtime(rt: Runtime) -> None:
-    """Destroy the process group that :func:`setup_runtime` created under torchrun."""
-    if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def prepare_batch(batch: Mapping[str, torch.Tensor], rt: Runtime) -> dict[str, torch.Tensor]:
-    """Move a collated batch to the device; ``image`` → normalised float (channels-last on CUDA)."""
-    out = {k: v.to(rt.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    image = normalize(out["image"])
-    if rt.device.type == "cuda":
-        image = image.contiguous(memory_format=torch.channels_last)
-    out["image"] = image
-    return out
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _all_reduce(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    if rt.distributed:
-        dist.all_reduce(t)
-    return t
 
 
 # ----------------------------------------------------------------------------- epoch loops
@@ -210,8 +90,8 @@ def train_one_epoch(
         if step % 10 == 0 and bar.disable is False:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     elapsed = time.perf_counter() - start
-    _all_reduce(count, rt)
-    result = {k: float(_all_reduce(v, rt) / count) for k, v in sorted(sums.items())}
+    all_reduce(count, rt)
+    result = {k: float(all_reduce(v, rt) / count) for k, v in sorted(sums.items())}
     result["images_per_s"] = float(count) / max(elapsed, 1e-9)
     return result
 
@@ -220,7 +100,7 @@ def train_one_epoch(
 def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) -> dict[str, float]:
     """Eq. 1 on samples whose ground truth lies in ±99° (the dataset already filters;
     kept here as a guard): ``mae_pitch``, ``mae_yaw``, ``mae_roll``, ``mae_mean``, ``n``."""
-    model = _unwrap(model)
+    model = unwrap(model)
     model.eval()
     abs_sum = torch.zeros(3, dtype=torch.float64, device=rt.device)
     count = torch.zeros((), dtype=torch.float64, device=rt.device)
@@ -233,8 +113,8 @@ def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) 
         keep = (target.abs() <= 99).all(1)
         abs_sum += (pred - target).abs()[keep].double().sum(0)
         count += keep.sum()
-    _all_reduce(abs_sum, rt)
-    _all_reduce(count, rt)
+    all_reduce(abs_sum, rt)
+    all_reduce(count, rt)
     n = max(float(count), 1.0)
     mae = (abs_sum / n).tolist()
     out = {f"mae_{a}": float(m) for a, m in zip(ANGLES, mae)}
@@ -243,36 +123,48 @@ def evaluate(model: nn.Module, loader: Any, predict_fn: PredictFn, rt: Runtime) 
     return out
 
 
-# ----------------------------------------------------------------------------- metrics files
-
-
-def _accuracy(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k == "epoch" or k.startswith("mae_")}
-
-
-def write_metrics(metrics_path: str | os.PathLike[str] | None, plots_path: str | os.PathLike[str] | None,
-                  history: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None,
-                  extra: Mapping[str, Any] | None = None) -> None:
-    """DVC metrics JSON ``{"epochs", "final": {epoch, mae_*}, "best": {...}, **extra}`` (accuracy
-    and data counts only, so ``dvc metrics diff`` shows what changed in quality) and a plots CSV
-    with one row per epoch (loss parts, lr, test MAE). Both are pure functions of the training:
-    no timings."""
-    if metrics_path:
-        final = _accuracy(history[-1]) if history else {}
-        write_json(metrics_path, {"epochs": len(history), "final": final, "best": dict(best or {}), **dict(extra or {})})
-    if plots_path:
-        fields: list[str] = []
-        for row in history:
-            fields += [k for k in row if k not in fields]
-        with atomic_path(plots_path, ".csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                for row in history:
-                    w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
 # ----------------------------------------------------------------------------- fit
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run as :func:`fit` carries it out.
+
+    ``paths``: where it writes. ``kind`` ("stage1" | "student"), ``config`` (the stage's params,
+    JSON-able), ``input_size`` and ``extra_state`` (e.g. the label store's provenance) go into the
+    checkpoint; ``metrics_extra`` (e.g. row counts) into the metrics JSON. With ``resume`` and an
+    existing ``paths.out``, training continues after its last finished epoch (the checkpoint must
+    be of the same kind and architecture); ``stop_after=k`` ends this call after k epochs (a
+    time-boxed job or a simulated interruption; continue with ``resume``).
+    """
+
+    paths: RunPaths
+    kind: str
+    config: Mapping[str, Any]
+    input_size: Sequence[int]
+    extra_state: Mapping[str, Any] = field(default_factory=dict)
+    metrics_extra: Mapping[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    stop_after: int | None = None
+
+
+@dataclass
+class TrainState:
+    """What a run carries from epoch to epoch (and, but for ``timings``, across a resume):
+    finished ``epoch``s, the per-epoch metric ``history``, the ``best`` test epoch so far."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    timings: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any], timing: dict[str, Any]) -> None:
+        """Record a finished epoch: its ``row`` (``epoch``, lr, loss parts, test MAE) and ``timing``."""
+        self.timings.append(timing)
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        if "mae_mean" in row and (self.best is None or row["mae_mean"] < self.best["mae_mean"]):
+            self.best = {k: row[k] for k in ("epoch", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean")}
 
 
 def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
@@ -280,8 +172,56 @@ def _spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
 
+def resume_state(run: TrainingRun, model: HeadPoseNet, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 cfg: EngineConfig, rt: Runtime) -> TrainState:
+    """``--resume``: load the checkpoint at ``run.paths.out`` into ``model``, ``optimizer``,
+    ``scheduler`` and the global RNGs and return its state; a fresh state when there is none yet."""
+    out = Path(run.paths.out)
+    if not out.is_file():
+        if rt.is_main:
+            log.info("--resume: no checkpoint at %s yet, starting from scratch", out)
+        return TrainState()
+    state = load_checkpoint(out, map_location="cpu")
+    if state["kind"] != run.kind:
+        raise ValueError(f"cannot resume {run.kind!r} training from {str(out)!r}: it is a {state['kind']!r} checkpoint")
+    spec = model.spec.to_dict()
+    if state["model_spec"] != spec:
+        raise ValueError(
+            f"cannot resume from {str(out)!r}: it holds another architecture ({_spec_diff(state['model_spec'], spec)})"
+        )
+    load_model_state(model, state["model"], where=repr(str(out)))
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if "rng" in state:
+        restore_rng_state(state["rng"])
+    resumed = TrainState(int(state["epoch"]), list(state.get("history", [])), state.get("best"))
+    old = state.get("engine", {})
+    changed = [k for k in ("batch_size", "seed", "lr", "scheduler", "epochs") if k in old and old[k] != getattr(cfg, k)]
+    if changed and rt.is_main:
+        log.warning("resuming with changed %s: the run will not match an uninterrupted one", changed)
+    log.info("resuming %s from epoch %d of %d", out, resumed.epoch, cfg.epochs)
+    return resumed
+
+
+def save_epoch(run: TrainingRun, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+               cfg: EngineConfig, state: TrainState) -> None:
+    """After an epoch (rank 0): the checkpoint (model, optimizer, scheduler, epoch, config, engine
+    settings, RNG states, metric history), then the metrics, plots and timing files."""
+    save_checkpoint(run.paths.out, checkpoint_state(
+        run.kind, unwrap(model), run.input_size, epoch=state.epoch, config=run.config,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        engine=dataclasses.asdict(cfg), rng=rng_state(), history=state.history, best=state.best,
+        **dict(run.extra_state),
+    ))
+    write_metrics(run.paths.metrics, run.paths.plots, state.history, state.best, run.metrics_extra)
+    if run.paths.timing:
+        write_epoch_csv(run.paths.timing, state.timings)
+
+
 def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Optimizer, Any]:
-    net = _unwrap(model)
+    net = unwrap(model)
     heads = getattr(net, "heads", None)
     if cfg.head_lr_mult != 1.0 and heads is not None:
         # The softmax RvC heads over 198 bins need a far larger logit range than the trunk's
@@ -299,77 +239,8 @@ def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Opt
     return optimizer, scheduler
 
 
-def fit(
-    model: HeadPoseNet,
-    train_set: Any,
-    loss_fn: LossFn,
-    predict_fn: PredictFn,
-    cfg: EngineConfig,
-    *,
-    out: str | os.PathLike[str],
-    kind: str,
-    config: Mapping[str, Any],
-    input_size: Sequence[int],
-    test_set: Any = None,
-    metrics_path: str | os.PathLike[str] | None = None,
-    plots_path: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    extra_state: Mapping[str, Any] | None = None,
-    rt: Runtime | None = None,
-    stop_after: int | None = None,
-    timing_path: str | os.PathLike[str] | None = None,
-    metrics_extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train ``model`` for ``cfg.epochs`` epochs, checkpointing to ``out`` after each one.
-
-    ``kind`` ("stage1" | "student") and ``config`` (the stage's params, JSON-able) go into the
-    checkpoint, with ``extra_state`` (e.g. the label store's provenance). With ``resume`` and
-    an existing ``out``, training continues after its last finished epoch; the checkpoint
-    must be of the same kind and architecture. Seed the global RNGs (:func:`set_seed`) before
-    building the model. ``stop_after=k`` ends this call after k epochs (a time-boxed job or a
-    simulated interruption; continue with ``resume``). ``metrics_extra`` (e.g. row counts) is
-    added to the metrics JSON. Returns ``{"final": metrics of the last
-    epoch, "best": ...}``.
-    """
-    rt = rt or setup_runtime(cfg.device)
-    spec = model.spec
-    model.to(rt.device)
-    if rt.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    history: list[dict[str, Any]] = []
-    timings: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start_epoch = 0
-    out = Path(out)
-    if resume and out.is_file():
-        state = load_checkpoint(out, map_location="cpu")
-        if state["kind"] != kind:
-            raise ValueError(f"cannot resume {kind!r} training from {str(out)!r}: it is a {state['kind']!r} checkpoint")
-        if state["model_spec"] != spec.to_dict():
-            raise ValueError(
-                f"cannot resume from {str(out)!r}: it holds another architecture ({_spec_diff(state['model_spec'], spec.to_dict())})"
-            )
-        load_model_state(model, state["model"], where=repr(str(out)))
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if "rng" in state:
-            restore_rng_state(state["rng"])
-        history = list(state.get("history", []))
-        best = state.get("best")
-        start_epoch = int(state["epoch"])
-        old = state.get("engine", {})
-        changed = [k for k in ("batch_size", "seed", "lr", "scheduler", "epochs") if k in old and old[k] != getattr(cfg, k)]
-        if changed and rt.is_main:
-            log.warning("resuming with changed %s: the run will not match an uninterrupted one", changed)
-        log.info("resuming %s from epoch %d of %d", out, start_epoch, cfg.epochs)
-    elif resume and rt.is_main:
-        log.info("--resume: no checkpoint at %s yet, starting from scratch", out)
-
-    net: nn.Module = model
-    if rt.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+def _loaders(train_set: Any, test_set: Any, cfg: EngineConfig, rt: Runtime) -> tuple[Any, Any, Any]:
+    """The training loader and its sampler, and the test loader (``None`` without a test set)."""
     pin = rt.device.type == "cuda"
     loader, sampler = make_loader(
         train_set, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed,
@@ -381,12 +252,41 @@ def fit(
             test_set, cfg.batch_size, train=False, workers=min(cfg.workers, 2), seed=cfg.seed,
             rank=rt.rank, world_size=rt.world_size, pin_memory=pin,
         )
+    return loader, sampler, test_loader
+
+
+def fit(
+    model: HeadPoseNet,
+    fns: tuple[LossFn, PredictFn],
+    train_set: Any,
+    test_set: Any,
+    cfg: EngineConfig,
+    rt: Runtime,
+    run: TrainingRun,
+) -> dict[str, Any]:
+    """Train ``model`` for ``cfg.epochs`` epochs with ``fns`` = (loss_fn, predict_fn), evaluating
+    on ``test_set`` (if not ``None``) and checkpointing to ``run.paths.out`` after each epoch.
+
+    ``run`` says what the checkpoint and metrics record, and whether this call resumes or stops
+    early (:class:`TrainingRun`). Seed the global RNGs
+    (:func:`pipeline.training.runtime.set_seed`) before building the model. Returns
+    ``{"final": metrics of the last epoch, "best": ...}``.
+    """
+    loss_fn, predict_fn = fns
+    model.to(rt.device)
+    if rt.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    state = resume_state(run, model, optimizer, scheduler, cfg, rt) if run.resume else TrainState()
+    start = state.epoch
+    net = wrap_ddp(model, rt)
+    loader, sampler, test_loader = _loaders(train_set, test_set, cfg, rt)
     if rt.is_main:
         log.info("training %s %s on %s: %d train samples, %d epochs, batch %d, lr %g",
-                 kind, spec.backbone, rt.device, len(train_set), cfg.epochs, cfg.batch_size, cfg.lr)
+                 run.kind, model.spec.backbone, rt.device, len(train_set), cfg.epochs, cfg.batch_size, cfg.lr)
 
-    end = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end):
+    end = cfg.epochs if run.stop_after is None else min(cfg.epochs, start + run.stop_after)
+    for epoch in range(start, end):
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -397,37 +297,25 @@ def fit(
         last = epoch + 1 == cfg.epochs
         if test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
             row.update({k: v for k, v in evaluate(net, test_loader, predict_fn, rt).items() if k != "n"})
-        # wall-clock figures vary run to run: logged (and written to ``timing_path``, which is
+        # wall-clock figures vary run to run: logged (and written to ``run.paths.timing``, which is
         # no DVC output), never stored in the checkpoint, metrics or plots (byte-reproducible)
         timing = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                   "images_per_s": round(row.pop("images_per_s"), 2)}
-        timings.append(timing)
-        history.append(row)
-        if "mae_mean" in row and (best is None or row["mae_mean"] < best["mae_mean"]):
-            best = {k: row[k] for k in ("epoch", "mae_pitch", "mae_yaw", "mae_roll", "mae_mean")}
+        state.add(row, timing)
         if rt.is_main:
-            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in {**row, **timing}.items())
-            log.info("%s", msg)
-            save_checkpoint(out, checkpoint_state(
-                kind, _unwrap(net), input_size, epoch=epoch + 1, config=config,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                engine=dataclasses.asdict(cfg), rng=rng_state(), history=history, best=best,
-                **dict(extra_state or {}),
-            ))
-            write_metrics(metrics_path, plots_path, history, best, metrics_extra)
-            if timing_path:
-                write_metrics(None, timing_path, timings, None)
+            log.info("%s", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in {**row, **timing}.items()))
+            save_epoch(run, net, optimizer, scheduler, cfg, state)
         if rt.distributed:
             dist.barrier()
-    if rt.is_main and start_epoch >= cfg.epochs:
-        log.info("%s already has %d finished epochs (epochs: %d): nothing to train", out, start_epoch, cfg.epochs)
-        write_metrics(metrics_path, plots_path, history, best, metrics_extra)
-    return {"final": history[-1] if history else {}, "best": best or {}}
+    if rt.is_main and start >= cfg.epochs:
+        log.info("%s already has %d finished epochs (epochs: %d): nothing to train", Path(run.paths.out), start,
+                 cfg.epochs)
+        write_metrics(run.paths.metrics, run.paths.plots, state.history, state.best, run.metrics_extra)
+    return {"final": state.history[-1] if state.history else {}, "best": state.best or {}}
 
 
 __all__ = [
-    "EngineConfig", "Runtime", "evaluate", "fit", "make_optimizer", "prepare_batch", "resolve_device",
-    "set_seed", "setup_runtime", "teardown_runtime", "train_one_epoch", "write_metrics",
+    "LossFn", "PredictFn", "TrainState", "TrainingRun", "evaluate", "fit", "make_optimizer", "resume_state", "save_epoch",
+    "train_one_epoch",
 ]

@@ -19,22 +19,17 @@ from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
-from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
-from pipeline.training.engine import (
-    EngineConfig,
-    LossFn,
-    PredictFn,
-    fit,
-    set_seed,
-    setup_runtime,
-    teardown_runtime,
-)
+from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.training.config import TrainConfig, input_hw
+from pipeline.training.engine import LossFn, PredictFn, TrainingRun, fit
+from pipeline.training.outputs import RunPaths
+from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Stage1Config:
+class Stage1Config(TrainConfig):
     """params.yaml section ``train_teacher`` (unknown keys are an error)."""
 
     backbone: str = "resnet50"
@@ -60,8 +55,7 @@ class Stage1Config:
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all train rows)
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self._check_backbone()
         for b in self.bin_sizes:
             if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.5 <= b <= 99 or (2 * 99 / b) < 2:
                 raise ValueError(
@@ -74,25 +68,13 @@ class Stage1Config:
 
     @property
     def size(self) -> tuple[int, int]:
-        s = self.input_size
-        hw = (s, s) if isinstance(s, int) else tuple(s)
-        if len(hw) != 2 or not all(isinstance(v, int) and v >= 16 for v in hw):
-            raise ValueError(f"input_size {s!r} must be an int or [h, w] of at least 16 pixels")
-        return hw  # type: ignore[return-value]
+        return input_hw(self.input_size)  # type: ignore[return-value]
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.backbone, tuple(self.bin_sizes), self.regression, feature_norm=self.feature_norm)
 
-    def engine(self) -> EngineConfig:
-        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
-        return EngineConfig(**{k: getattr(self, k) for k in names})
-
     def augment(self) -> AugmentConfig:
         return AugmentConfig(self.flip_p, self.max_angle, self.photometric)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:
@@ -112,17 +94,15 @@ def stage1_fns(spec: ModelSpec) -> tuple[LossFn, PredictFn]:
 def train_teacher(
     cfg: Stage1Config,
     boxes: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    metrics_path: str | os.PathLike[str] | None = None,
-    plots_path: str | os.PathLike[str] | None = None,
+    paths: RunPaths,
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
-    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 1: train the multi-head teacher on the labelled ``train`` rows of ``boxes`` and
-    evaluate on its ``test`` rows (if any) after each epoch. Unlabelled rows are left out (the
-    teacher labels them later) and counted in the metrics' ``rows``."""
+    evaluate on its ``test`` rows (if any) after each epoch, writing to ``paths``. Unlabelled rows
+    are left out (the teacher labels them later) and counted in the metrics' ``rows``.
+    ``resume`` / ``stop_after``: see :class:`pipeline.training.engine.TrainingRun`."""
     df = read_boxes(boxes)
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     datasets = list(cfg.datasets) or None
@@ -134,21 +114,16 @@ def train_teacher(
                  len(train_set), train_set.unlabelled_left_out)
     has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
     test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
-    rt = setup_runtime(engine.device)
-    set_seed(cfg.seed)
-    model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
-    if cfg.weights:
-        load_backbone_weights(model, cfg.weights)
-    loss_fn, predict_fn = stage1_fns(model.spec)
-    try:
-        return fit(
-            model, train_set, loss_fn, predict_fn, engine, out=out, kind="stage1", config=cfg.to_dict(),
-            input_size=cfg.size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path,
-            resume=resume, rt=rt, stop_after=stop_after, timing_path=timing_path,
-            metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
-        )
-    finally:
-        teardown_runtime(rt)
+    run = TrainingRun(
+        paths, "stage1", cfg.to_dict(), cfg.size, resume=resume, stop_after=stop_after,
+        metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},
+    )
+    with training_runtime(engine.device) as rt:
+        set_seed(cfg.seed)
+        model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
+        if cfg.weights:
+            load_backbone_weights(model, cfg.weights)
+        return fit(model, stage1_fns(model.spec), train_set, test_set, engine, rt, run)
 
 
 def baseline_mae(train_angles: np.ndarray, test_angles: np.ndarray) -> dict[str, float]:

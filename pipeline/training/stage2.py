@@ -48,9 +48,12 @@ from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
-from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
+from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher import labelstore
-from pipeline.training.engine import EngineConfig, fit, set_seed, setup_runtime
+from pipeline.training.config import TrainConfig, input_hw
+from pipeline.training.engine import TrainingRun, fit
+from pipeline.training.outputs import RunPaths
+from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ GB = 1024**3
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(TrainConfig):
     """params.yaml section ``train_student`` (unknown keys are an error).
 
     The backbone usually comes from the command line (``--backbone``, one DVC stage per
@@ -91,42 +94,26 @@ class StudentConfig:
     unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self._check_backbone()
         if not self.ce_weight >= 0:
             raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
         if not self.kd_weight >= 0 or (self.kd_weight == 0 and self.ce_weight == 0):
             raise ValueError(f"kd_weight {self.kd_weight!r} must be >= 0, and not 0 together with ce_weight")
         if not self.max_label_memory_gb > 0:
             raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
-        if self.input_size is not None:
-            self.size  # validates
+        self.size  # validates input_size
         self.engine()
 
     @property
     def size(self) -> tuple[int, int] | None:
-        s = self.input_size
-        if s is None:
-            return None
-        hw = (s, s) if isinstance(s, int) else tuple(s)
-        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in hw):
-            raise ValueError(f"input_size {s!r} must be null, an int or [h, w] of at least 16 pixels")
-        return hw  # type: ignore[return-value]
+        return input_hw(self.input_size, allow_null=True)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.backbone, bin_sizes=(LABEL_BIN,), regression=False, feature_norm=self.feature_norm)
 
-    def engine(self) -> EngineConfig:
-        names = {f.name for f in dataclasses.fields(EngineConfig)} - {"progress"}
-        return EngineConfig(**{k: getattr(self, k) for k in names})
-
     def augment(self) -> AugmentConfig:
         # the geometric part is replayed from the store; only the photometric flag matters here
         return AugmentConfig(flip_p=0.0, max_angle=0.0, photometric=self.photometric)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 # ----------------------------------------------------------------------------- the label store
@@ -382,16 +369,14 @@ def train_student(
     cfg: StudentConfig,
     labels_path: str | os.PathLike[str],
     boxes_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    metrics_path: str | os.PathLike[str] | None = None,
-    plots_path: str | os.PathLike[str] | None = None,
+    paths: RunPaths,
     resume: bool = False,
     teacher: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    timing_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Stage 2: check and load the label store, then train the student with eq. 7 on the
-    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows."""
+    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows, writing
+    to ``paths``."""
     boxes = read_boxes(boxes_path)
     labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
     spec = cfg.spec()
@@ -408,19 +393,16 @@ def train_student(
     has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
-    rt = setup_runtime(engine.device)
-    set_seed(cfg.seed)
-    model = HeadPoseNet(spec, pretrained=cfg.pretrained)
-    if cfg.weights:
-        load_backbone_weights(model, cfg.weights)
-    loss_fn, predict_fn = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
-    return fit(
-        model, train_set, loss_fn, predict_fn, engine, out=out, kind="student", config=cfg.to_dict(),
-        input_size=size, test_set=test_set, metrics_path=metrics_path, plots_path=plots_path, resume=resume,
-        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}}, rt=rt, timing_path=timing_path,
-        metrics_extra={"rows": counts},
-    )
+    run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume, metrics_extra={"rows": counts},
+                      extra_state={"labels": {"path": str(labels_path), "provenance": provenance}})
+    with training_runtime(engine.device) as rt:
+        set_seed(cfg.seed)
+        model = HeadPoseNet(spec, pretrained=cfg.pretrained)
+        if cfg.weights:
+            load_backbone_weights(model, cfg.weights)
+        fns = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
+        return fit(model, fns, train_set, test_set, engine, rt, run)
 
 
 __all__ = [
