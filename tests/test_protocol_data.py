@@ -32,7 +32,8 @@ NAMES = {"300w_lp": "300w_lp", "aflw2000": "aflw2000", "biwi": "biwi", "aflw": "
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> ProtocolData:
-    return make_protocol_data(tmp_path_factory.mktemp("protocol") / "raw")
+    # data/raw/ as a user has it, so the shipped configs' paths (data/raw/...) resolve from its parent
+    return make_protocol_data(tmp_path_factory.mktemp("protocol") / "data" / "raw")
 
 
 def _params(tmp: Path, data: ProtocolData) -> Path:
@@ -144,6 +145,28 @@ def test_relabel_gives_published_boxes(data: ProtocolData, indexed) -> None:
         entries = sum(1 for f in ds.faces if f.key is not None)
         assert summary["box_files"][NAMES[fmt]]["entries"] == entries
         assert summary["box_files"][NAMES[fmt]]["unmatched"] == 0
+
+
+@pytest.mark.parametrize("protocol", [1, 2, 3])
+def test_shipped_protocol_configs_read_it(protocol: int, data: ProtocolData, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/params.protocolN.yaml as shipped, run where data/raw/ is: every face indexed."""
+    monkeypatch.chdir(data.raw.parent.parent)
+    summary = tmp_path / "index.json"
+    _run(["index", "--out", str(tmp_path / "m.parquet"), "--summary", str(summary),
+          "--params", str(ROOT / f"configs/params.protocol{protocol}.yaml"), "--no-progress"])
+    got = json.loads(summary.read_text())["datasets"]
+    d = data.datasets
+    if protocol == 1:   # BIWI all test: 01/frame_00003 is a row here (relabel finds no box for it)
+        assert got["300w_lp"]["train"] == {"ok": len(d["300w_lp"].faces), "rejected": 0}
+        assert got["aflw2000"]["test"] == {"ok": len(d["aflw2000"].faces) - 1, "rejected": 1}
+        assert got["biwi"]["test"] == {"ok": len(d["biwi"].faces), "rejected": 0}
+    else:
+        fmt = {2: "aflw", 3: "biwi"}[protocol]
+        listed = [f for f in d[fmt].faces if f.key is not None]
+        assert got[fmt]["test"] == {"ok": sum(f.split == "test" for f in listed), "rejected": 0}
+        assert got[fmt]["train"] == {"ok": sum(f.split == "train" for f in listed), "rejected": 1}
+        assert got[fmt]["rejected_by_reason"] == {f"not in split file {fmt.upper()}.json": 1}
 
 
 def test_files_in_the_real_formats(data: ProtocolData) -> None:
