@@ -41,13 +41,13 @@ from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import views_array
+from pipeline.manifest.rows import select_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
-from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
 from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
 from pipeline.teacher.writer import ShardWriter

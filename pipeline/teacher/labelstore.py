@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from pipeline.core.angles import ANGLES
+from pipeline.manifest.rows import select_rows
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher.ensemble import ensemble_size
 
@@ -559,11 +559,3 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
             problems.append("boxes_row indices do not match the manifest's training rows")
     return problems
 
-
-def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
-    """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
-
-    The store's row i is ``df.iloc[rows[i]]``; the student uses the same function.
-    """
-    mask = (df["status"].astype(str) == "ok") & (df["split"].astype(str) == split)
-    return np.flatnonzero(mask.to_numpy()).astype(np.int64)

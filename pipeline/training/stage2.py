@@ -45,6 +45,7 @@ from pipeline.core.io import sha256_file
 from pipeline.core.views import View, view_from_row
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
+from pipeline.manifest.rows import select_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
@@ -244,7 +245,7 @@ def check_provenance(
         raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
                        f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
     split = _field(attrs, "manifest.split") or "train"
-    want_rows = labelstore.select_rows(boxes, split)
+    want_rows = select_rows(boxes, split)
     want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
     have = labels.sample_ids
     if len(want) != len(have):

@@ -15,9 +15,9 @@ from pipeline.core.bins import BinGrid
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
+from pipeline.manifest.rows import select_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
-from pipeline.teacher.labelstore import select_rows
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
