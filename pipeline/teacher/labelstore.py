@@ -47,7 +47,7 @@ from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from pipeline.core.angles import ANGLES
-from pipeline.manifest.rows import select_rows
+from pipeline.manifest.rows import OK, split_rows
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher.ensemble import ensemble_size
 
@@ -160,7 +160,7 @@ def provenance(
         "bins": {"b": bin_size, "theta": theta, "Q": n_bins},
         "ensemble": {"p": p, "s": s, "A": ensemble_size(p, s)},
         "input": {"size": [int(input_size[0]), int(input_size[1])], "normalization": dict(normalization)},
-        "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": "ok",
+        "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": OK,
                      "labelled": int(n_labelled), "unlabelled": int(n_unlabelled)},
         "views": {"seed": view_seed, "V": n_views, "flip_prob": flip_prob, "max_angle": max_angle,
                   "view0": "identity", "columns": ["flip", "angle_deg"]},
@@ -542,7 +542,7 @@ def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
                 f"{attrs['manifest']['sha256'][:12]}…"
             )
         df = read_boxes(boxes)
-        rows = select_rows(df, attrs["manifest"].get("split", "train"))
+        rows = split_rows(df, attrs["manifest"].get("split", "train"))
         want = np.array([str(x) for x in df["sample_id"].to_numpy()[rows]], dtype=object)
         if "sample_id" in arrays:
             have = np.array(decode_ids(arrays["sample_id"]), dtype=object)

@@ -45,7 +45,7 @@ from pipeline.core.io import sha256_file
 from pipeline.core.views import View, view_from_row
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
-from pipeline.manifest.rows import select_rows
+from pipeline.manifest.rows import RowQuery, has_rows, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
@@ -245,7 +245,7 @@ def check_provenance(
         raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
                        f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
     split = _field(attrs, "manifest.split") or "train"
-    want_rows = select_rows(boxes, split)
+    want_rows = split_rows(boxes, split)
     want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
     have = labels.sample_ids
     if len(want) != len(have):
@@ -350,10 +350,9 @@ def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int,
     Unlabelled rows are included when the student distils (``kd_weight > 0``) and
     ``cfg.unlabelled`` is on."""
     split = _field(labels.attrs, "manifest.split") or "train"
-    return PoseDataset(
-        boxes, split, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
-        seed=cfg.seed, datasets=list(cfg.datasets) or None, unlabelled=cfg.unlabelled and cfg.kd_weight > 0,
-    )
+    rows = RowQuery(split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
+    return PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
+                       seed=cfg.seed)
 
 
 def row_counts(train_set: PoseDataset) -> dict[str, int]:
@@ -391,8 +390,7 @@ def train_student(
     n_left = len(labels.rows) - len(train_set) - counts["unlabelled_left_out"]
     if n_left:
         log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
-    has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
-    test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
+    test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_rows(boxes, "test") else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
     run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume, metrics_extra={"rows": counts},

@@ -15,7 +15,7 @@ from pipeline.core.bins import BinGrid
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
-from pipeline.manifest.rows import select_rows
+from pipeline.manifest.rows import split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
 
@@ -34,7 +34,7 @@ def make_oracle_store(
     max_angle: float = 15.0, shard_rows: int = 16,
 ) -> Path:
     df = read_boxes(boxes)
-    rows = select_rows(df, "train")
+    rows = split_rows(df, "train")
     ids = sample_ids or df["sample_id"].astype(str).to_numpy()[rows].tolist()
     grid = BinGrid(bin_size)
     views = views_array(ids, n_views, view_seed, 0.5, max_angle)
