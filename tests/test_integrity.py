@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
 from pipeline.core.io import atomic_path, sweep_temporaries
-from pipeline.teacher import labelstore
+from pipeline.teacher import labelread, labelstore
 from stages.cli import main
 from tests.helpers.student import make_oracle_store
 
@@ -63,8 +63,8 @@ def _refused(res, *needles: str) -> None:
 
 def test_the_good_store_verifies(good: tuple[Path, Path]) -> None:
     boxes, store = good
-    assert labelstore.verify(str(store), str(boxes)) == []
-    assert labelstore.info(str(store))["shards_total"] == 4
+    assert labelread.verify(str(store), str(boxes)) == []
+    assert labelread.info(str(store))["shards_total"] == 4
 
 
 def test_deleted_shard_file_with_done_flag_is_refused(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_deleted_shard_file_with_done_flag_is_refused(good: tuple[Path, Path], t
     bad = _copy(store, tmp_path)
     _shard(bad, 1).unlink()  # reads back as the fill value (zeros); the flag still says done
     _refused(_student(boxes, bad, tmp_path), str(bad), "shard 1 (rows 8..15)", "hpekd teacher-labels")
-    assert any("shard 1" in p for p in labelstore.verify(str(bad)))
+    assert any("shard 1" in p for p in labelread.verify(str(bad)))
 
 
 @pytest.mark.parametrize("damage", ["bitflip", "truncate"])
@@ -88,7 +88,7 @@ def test_flipped_or_truncated_shard_is_refused(good: tuple[Path, Path], tmp_path
         data = data[: len(data) // 2]
     f.write_bytes(bytes(data))
     _refused(_student(boxes, bad, tmp_path), str(bad), "shard 2 (rows 16..23)")
-    assert any("shard 2" in p for p in labelstore.verify(str(bad)))
+    assert any("shard 2" in p for p in labelread.verify(str(bad)))
 
 
 def test_swapped_shards_are_refused(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_swapped_shards_are_refused(good: tuple[Path, Path], tmp_path: Path) -> 
     a.write_bytes(db)
     b.write_bytes(da)  # both still decode: only the digests tell
     _refused(_student(boxes, bad, tmp_path), "shard 0 (rows 0..7)", "sha256")
-    problems = labelstore.verify(str(bad))
+    problems = labelread.verify(str(bad))
     assert any("shard 0" in p for p in problems) and any("shard 3" in p for p in problems)
 
 
@@ -110,7 +110,7 @@ def test_deleted_views_file_is_refused(good: tuple[Path, Path], tmp_path: Path) 
         if f.is_file():
             f.unlink()  # views would read back as identity views
     _refused(_student(boxes, bad, tmp_path), "array 'views'")
-    assert any("views" in p for p in labelstore.verify(str(bad)))
+    assert any("views" in p for p in labelread.verify(str(bad)))
 
 
 def test_edited_views_are_caught_by_verify(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_edited_views_are_caught_by_verify(good: tuple[Path, Path], tmp_path: Pa
     views = np.asarray(g["views"][:])
     views[3, 1, 1] += 1.0
     g["views"][:] = views
-    problems = labelstore.verify(str(bad))
+    problems = labelread.verify(str(bad))
     assert any("regenerated" in p or "drawn from" in p for p in problems), problems
 
 

@@ -22,15 +22,14 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import ZDataset
+from pipeline.teacher.labelread import check_memory, load_teacher_labels
 from pipeline.training.engine import evaluate
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import Runtime
 from pipeline.training.stage2 import (
     StudentConfig,
     TeacherTable,
-    check_memory,
     check_provenance,
-    load_teacher_labels,
     student_dataset,
     student_fns,
     teacher_input,

@@ -47,7 +47,7 @@ from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from pipeline.core.angles import ANGLES
-from pipeline.manifest.rows import OK, split_rows
+from pipeline.manifest.rows import OK
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher.ensemble import ensemble_size
 
@@ -473,89 +473,3 @@ def load_sample_ids(path: str) -> list[str]:
 def load_rows(path: str) -> np.ndarray:
     """int64 [N]: the boxes.parquet row of each store row, verified."""
     return _verified(open_store(path), "boxes_row", path)
-
-
-def info(path: str) -> dict[str, Any]:
-    """Provenance and completeness of a store (for ``hpekd labels info``)."""
-    g = open_store(path)
-    flags = done_flags(g)
-    lay = layout_of(g)
-    rows_done = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in np.flatnonzero(flags))
-    return {
-        "path": str(path),
-        "attributes": dict(g.attrs),
-        "shards_done": int(flags.sum()),
-        "shards_total": lay.n_shards,
-        "rows_done": int(rows_done),
-        "rows_total": lay.n_rows,
-        "complete": bool(flags.all()),
-    }
-
-
-def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
-    """Problems found in a store (empty list = good).
-
-    Checks: all shards done; every shard decodes, matches its digest and holds distributions
-    (finite, non-negative, summing to 1 within ``tol``); ``views``/``sample_id``/``boxes_row``
-    match their digests, and ``views`` equals the views regenerated from (seed, sample_id,
-    view); with ``boxes``, the manifest hash and the ids/rows match the rows the job labels.
-    """
-    from pipeline.core.views import views_array
-
-    problems: list[str] = []
-    g = open_store(path)
-    lay = layout_of(g)
-    flags = done_flags(g)
-    if not flags.all():
-        missing = np.flatnonzero(flags == 0).tolist()
-        problems.append(f"{len(missing)} of {lay.n_shards} shards not done: {missing[:10]}")
-    for k in np.flatnonzero(flags):
-        try:
-            read_shard(g, int(k), path, tol)
-        except StoreDamaged as exc:
-            problems.append(str(exc))
-    arrays: dict[str, np.ndarray] = {}
-    for name in ("views", "sample_id", "boxes_row"):
-        try:
-            _verified(g, name, path)
-        except StoreDamaged as exc:
-            problems.append(str(exc))
-        try:  # the content checks below run on what is there, digest or not
-            arrays[name] = np.asarray(g[name][:])
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"array {name!r} cannot be read ({exc.__class__.__name__}: {exc})")
-    attrs = g.attrs
-    if "sample_id" in arrays and "views" in arrays:
-        v = attrs["views"]
-        regen = views_array(decode_ids(arrays["sample_id"]), v["V"], v["seed"], v["flip_prob"], v["max_angle"])
-        if not np.array_equal(regen, arrays["views"]):
-            bad = int(np.flatnonzero((regen != arrays["views"]).reshape(len(regen), -1).any(1))[0])
-            problems.append(f"views differ from the views drawn from (seed, sample_id, view), first at row {bad}")
-    if boxes is not None:
-        from pipeline.core.io import sha256_file
-        from pipeline.manifest.schema import read_boxes
-
-        sha = sha256_file(boxes)
-        if sha != attrs["manifest"]["sha256"]:
-            problems.append(
-                f"manifest {str(boxes)!r} has sha256 {sha[:12]}…, the store was made from "
-                f"{attrs['manifest']['sha256'][:12]}…"
-            )
-        df = read_boxes(boxes)
-        rows = split_rows(df, attrs["manifest"].get("split", "train"))
-        want = np.array([str(x) for x in df["sample_id"].to_numpy()[rows]], dtype=object)
-        if "sample_id" in arrays:
-            have = np.array(decode_ids(arrays["sample_id"]), dtype=object)
-            if len(want) != len(have):
-                problems.append(f"store has {len(have)} rows, manifest {str(boxes)!r} selects {len(want)}")
-            else:
-                diff = np.flatnonzero(want != have)
-                if diff.size:
-                    i = int(diff[0])
-                    problems.append(
-                        f"sample_id mismatch at {diff.size} rows, first row {i}: store {have[i]!r} vs manifest {want[i]!r}"
-                    )
-        if "boxes_row" in arrays and not np.array_equal(arrays["boxes_row"], rows):
-            problems.append("boxes_row indices do not match the manifest's training rows")
-    return problems
-

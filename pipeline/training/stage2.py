@@ -50,16 +50,13 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
 from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
-from pipeline.teacher import labelstore
+from pipeline.teacher.labelread import TeacherLabels, load_teacher_labels
 from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
-
-GB = 1024**3
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -118,94 +115,6 @@ class StudentConfig(TrainConfig):
 
 
 # ----------------------------------------------------------------------------- the label store
-
-
-@dataclass
-class TeacherLabels:
-    """A label store held in memory."""
-
-    path: str
-    attrs: dict[str, Any]
-    probs: np.ndarray  # float16 [N, V, 3, Q]
-    views: np.ndarray  # float32 [N, V, 2] (flip flag, angle°)
-    sample_ids: np.ndarray  # object [N]
-    rows: np.ndarray  # int64 [N], row of each sample in boxes.parquet
-
-    @property
-    def n_views(self) -> int:
-        return int(self.probs.shape[1])
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.probs.nbytes + self.views.nbytes + self.rows.nbytes)
-
-    def view(self, pos: int, v: int) -> View:
-        """The geometric view ``v`` of store row ``pos`` (what the teacher saw)."""
-        return view_from_row(self.views[pos, v])
-
-
-def available_memory() -> int:
-    """Bytes of RAM available to this process now (psutil, else ``sysconf``)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62
-
-
-def store_nbytes(layout: Mapping[str, int]) -> int:
-    """In-memory size of a store: probs (float16) + views (float32) + rows (int64)."""
-    n, v, q = int(layout["n_rows"]), int(layout["n_views"]), int(layout["n_bins"])
-    return n * v * 3 * q * 2 + n * v * 2 * 4 + n * 8
-
-
-def check_memory(nbytes: int, max_gb: float, path: str, available: int | None = None) -> None:
-    """Refuse a store that is over the configured limit or over 80 % of the available RAM."""
-    avail = available_memory() if available is None else available
-    need = nbytes / GB
-    if nbytes > max_gb * GB:
-        raise ValueError(
-            f"label store {path!r} needs {need:.2f} GiB in memory, more than train_student.max_label_memory_gb="
-            f"{max_gb:g}: raise that limit if the machine has the RAM (available now: {avail / GB:.1f} GiB), or "
-            "train on fewer rows/views (teacher_labels.views)"
-        )
-    if nbytes > 0.8 * avail:
-        raise ValueError(
-            f"label store {path!r} needs {need:.2f} GiB in memory but only {avail / GB:.1f} GiB are available "
-            "(the student loads it whole): free memory, use a machine with more RAM, or build a store with "
-            "fewer views (teacher_labels.views)"
-        )
-
-
-def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> TeacherLabels:
-    """Open the store, check that it fits in memory, then load it whole (logs its size)."""
-    path = str(path)
-    g = labelstore.open_store(path)
-    attrs = dict(g.attrs)
-    lay = attrs.get("layout") or {}
-    if not {"n_rows", "n_views", "n_bins"} <= set(lay):
-        raise ValueError(f"label store {path!r} has no layout attribute: rebuild it with `hpekd teacher-labels`")
-    nbytes = store_nbytes(lay)
-    check_memory(nbytes, max_gb, path)
-    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
-             path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
-    # every loader verifies the digests recorded by the writer (and probs are distributions):
-    # a damaged store is refused in one line naming the shard, never trained on
-    probs = labelstore.load_probs(path)
-    views = labelstore.load_views(path)
-    ids = np.array(labelstore.load_sample_ids(path), dtype=object)
-    rows = labelstore.load_rows(path)
-    n = probs.shape[0]
-    if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
-        raise ValueError(
-            f"label store {path!r} is inconsistent: probs {probs.shape}, views {views.shape}, "
-            f"{len(ids)} sample ids, {len(rows)} rows"
-        )
-    return TeacherLabels(path, attrs, probs, views, ids, rows)
 
 
 def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
@@ -405,7 +314,6 @@ def train_student(
 
 
 __all__ = [
-    "StudentConfig", "TeacherLabels", "TeacherTable", "ViewReplay", "available_memory", "check_memory",
-    "check_provenance", "load_teacher_labels", "row_counts", "store_nbytes", "student_dataset", "student_fns",
+    "StudentConfig", "TeacherTable", "ViewReplay", "check_provenance", "row_counts", "student_dataset", "student_fns",
     "teacher_input", "train_student",
 ]
