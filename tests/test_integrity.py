@@ -18,7 +18,9 @@ import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
-from pipeline.core.io import atomic_path, sweep_temporaries
+from pipeline.core.io import atomic_path, sha256_file, sweep_temporaries
+from pipeline.manifest.rows import row_ids, split_rows
+from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelread, labelstore
 from stages.cli import main
 from tests.helpers.student import make_oracle_store
@@ -65,6 +67,29 @@ def test_the_good_store_verifies(good: tuple[Path, Path]) -> None:
     boxes, store = good
     assert labelread.verify(str(store), str(boxes)) == []
     assert labelread.info(str(store))["shards_total"] == 4
+
+
+def test_verify_and_the_student_compare_rows_the_same_way(good: tuple[Path, Path], tmp_path: Path) -> None:
+    """One comparison of a store with a boxes table (compare_with_boxes), worded by verify as a
+    line and by the student as a ValueError: swapped ids, then a table with other rows."""
+    boxes, _ = good
+    df = read_boxes(boxes)
+    ids = row_ids(df, split_rows(df, "train"))
+    swapped = ids[:3] + [ids[4], ids[3]] + ids[5:]
+    store = make_oracle_store(boxes, tmp_path / "swapped.zarr", size=SIZE, n_views=2, shard_rows=8, sample_ids=swapped)
+    labels = labelread.load_teacher_labels(store)
+    found = labelread.compare_with_boxes(labels.attrs, labels.sample_ids, labels.rows, sha256_file(boxes), df)
+    assert [(m.field, m.first, m.count, m.store, m.table) for m in found] == [("sample_id", 3, 2, ids[4], ids[3])]
+    assert labelread.verify(str(store), str(boxes)) == [
+        f"sample_id mismatch at 2 rows, first row 3: store {ids[4]!r} vs manifest {ids[3]!r}"]
+    other = make_tiny_dataset(tmp_path / "other", n_train=30, n_test=8, size=SIZE, seed=5)
+    found = labelread.compare_with_boxes(labels.attrs, labels.sample_ids, labels.rows, sha256_file(other),
+                                         read_boxes(other))
+    assert [(m.field, m.store, m.table) for m in found][1:] == [
+        ("sample_id", 32, 30), ("row", "store row indices", "the boxes table's training rows")]
+    problems = labelread.verify(str(store), str(other))
+    assert [p.split(" ")[0] for p in problems] == ["manifest", "store", "boxes_row"], problems
+    assert f"store has 32 rows, manifest {str(other)!r} selects 30" in problems
 
 
 def test_deleted_shard_file_with_done_flag_is_refused(good: tuple[Path, Path], tmp_path: Path) -> None:

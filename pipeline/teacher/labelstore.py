@@ -23,8 +23,10 @@ so a store without them is an interrupted creation. The attributes also hold the
 ``views``, ``sample_id`` and ``boxes_row`` (``content``).
 
 Every reader that trains or evaluates goes through :func:`load_probs` / :func:`load_views` /
-:func:`load_sample_ids` / :func:`load_rows`, which check the digests, finiteness and that each
-distribution sums to 1, and refuse a damaged store in one line naming the store and shard.
+:func:`load_sample_ids` / :func:`load_rows` (or, on a store opened once, :func:`read_probs` /
+:func:`read_verified`), which check the digests, finiteness and that each distribution sums to
+1, and refuse a damaged store in one line naming the store and shard. Reading a whole store
+(``hpekd labels info|verify``, the student's in-memory copy) is :mod:`pipeline.teacher.labelread`.
 
 Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
 ``memory://`` (one process only), ``s3://`` … (:func:`store_for`).
@@ -434,9 +436,9 @@ def verified_shards(g: zarr.Group, path: str, shards: Sequence[int] | None = Non
     return ok
 
 
-def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
-    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
-    g = open_store(path)
+def read_probs(g: zarr.Group, path: str, tol: float = 2e-3) -> np.ndarray:
+    """All soft labels of the open store ``g`` (at ``path``, for messages), verified shard by
+    shard: float16 [N, V, 3, Q]."""
     lay = layout_of(g)
     flags = done_flags(g)
     if not flags.all():
@@ -452,7 +454,9 @@ def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
     return out
 
 
-def _verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
+def read_verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
+    """Array ``name`` (``views``, ``sample_id`` or ``boxes_row``) of the open store ``g``, checked
+    against the sha256 recorded at creation."""
     arr = np.asarray(g[name][:])
     want = (g.attrs.get("content") or {}).get(f"{name}_sha256")
     if want is None or _sha(arr) != want:
@@ -461,15 +465,20 @@ def _verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
     return arr
 
 
+def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
+    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
+    return read_probs(open_store(path), path, tol)
+
+
 def load_views(path: str) -> np.ndarray:
     """float32 [N, V, 2] (flip flag, angle°) of every stored view, verified."""
-    return _verified(open_store(path), "views", path)
+    return read_verified(open_store(path), "views", path)
 
 
 def load_sample_ids(path: str) -> list[str]:
-    return decode_ids(_verified(open_store(path), "sample_id", path))
+    return decode_ids(read_verified(open_store(path), "sample_id", path))
 
 
 def load_rows(path: str) -> np.ndarray:
     """int64 [N]: the boxes.parquet row of each store row, verified."""
-    return _verified(open_store(path), "boxes_row", path)
+    return read_verified(open_store(path), "boxes_row", path)

@@ -45,12 +45,12 @@ from pipeline.core.io import sha256_file
 from pipeline.core.views import View, view_from_row
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
-from pipeline.manifest.rows import RowQuery, has_rows, split_rows
+from pipeline.manifest.rows import RowQuery, has_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
 from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
-from pipeline.teacher.labelread import TeacherLabels, load_teacher_labels
+from pipeline.teacher.labelread import Mismatch, TeacherLabels, compare_with_boxes, load_teacher_labels
 from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
@@ -126,6 +126,28 @@ def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
     return cur
 
 
+REBUILD_LABELS = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
+
+
+def _mismatch(labels: TeacherLabels, field: str, store: Any, here: Any, hint: str) -> ValueError:
+    return ValueError(f"label store {labels.path!r} does not match this run: {field} differs "
+                      f"(store {store!r}, here {here!r}); {hint}")
+
+
+def _table_error(labels: TeacherLabels, m: Mismatch, boxes_path: str | os.PathLike[str]) -> ValueError:
+    """The student's words for a store that does not match its boxes table."""
+    if m.field == "manifest.sha256":
+        return _mismatch(labels, m.field, m.store, m.table,
+                         f"the store was made from another boxes table than {str(boxes_path)!r}; {REBUILD_LABELS}")
+    if m.field == "sample_id" and m.first is None:
+        return _mismatch(labels, m.field, f"{m.store} rows", f"{m.table} {labels.split} rows with status ok",
+                         REBUILD_LABELS)
+    if m.field == "sample_id":
+        return _mismatch(labels, m.field, f"row {m.first} = {m.store}", f"row {m.first} = {m.table}",
+                         f"{m.count} row(s) differ; {REBUILD_LABELS}")
+    return _mismatch(labels, m.field, m.store, m.table, REBUILD_LABELS)
+
+
 def check_provenance(
     labels: TeacherLabels,
     boxes_path: str | os.PathLike[str],
@@ -138,54 +160,36 @@ def check_provenance(
 
     Checks, in order, naming the first field that differs: ``manifest.sha256`` (the boxes
     file), ``sample_id`` (the store's rows must be the boxes table's training rows with
-    status ok, in order), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
+    status ok, in order; :func:`pipeline.teacher.labelread.compare_with_boxes`, as ``hpekd
+    labels verify``), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
     head), ``input.size``, ``input.normalization``, and ``teacher.sha256`` when a teacher
     checkpoint is given.
     """
-    where = f"label store {labels.path!r}"
     attrs = labels.attrs
-
-    def mismatch(field: str, store: Any, here: Any, hint: str) -> ValueError:
-        return ValueError(f"{where} does not match this run: {field} differs (store {store!r}, here {here!r}); {hint}")
-
-    rebuild = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
-    sha = sha256_file(boxes_path)
-    if _field(attrs, "manifest.sha256") != sha:
-        raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
-                       f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
-    split = _field(attrs, "manifest.split") or "train"
-    want_rows = split_rows(boxes, split)
-    want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
-    have = labels.sample_ids
-    if len(want) != len(have):
-        raise mismatch("sample_id", f"{len(have)} rows", f"{len(want)} {split} rows with status ok", rebuild)
-    diff = np.flatnonzero(want != have)
-    if diff.size:
-        i = int(diff[0])
-        raise mismatch("sample_id", f"row {i} = {have[i]}", f"row {i} = {want[i]}",
-                       f"{diff.size} row(s) differ; {rebuild}")
-    if not np.array_equal(labels.rows, want_rows):
-        raise mismatch("row", "store row indices", "the boxes table's training rows", rebuild)
+    found = compare_with_boxes(attrs, labels.sample_ids, labels.rows, sha256_file(boxes_path), boxes)
+    if found:
+        raise _table_error(labels, found[0], boxes_path)
     grid = spec.grids[LABEL_HEAD]
     for key, here in (("b", grid.size), ("theta", grid.theta), ("Q", grid.count)):
         store = _field(attrs, f"bins.{key}")
         if store is None or float(store) != float(here):
-            raise mismatch(f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + rebuild)
+            raise _mismatch(labels, f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + REBUILD_LABELS)
     if labels.probs.shape[-1] != grid.count:
-        raise mismatch("bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, rebuild)
+        raise _mismatch(labels, "bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, REBUILD_LABELS)
     store_size = _field(attrs, "input.size")
     if input_size is not None and (store_size is None or tuple(store_size) != tuple(input_size)):
-        raise mismatch("input.size", store_size, list(input_size),
-                       "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
+        raise _mismatch(labels, "input.size", store_size, list(input_size),
+                        "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
     norm = _field(attrs, "input.normalization") or {}
     if norm and (list(norm.get("mean", IMAGENET_MEAN)) != list(IMAGENET_MEAN)
                  or list(norm.get("std", IMAGENET_STD)) != list(IMAGENET_STD)):
-        raise mismatch("input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, rebuild)
+        raise _mismatch(labels, "input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                        REBUILD_LABELS)
     if teacher is not None:
         tsha = sha256_file(teacher)
         if _field(attrs, "teacher.sha256") != tsha:
-            raise mismatch("teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
-                           f"the store was made by another teacher than {str(teacher)!r}; {rebuild}")
+            raise _mismatch(labels, "teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
+                            f"the store was made by another teacher than {str(teacher)!r}; {REBUILD_LABELS}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -202,8 +206,7 @@ class ViewReplay:
     def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
         self.views = labels.views
         self.n_views = labels.n_views
-        self.pos = np.full(n_boxes_rows, -1, dtype=np.int64)
-        self.pos[labels.rows] = np.arange(len(labels.rows))
+        self.pos = labels.positions(n_boxes_rows)
 
     def __call__(self, row: int, rng: np.random.Generator) -> tuple[View, int]:
         p = int(self.pos[row])
@@ -224,9 +227,7 @@ class TeacherTable:
 
     def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
         self.probs = torch.from_numpy(labels.probs)  # float16, shares memory with numpy
-        pos = np.full(n_boxes_rows, -1, dtype=np.int64)
-        pos[labels.rows] = np.arange(len(labels.rows))
-        self.pos = torch.from_numpy(pos)
+        self.pos = torch.from_numpy(labels.positions(n_boxes_rows))
 
     def __call__(self, rows: torch.Tensor, views: torch.Tensor, device: torch.device) -> torch.Tensor:
         p = self.pos[rows.cpu()]
@@ -258,8 +259,7 @@ def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int,
     """Training rows of the store, replaying its views (``train=False``: no photometric).
     Unlabelled rows are included when the student distils (``kd_weight > 0``) and
     ``cfg.unlabelled`` is on."""
-    split = _field(labels.attrs, "manifest.split") or "train"
-    rows = RowQuery(split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
+    rows = RowQuery(labels.split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
     return PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
                        seed=cfg.seed)
 
