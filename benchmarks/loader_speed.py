@@ -33,6 +33,7 @@ from pipeline.core.images import read_image
 from pipeline.core.views import random_view
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import apply_photometric, photometric, sample_rng
+from pipeline.manifest.rows import image_paths
 
 
 def scaled_boxes(boxes: Path, scale: float, out: Path) -> Path:
@@ -52,8 +53,8 @@ def upscaled(boxes: Path, factor: float, out_dir: Path) -> Path:
     from pipeline.core.images import write_image
 
     df = pd.read_parquet(boxes)
-    for i, (root, rel) in enumerate(zip(df["root"], df["image_path"])):
-        img = read_image(Path(root) / rel)
+    for i, path in enumerate(image_paths(df, np.arange(len(df)))):
+        img = read_image(path)
         big = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
         write_image(out_dir / f"big_{i:05d}.jpg", big)
         df.loc[i, "image_path"] = f"big_{i:05d}.jpg"

@@ -114,7 +114,7 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
                  "crops": res.crops}
     elif stage == "load":
         from pipeline.teacher import labelstore
-        from pipeline.training.stage2 import load_teacher_labels
+        from pipeline.teacher.labelread import load_teacher_labels
 
         labelstore.open_store(str(d / "store" / "teacher.zarr"))  # imports and metadata: not the store's memory
         base = _rss_now_mb()

@@ -64,10 +64,11 @@ class TrainBench:
 
 def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed: int = 0):
     """Student model, its eq. 7 loss and dataset, over an in-memory store of random distributions."""
-    from pipeline.teacher.labelstore import select_rows
-    from pipeline.training.stage2 import StudentConfig, TeacherLabels, TeacherTable, student_dataset, student_fns
+    from pipeline.manifest.rows import split_rows
+    from pipeline.teacher.labelread import TeacherLabels
+    from pipeline.training.stage2 import StudentConfig, TeacherTable, student_dataset, student_fns
 
-    rows = select_rows(boxes, "train")
+    rows = split_rows(boxes, "train")
     ids = boxes["sample_id"].astype(str).to_numpy()[rows]
     cfg = StudentConfig(backbone=backbone, input_size=size, seed=seed)
     q = cfg.spec().grids["bin1"].count

@@ -37,6 +37,8 @@ import pandas as pd
 import yaml
 from _common import REPO
 
+from pipeline.manifest.rows import image_paths, ok_mask, split_mask
+
 SMOKE = {
     "synthesize": {"n_train": 24, "n_test": 8, "size": 96, "workers": 1},
     "train_teacher": {"epochs": 1, "input_size": 32, "batch_size": 8, "workers": 0},
@@ -63,18 +65,19 @@ def params(smoke: bool) -> dict:
 def write_table(boxes: pd.DataFrame, root: Path, fraction: float, seed: int, path: Path) -> dict[str, int]:
     """The user's view of the data: one CSV row per boxed face, angles blank for all but a seeded
     ``fraction`` of the training rows; image paths relative to ``root``."""
-    ok = boxes[boxes["status"] == "ok"].reset_index(drop=True)
-    image = [str((Path(r) / p).resolve().relative_to(root.resolve())) for r, p in zip(ok["root"], ok["image_path"])]
+    rows = np.flatnonzero(ok_mask(boxes))
+    ok = boxes.iloc[rows].reset_index(drop=True)
+    image = [str(Path(p).relative_to(root.resolve())) for p in image_paths(boxes, rows, absolute=True)]
     table = pd.DataFrame({"image": image, "pitch": ok["pitch"], "yaw": ok["yaw"], "roll": ok["roll"],
                           "x1": ok["x1"], "y1": ok["y1"], "x2": ok["x2"], "y2": ok["y2"], "split": ok["split"]})
-    train = np.flatnonzero((ok["split"] == "train").to_numpy())
+    train = np.flatnonzero(split_mask(ok, "train"))
     rng = np.random.default_rng(seed)
     keep = rng.choice(train, size=max(1, round(fraction * len(train))), replace=False)
     blank = np.setdiff1d(train, keep)
     table.loc[blank, ["pitch", "yaw", "roll"]] = np.nan
     table.to_csv(path, index=False)
     return {"train_labelled": int(len(keep)), "train_unlabelled": int(len(blank)),
-            "test": int((ok["split"] == "test").sum())}
+            "test": int(split_mask(ok, "test").sum())}
 
 
 def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipeline.teacher import labelstore
+from pipeline.teacher import labelread
 from stages.common import user_errors
 
 
@@ -21,7 +21,7 @@ def cli() -> None:
 @user_errors
 def info(path: str, as_json: bool) -> None:
     """Print the provenance and completeness of the store at PATH."""
-    rec = labelstore.info(path)
+    rec = labelread.info(path)
     if as_json:
         click.echo(json.dumps(rec, indent=2, sort_keys=True))
         return
@@ -49,7 +49,7 @@ def info(path: str, as_json: bool) -> None:
 @user_errors
 def verify(path: str, boxes: str | None) -> None:
     """Check every shard of PATH is done, decodes, is finite and sums to 1 per angle."""
-    problems = labelstore.verify(path, boxes)
+    problems = labelread.verify(path, boxes)
     if problems:
         raise click.ClickException(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     click.echo(f"{path}: OK")

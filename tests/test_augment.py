@@ -14,6 +14,7 @@ from pipeline.core.views import View, random_view
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import EpochSampler, make_loader
 from pipeline.data.transforms import AugmentConfig, apply_photometric, geometric, photometric, sample_rng
+from pipeline.manifest.rows import RowQuery
 
 RNG = np.random.default_rng(1)
 # a generic rigid 3D point cloud and a face-like one (eyes, nose, mouth, ears, chin)
@@ -136,7 +137,7 @@ def test_pose_dataset_bad_input(tiny_boxes, tmp_path) -> None:
     with pytest.raises(ValueError, match="no usable rows"):
         PoseDataset(df.iloc[:0], "train", 48, train=True)
     with pytest.raises(ValueError, match="nope"):
-        PoseDataset(df, "test", 48, train=False, datasets=["nope"])
+        PoseDataset(df, RowQuery("test", ("nope",)), 48, train=False)
     far = df.copy()
     far.loc[far.index[:3], "yaw"] = 120.0
     ds = PoseDataset(far, "train", 48, train=False)

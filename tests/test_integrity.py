@@ -18,8 +18,10 @@ import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
-from pipeline.core.io import atomic_path, sweep_temporaries
-from pipeline.teacher import labelstore
+from pipeline.core.io import atomic_path, sha256_file, sweep_temporaries
+from pipeline.manifest.rows import row_ids, split_rows
+from pipeline.manifest.schema import read_boxes
+from pipeline.teacher import labelread, labelstore
 from stages.cli import main
 from tests.helpers.student import make_oracle_store
 
@@ -63,8 +65,31 @@ def _refused(res, *needles: str) -> None:
 
 def test_the_good_store_verifies(good: tuple[Path, Path]) -> None:
     boxes, store = good
-    assert labelstore.verify(str(store), str(boxes)) == []
-    assert labelstore.info(str(store))["shards_total"] == 4
+    assert labelread.verify(str(store), str(boxes)) == []
+    assert labelread.info(str(store))["shards_total"] == 4
+
+
+def test_verify_and_the_student_compare_rows_the_same_way(good: tuple[Path, Path], tmp_path: Path) -> None:
+    """One comparison of a store with a boxes table (compare_with_boxes), worded by verify as a
+    line and by the student as a ValueError: swapped ids, then a table with other rows."""
+    boxes, _ = good
+    df = read_boxes(boxes)
+    ids = row_ids(df, split_rows(df, "train"))
+    swapped = ids[:3] + [ids[4], ids[3]] + ids[5:]
+    store = make_oracle_store(boxes, tmp_path / "swapped.zarr", size=SIZE, n_views=2, shard_rows=8, sample_ids=swapped)
+    labels = labelread.load_teacher_labels(store)
+    found = labelread.compare_with_boxes(labels.attrs, labels.sample_ids, labels.rows, sha256_file(boxes), df)
+    assert [(m.field, m.first, m.count, m.store, m.table) for m in found] == [("sample_id", 3, 2, ids[4], ids[3])]
+    assert labelread.verify(str(store), str(boxes)) == [
+        f"sample_id mismatch at 2 rows, first row 3: store {ids[4]!r} vs manifest {ids[3]!r}"]
+    other = make_tiny_dataset(tmp_path / "other", n_train=30, n_test=8, size=SIZE, seed=5)
+    found = labelread.compare_with_boxes(labels.attrs, labels.sample_ids, labels.rows, sha256_file(other),
+                                         read_boxes(other))
+    assert [(m.field, m.store, m.table) for m in found][1:] == [
+        ("sample_id", 32, 30), ("row", "store row indices", "the boxes table's training rows")]
+    problems = labelread.verify(str(store), str(other))
+    assert [p.split(" ")[0] for p in problems] == ["manifest", "store", "boxes_row"], problems
+    assert f"store has 32 rows, manifest {str(other)!r} selects 30" in problems
 
 
 def test_deleted_shard_file_with_done_flag_is_refused(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -72,7 +97,7 @@ def test_deleted_shard_file_with_done_flag_is_refused(good: tuple[Path, Path], t
     bad = _copy(store, tmp_path)
     _shard(bad, 1).unlink()  # reads back as the fill value (zeros); the flag still says done
     _refused(_student(boxes, bad, tmp_path), str(bad), "shard 1 (rows 8..15)", "hpekd teacher-labels")
-    assert any("shard 1" in p for p in labelstore.verify(str(bad)))
+    assert any("shard 1" in p for p in labelread.verify(str(bad)))
 
 
 @pytest.mark.parametrize("damage", ["bitflip", "truncate"])
@@ -88,7 +113,7 @@ def test_flipped_or_truncated_shard_is_refused(good: tuple[Path, Path], tmp_path
         data = data[: len(data) // 2]
     f.write_bytes(bytes(data))
     _refused(_student(boxes, bad, tmp_path), str(bad), "shard 2 (rows 16..23)")
-    assert any("shard 2" in p for p in labelstore.verify(str(bad)))
+    assert any("shard 2" in p for p in labelread.verify(str(bad)))
 
 
 def test_swapped_shards_are_refused(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -99,7 +124,7 @@ def test_swapped_shards_are_refused(good: tuple[Path, Path], tmp_path: Path) -> 
     a.write_bytes(db)
     b.write_bytes(da)  # both still decode: only the digests tell
     _refused(_student(boxes, bad, tmp_path), "shard 0 (rows 0..7)", "sha256")
-    problems = labelstore.verify(str(bad))
+    problems = labelread.verify(str(bad))
     assert any("shard 0" in p for p in problems) and any("shard 3" in p for p in problems)
 
 
@@ -110,7 +135,7 @@ def test_deleted_views_file_is_refused(good: tuple[Path, Path], tmp_path: Path) 
         if f.is_file():
             f.unlink()  # views would read back as identity views
     _refused(_student(boxes, bad, tmp_path), "array 'views'")
-    assert any("views" in p for p in labelstore.verify(str(bad)))
+    assert any("views" in p for p in labelread.verify(str(bad)))
 
 
 def test_edited_views_are_caught_by_verify(good: tuple[Path, Path], tmp_path: Path) -> None:
@@ -121,7 +146,7 @@ def test_edited_views_are_caught_by_verify(good: tuple[Path, Path], tmp_path: Pa
     views = np.asarray(g["views"][:])
     views[3, 1, 1] += 1.0
     g["views"][:] = views
-    problems = labelstore.verify(str(bad))
+    problems = labelread.verify(str(bad))
     assert any("regenerated" in p or "drawn from" in p for p in problems), problems
 
 

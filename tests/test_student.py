@@ -20,17 +20,17 @@ from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
-from pipeline.teacher import labelstore
+from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.job import ZDataset
+from pipeline.teacher.labelread import check_memory, load_teacher_labels
 from pipeline.training.engine import evaluate
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import Runtime
 from pipeline.training.stage2 import (
     StudentConfig,
     TeacherTable,
-    check_memory,
+    ViewReplay,
     check_provenance,
-    load_teacher_labels,
     student_dataset,
     student_fns,
     teacher_input,
@@ -122,6 +122,21 @@ def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
             gt = df.loc[row, ["pitch", "yaw", "roll"]].to_numpy(np.float64)
             np.testing.assert_allclose(item["target"].numpy(), view.pose(*gt), atol=1e-4)
     assert seen == {0, 1, 2}  # every stored view gets replayed
+
+
+def test_store_is_opened_once_and_indexed_once(data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_teacher_labels opens the store once; the view replay and the soft-target lookup
+    share one inverse index (boxes row -> store row) built on TeacherLabels."""
+    boxes, store = data
+    opened = []
+    monkeypatch.setattr(labelread, "open_store", lambda *a, **k: opened.append(a) or labelstore.open_store(*a, **k))
+    labels = labelread.load_teacher_labels(store)
+    assert len(opened) == 1
+    n = len(read_boxes(boxes))
+    replay, table = ViewReplay(labels, n), TeacherTable(labels, n)
+    assert replay.pos is labels.positions(n) and table.pos.data_ptr() == replay.pos.ctypes.data
+    np.testing.assert_array_equal(replay.pos[labels.rows], np.arange(len(labels.rows)))
+    assert (np.delete(replay.pos, labels.rows) == -1).all()
 
 
 def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:

@@ -24,7 +24,7 @@ from pipeline.core.geometry import crop
 from pipeline.core.images import read_image
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row
-from pipeline.teacher import labelstore
+from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.ensemble import ensemble_probs
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from stages.cli import main
@@ -143,7 +143,7 @@ def test_fsspec_memory_store(env):
     url = "memory://hpekd-test/labels.zarr"
     run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
     np.testing.assert_array_equal(labelstore.load_probs(url), labelstore.load_probs(str(env["ref"])))
-    assert labelstore.verify(url, str(env["boxes"])) == []
+    assert labelread.verify(url, str(env["boxes"])) == []
     res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
     assert res.computed == []
 
@@ -327,7 +327,7 @@ def test_rebuild_keeps_the_old_store_until_the_new_one_is_complete(env, tmp_path
     assert res.out == str(out) and res.complete
     assert labelstore.open_store(str(out)).attrs["views"]["seed"] == 8
     assert not (tmp_path / ".swap.zarr.next").exists() and not (tmp_path / ".swap.zarr.old").exists()
-    assert labelstore.verify(str(out), str(env["boxes"])) == []
+    assert labelread.verify(str(out), str(env["boxes"])) == []
 
 
 def _start_job(env, out: Path, extra=()) -> subprocess.Popen:
@@ -373,7 +373,7 @@ def test_two_identical_jobs_started_together(env, tmp_path):
         assert "Traceback" not in err
         assert rc == 0 or (rc == 1 and "is being written by job" in err), err
     assert store_files(out) == store_files(env["ref"])
-    assert labelstore.verify(str(out), str(env["boxes"])) == []
+    assert labelread.verify(str(out), str(env["boxes"])) == []
 
 
 def test_foreign_lease_needs_break_lease(env, tmp_path):

@@ -23,6 +23,7 @@ from conftest import make_tiny_dataset
 from pipeline.core.bins import BinGrid
 from pipeline.core.views import View, fit_view, views_array
 from pipeline.data.datasets import PoseDataset
+from pipeline.manifest.rows import RowQuery, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.losses import student_loss
 from pipeline.teacher import labelstore
@@ -57,7 +58,7 @@ def test_datasets_leave_unlabelled_rows_out_unless_asked(mixed: dict) -> None:
     df = read_boxes(mixed["boxes"])
     stage1 = PoseDataset(df, "train", 32, train=True)
     assert len(stage1) == N_TRAIN - N_UNL and stage1.unlabelled_left_out == N_UNL and stage1.labelled.all()
-    student = PoseDataset(df, "train", 32, train=True, unlabelled=True)
+    student = PoseDataset(df, RowQuery("train", unlabelled=True), 32, train=True)
     assert len(student) == N_TRAIN and int((~student.labelled).sum()) == N_UNL
     item = student[N_TRAIN - 1]
     assert not bool(item["labelled"]) and torch.isnan(item["target"]).all()
@@ -68,7 +69,7 @@ def test_datasets_leave_unlabelled_rows_out_unless_asked(mixed: dict) -> None:
 
 def test_teacher_store_holds_unlabelled_rows_with_their_views(mixed: dict) -> None:
     df = read_boxes(mixed["boxes"])
-    rows = labelstore.select_rows(df, "train")
+    rows = split_rows(df, "train")
     assert len(rows) == N_TRAIN and (~df["labelled"].to_numpy()[rows]).sum() == N_UNL
     path = str(mixed["store"])
     ids = labelstore.load_sample_ids(path)

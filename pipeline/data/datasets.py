@@ -9,7 +9,7 @@ Each item is a dict of tensors (collated by the default DataLoader collate):
   store row, DESIGN §6/§7);
 - ``view_id``: int64, the id returned by ``view_fn`` (see below), -1 otherwise;
 - ``flip`` (bool) and ``angle`` (float32): the geometric view that was applied;
-- ``labelled`` (bool): the row has ground truth; with ``unlabelled=True`` rows without it
+- ``labelled`` (bool): the row has ground truth; with ``RowQuery(unlabelled=True)`` rows without it
   (``labelled = false`` in the manifest) are included, their ``target`` NaN.
 
 Views. ``train=True`` draws a random view per (seed, epoch, row) with
@@ -39,17 +39,24 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.core.angles import ANGLES, THETA
 from pipeline.core.decode import read_crop
 from pipeline.core.views import View, fit_view, random_view
 from pipeline.data.transforms import AugmentConfig, apply_photometric, photometric, sample_rng
+from pipeline.manifest.rows import (
+    RowQuery,
+    image_paths,
+    labelled_mask,
+    row_angles,
+    row_boxes,
+    row_ids,
+    select,
+)
 from pipeline.manifest.schema import read_boxes
 
 log = logging.getLogger(__name__)
@@ -58,31 +65,35 @@ ViewFn = Callable[[int, np.random.Generator], "View | tuple[View, int]"]
 
 
 class PoseDataset(Dataset):
-    """Rows of ``boxes`` with ``status == "ok"`` in ``split`` (optionally some ``datasets``).
+    """Face crops of the rows of ``boxes`` that ``rows`` selects (:func:`pipeline.manifest.rows.select`).
 
-    Labelled rows with a NaN angle or any |angle| > ``theta`` are left out and counted in
-    ``self.dropped`` (DESIGN §3/§8); ``theta=None`` keeps them. Unlabelled rows are left out
-    (counted in ``self.unlabelled_left_out``) unless ``unlabelled=True`` (the student, which
-    learns them from the teacher alone); stage 1 and evaluation never see them. ``source`` names the table in
-    error messages (default: the path, or "boxes table" for a DataFrame). ``reduced_decode``:
+    ``rows``: a split name (its labelled rows with status ok and angles within ±99°) or a
+    :class:`~pipeline.manifest.rows.RowQuery` (only some ``datasets``, another ``theta``, the
+    unlabelled rows too). Labelled rows with a NaN angle or any |angle| > θ are left out and
+    counted in ``self.dropped`` (DESIGN §3/§8). Unlabelled rows are left out (counted in
+    ``self.unlabelled_left_out``) unless the query takes them (the student, which learns them
+    from the teacher alone); stage 1 and evaluation never see them. ``source`` names the table
+    in error messages (default: the path, or "boxes table" for a DataFrame). ``reduced_decode``:
     decode a JPEG at 1/2, 1/4 or 1/8 size when its box is that much larger than the output
     (:mod:`pipeline.core.decode`; the teacher-label job reads images the same way).
     """
 
+    # 9 parameters: the table, which of its rows (one RowQuery: the row rule's whole input), the
+    # crop size, then keyword-only options that one or two callers each set by name (train,
+    # augment, view_fn, seed: how a sample is drawn; source: the name in messages; reduced_decode:
+    # how JPEGs are decoded); a record for them would only rename them.
     def __init__(
         self,
         boxes: pd.DataFrame | str | os.PathLike[str],
-        split: str,
+        rows: str | RowQuery,
         size: int | Sequence[int],
+        *,
         train: bool,
         augment: AugmentConfig | None = None,
         view_fn: ViewFn | None = None,
         seed: int = 0,
-        datasets: Sequence[str] | None = None,
-        theta: float | None = THETA,
         source: str | None = None,
         reduced_decode: bool = True,
-        unlabelled: bool = False,
     ) -> None:
         if source is None:
             source = "boxes table" if isinstance(boxes, pd.DataFrame) else repr(str(boxes))
@@ -90,38 +101,27 @@ class PoseDataset(Dataset):
         self.size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
         if len(self.size) != 2 or min(self.size) < 8:
             raise ValueError(f"input size {size!r} must be an int or [h, w] of at least 8 pixels")
-        mask = (df["split"] == split) & (df["status"] == "ok")
-        if datasets:
-            unknown = sorted(set(datasets) - set(df.loc[df["split"] == split, "dataset"]))
-            if unknown:
-                raise ValueError(f"dataset(s) {unknown} have no {split!r} rows in {source}")
-            mask &= df["dataset"].isin(list(datasets))
-        angles = df[list(ANGLES)].to_numpy(np.float64)
-        labelled = df["labelled"].to_numpy(bool) if "labelled" in df else np.ones(len(df), dtype=bool)
-        ok_angles = np.isfinite(angles).all(1)
-        if theta is not None:
-            ok_angles &= (np.abs(np.nan_to_num(angles, nan=np.inf)) <= theta).all(1)
-        self.dropped = int((mask & labelled & ~ok_angles).sum())
-        self.unlabelled_left_out = 0 if unlabelled else int((mask & ~labelled).sum())
-        mask &= (labelled & ok_angles) | (~labelled & unlabelled)
-        if not mask.any():
+        query = rows if isinstance(rows, RowQuery) else RowQuery(rows)
+        picked = select(df, query, source)
+        self.dropped, self.unlabelled_left_out = picked.dropped, picked.unlabelled_left_out
+        if not picked.rows.size:
             raise ValueError(
-                f"no usable rows in {source} for split {split!r}"
-                + (f" and datasets {list(datasets)}" if datasets else "")
+                f"no usable rows in {source} for split {query.split!r}"
+                + (f" and datasets {list(query.datasets)}" if query.datasets else "")
                 + " (need status == 'ok' and, for stage 1 and evaluation, labelled angles within ±99°):"
                 + " is the manifest empty, all rejected or all unlabelled?"
             )
         if self.dropped:
-            log.info("%s split %r: %d row(s) with angles outside ±%s° left out", source, split, self.dropped, theta)
-        self.rows = np.flatnonzero(mask.to_numpy()).astype(np.int64)
-        sel = df.iloc[self.rows]
-        self.paths = [str(Path(r) / p) for r, p in zip(sel["root"], sel["image_path"])]
-        self.boxes = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
-        self.angles = angles[self.rows]
-        self.labelled = labelled[self.rows]
-        self.dataset_names = sel["dataset"].astype(str).to_numpy()
-        self.sample_ids = sel["sample_id"].astype(str).to_numpy() if "sample_id" in sel else None
-        self.split, self.train, self.seed = split, bool(train), int(seed)
+            log.info("%s split %r: %d row(s) with angles outside ±%s° left out", source, query.split, self.dropped,
+                     query.theta)
+        self.rows = picked.rows
+        self.paths = image_paths(df, self.rows)
+        self.boxes = row_boxes(df, self.rows)
+        self.angles = row_angles(df, self.rows)
+        self.labelled = labelled_mask(df)[self.rows]
+        self.dataset_names = df["dataset"].astype(str).to_numpy()[self.rows]
+        self.sample_ids = np.array(row_ids(df, self.rows), dtype=object) if "sample_id" in df else None
+        self.split, self.train, self.seed = query.split, bool(train), int(seed)
         self.augment = augment or AugmentConfig()
         self.view_fn = view_fn
         self.reduced_decode = bool(reduced_decode)

@@ -62,6 +62,9 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+# 9 parameters, keyword-only after the dataset and the batch size: each is one knob of the
+# sampler (train, seed, rank, world_size: as EpochSampler takes them) or of the DataLoader
+# (workers, pin_memory, drop_last) that its callers set by name; a record would only mirror them.
 def make_loader(
     dataset: Dataset,
     batch_size: int,

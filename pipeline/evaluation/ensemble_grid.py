@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from pipeline.evaluation.schema import (
     ROW_SIZE,
     N,
 )
+from pipeline.manifest.rows import RowQuery, image_paths, row_angles, row_boxes, select
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
@@ -82,16 +82,13 @@ def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> l
     grid = spec.grids[head]
     del state
     df = read_boxes(boxes)
-    gt = df[list(ANGLES)].to_numpy(np.float64)
-    keep = np.array((df["status"].astype(str) == "ok") & (df["split"].astype(str) == cfg.split), dtype=bool)
-    keep &= np.isfinite(gt).all(1) & (np.abs(gt) <= cfg.theta_range).all(1)
-    rows = np.flatnonzero(keep)
+    rows = select(df, RowQuery(cfg.split, theta=cfg.theta_range)).rows
     if rows.size == 0:
         raise ValueError(f"{boxes!r} has no usable {cfg.split!r} rows with known angles in range")
-    sel = df.iloc[rows]
-    paths = [str(Path(r) / ip) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
-    box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
-    datasets = sel["dataset"].astype(str).to_numpy()
+    gt = row_angles(df)
+    paths = image_paths(df, rows)
+    box_arr = row_boxes(df, rows)
+    datasets = df["dataset"].astype(str).to_numpy()[rows]
     model, dev = cached_model(checkpoint, sha256_file(checkpoint), cfg.device, False)
     ds = ZDataset(paths, box_arr, np.zeros((len(rows), 1, 2), np.float32), size, cfg.p_max)
     nw = loader_workers(cfg.loader_workers)

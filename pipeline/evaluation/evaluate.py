@@ -38,6 +38,7 @@ from pipeline.evaluation.schema import (
     SPLIT,
     N,
 )
+from pipeline.manifest.rows import RowQuery, row_angles, select
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import input_size_of, model_from_checkpoint
 from pipeline.training.engine import Runtime, prepare_batch
@@ -96,10 +97,8 @@ def angle_stats(pred: np.ndarray, true: np.ndarray, train_mean: np.ndarray | Non
 
 
 def train_mean_pose(df: Any) -> np.ndarray | None:
-    """Mean (pitch, yaw, roll) of the usable training rows, or None when there are none."""
-    rows = df[(df["split"] == "train") & (df["status"] == "ok")]
-    a = rows[list(ANGLES)].to_numpy(np.float64)
-    a = a[np.isfinite(a).all(1) & (np.abs(a) <= 99).all(1)]
+    """Mean (pitch, yaw, roll) of the labelled training rows within ±99°, or None when there are none."""
+    a = row_angles(df, select(df, "train").rows)
     return a.mean(0) if len(a) else None
 
 
@@ -138,16 +137,15 @@ def evaluate_checkpoint(
     model, state = model_from_checkpoint(model_path)
     size = input_size_of(state, repr(str(model_path)))
     df = read_boxes(boxes)
-    ds = PoseDataset(df, split, size, train=False, datasets=datasets, source=repr(str(boxes)))
+    ds = PoseDataset(df, RowQuery(split, tuple(datasets or ())), size, train=False, source=repr(str(boxes)))
     device = resolve_device(cfg.device)
     pred = predict_dataset(model, ds, cfg, device)
     mean = train_mean_pose(df)
     result: dict[str, Any] = {KIND: state["kind"], BACKBONE: model.spec.backbone, SPLIT: split, DATASETS: {}}
     for name in sorted(set(ds.dataset_names)):
         m = ds.dataset_names == name
-        part = PoseDataset(df, split, size, train=False, datasets=[name])
         result[DATASETS][name] = {**mae_table(pred[m], ds.angles[m]), **angle_stats(pred[m], ds.angles[m], mean),
-                                  N: int(m.sum()), DROPPED: part.dropped}
+                                  N: int(m.sum()), DROPPED: select(df, RowQuery(split, (name,))).dropped}
     result[ALL] = {**mae_table(pred, ds.angles), **angle_stats(pred, ds.angles, mean), N: len(ds),
                    DROPPED: ds.dropped}
     for name, r in {**result[DATASETS], ALL: result[ALL]}.items():

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from pipeline.core.angles import THETA
 from pipeline.core.io import write_json
 from pipeline.manifest.boxfile import face_number, load_box_file, match_box_file, no_match_message
+from pipeline.manifest.rows import image_file
 from pipeline.manifest.schema import SPLITS, STATUSES, to_frame, validate_manifest, write_manifest
 from pipeline.manifest.spec import FORMATS, DatasetSpec, IndexConfig, ReadContext, reject
 
@@ -63,7 +64,7 @@ def check_image(path: Path, decode: bool) -> str | None:
 
 def _check_images(df_rows: list[dict], config: IndexConfig, ctx: ReadContext, progress: bool) -> None:
     todo = [r for r in df_rows if r["status"] == "ok"]
-    paths = [Path(r["root"]) / r["image_path"] for r in todo]
+    paths = [image_file(r["root"], r["image_path"]) for r in todo]
     # several faces of one image share one check
     unique = list(dict.fromkeys(paths))
     with cf.ThreadPoolExecutor(max_workers=config.workers) as pool:

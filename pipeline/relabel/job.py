@@ -63,13 +63,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.geometry import clip_box
 from pipeline.core.io import atomic_path
+from pipeline.manifest.rows import image_file, ok_mask
 from pipeline.manifest.schema import BOX_COLUMNS, read_manifest, validate_manifest
 from pipeline.manifest.schema import COLUMNS as MANIFEST_COLUMNS
 from pipeline.relabel.cache import image_key, read_images
@@ -90,7 +90,7 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     """Boxes for every manifest row (same rows, same order) and the summary dict."""
     validate_manifest(manifest)
     df = manifest.reset_index(drop=True).copy()
-    todo = (df["status"].astype(str) == "ok").to_numpy()
+    todo = ok_mask(df)
     spec, detector = _detector(config)
     ctx = SourceContext(config.min_overlap, config.min_box_size, f"detector:{config.detector}",
                         match_box_files(df, todo, config.box_files) if config.source == "file" else {})
@@ -122,7 +122,7 @@ def _image_keys(df: pd.DataFrame, todo: np.ndarray) -> tuple[list[str], dict[str
     for pos in np.flatnonzero(todo):
         ds, rel, root = str(df.at[pos, "dataset"]), str(df.at[pos, "image_path"]), str(df.at[pos, "root"])
         keys[pos] = image_key(ds, rel)
-        paths.setdefault(keys[pos], str(Path(root) / rel))
+        paths.setdefault(keys[pos], str(image_file(root, rel)))
     return keys, paths
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.manifest.rows import ok_mask
 from pipeline.relabel.config import RelabelConfig
 from pipeline.relabel.records import RowBox, reason_category
 from pipeline.relabel.select import MISMATCH, MISS, RULES
@@ -40,7 +41,7 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
     """The summary of the boxes table ``out`` and its records ``rows`` (one per row, same order);
     ``images`` holds the cache counters (not part of the DVC metric)."""
     todo = _field(rows, "processed", bool)
-    ok = (out["status"] == "ok").to_numpy()
+    ok = ok_mask(out)
     got = _field(rows, "detected", bool) & ok  # the detector's box was kept
     iou_lm, overlap = _field(rows, "iou_landmarks", np.float64), _field(rows, "overlap", np.float64)
     rule = _field(rows, "selected_by", object)

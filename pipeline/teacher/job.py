@@ -41,13 +41,13 @@ from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import views_array
+from pipeline.manifest.rows import image_paths, labelled_mask, row_angles, row_boxes, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
-from pipeline.teacher.labelstore import select_rows
 from pipeline.teacher.lease import Lease, new_lease
 from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
 from pipeline.teacher.writer import ShardWriter
@@ -299,16 +299,15 @@ class _Rows:
 
 def _training_rows(cfg: TeacherLabelsConfig, boxes: str) -> _Rows:
     df = read_boxes(boxes)
-    rows = select_rows(df, cfg.split)
+    rows = split_rows(df, cfg.split)
     if rows.size == 0:
         raise ValueError(f"boxes file {boxes!r} has no usable rows with split={cfg.split!r} and status ok")
-    sel = df.iloc[rows]
-    sample_ids = sel["sample_id"].astype(str).tolist()
-    paths = [str((Path(r) / ip).resolve()) for r, ip in zip(sel["root"].astype(str), sel["image_path"].astype(str))]
-    box_arr = sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+    sample_ids = row_ids(df, rows)
+    paths = image_paths(df, rows, absolute=True)  # the dask tasks may run in another working directory
     views = views_array(sample_ids, cfg.views, cfg.view_seed, cfg.flip_prob, cfg.max_angle,
-                        poses=sel[["pitch", "yaw", "roll"]].to_numpy(np.float64))  # no rotation that leaves ±99° (unlabelled: any)
-    return _Rows(rows, sample_ids, paths, box_arr, views, int(sel["labelled"].sum()), int((~sel["labelled"]).sum()))
+                        poses=row_angles(df, rows))  # no rotation that leaves ±99° (unlabelled: any)
+    labelled = labelled_mask(df)[rows]
+    return _Rows(rows, sample_ids, paths, row_boxes(df, rows), views, int(labelled.sum()), int((~labelled).sum()))
 
 
 def _pending_shards(target: str, resumed: bool, layout: labelstore.Layout) -> list[int]:

@@ -23,8 +23,10 @@ so a store without them is an interrupted creation. The attributes also hold the
 ``views``, ``sample_id`` and ``boxes_row`` (``content``).
 
 Every reader that trains or evaluates goes through :func:`load_probs` / :func:`load_views` /
-:func:`load_sample_ids` / :func:`load_rows`, which check the digests, finiteness and that each
-distribution sums to 1, and refuse a damaged store in one line naming the store and shard.
+:func:`load_sample_ids` / :func:`load_rows` (or, on a store opened once, :func:`read_probs` /
+:func:`read_verified`), which check the digests, finiteness and that each distribution sums to
+1, and refuse a damaged store in one line naming the store and shard. Reading a whole store
+(``hpekd labels info|verify``, the student's in-memory copy) is :mod:`pipeline.teacher.labelread`.
 
 Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
 ``memory://`` (one process only), ``s3://`` … (:func:`store_for`).
@@ -42,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from pipeline.core.angles import ANGLES
+from pipeline.manifest.rows import OK
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher.ensemble import ensemble_size
 
@@ -160,7 +162,7 @@ def provenance(
         "bins": {"b": bin_size, "theta": theta, "Q": n_bins},
         "ensemble": {"p": p, "s": s, "A": ensemble_size(p, s)},
         "input": {"size": [int(input_size[0]), int(input_size[1])], "normalization": dict(normalization)},
-        "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": "ok",
+        "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": OK,
                      "labelled": int(n_labelled), "unlabelled": int(n_unlabelled)},
         "views": {"seed": view_seed, "V": n_views, "flip_prob": flip_prob, "max_angle": max_angle,
                   "view0": "identity", "columns": ["flip", "angle_deg"]},
@@ -434,9 +436,9 @@ def verified_shards(g: zarr.Group, path: str, shards: Sequence[int] | None = Non
     return ok
 
 
-def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
-    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
-    g = open_store(path)
+def read_probs(g: zarr.Group, path: str, tol: float = 2e-3) -> np.ndarray:
+    """All soft labels of the open store ``g`` (at ``path``, for messages), verified shard by
+    shard: float16 [N, V, 3, Q]."""
     lay = layout_of(g)
     flags = done_flags(g)
     if not flags.all():
@@ -452,7 +454,9 @@ def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
     return out
 
 
-def _verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
+def read_verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
+    """Array ``name`` (``views``, ``sample_id`` or ``boxes_row``) of the open store ``g``, checked
+    against the sha256 recorded at creation."""
     arr = np.asarray(g[name][:])
     want = (g.attrs.get("content") or {}).get(f"{name}_sha256")
     if want is None or _sha(arr) != want:
@@ -461,109 +465,20 @@ def _verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
     return arr
 
 
+def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
+    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
+    return read_probs(open_store(path), path, tol)
+
+
 def load_views(path: str) -> np.ndarray:
     """float32 [N, V, 2] (flip flag, angle°) of every stored view, verified."""
-    return _verified(open_store(path), "views", path)
+    return read_verified(open_store(path), "views", path)
 
 
 def load_sample_ids(path: str) -> list[str]:
-    return decode_ids(_verified(open_store(path), "sample_id", path))
+    return decode_ids(read_verified(open_store(path), "sample_id", path))
 
 
 def load_rows(path: str) -> np.ndarray:
     """int64 [N]: the boxes.parquet row of each store row, verified."""
-    return _verified(open_store(path), "boxes_row", path)
-
-
-def info(path: str) -> dict[str, Any]:
-    """Provenance and completeness of a store (for ``hpekd labels info``)."""
-    g = open_store(path)
-    flags = done_flags(g)
-    lay = layout_of(g)
-    rows_done = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in np.flatnonzero(flags))
-    return {
-        "path": str(path),
-        "attributes": dict(g.attrs),
-        "shards_done": int(flags.sum()),
-        "shards_total": lay.n_shards,
-        "rows_done": int(rows_done),
-        "rows_total": lay.n_rows,
-        "complete": bool(flags.all()),
-    }
-
-
-def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
-    """Problems found in a store (empty list = good).
-
-    Checks: all shards done; every shard decodes, matches its digest and holds distributions
-    (finite, non-negative, summing to 1 within ``tol``); ``views``/``sample_id``/``boxes_row``
-    match their digests, and ``views`` equals the views regenerated from (seed, sample_id,
-    view); with ``boxes``, the manifest hash and the ids/rows match the rows the job labels.
-    """
-    from pipeline.core.views import views_array
-
-    problems: list[str] = []
-    g = open_store(path)
-    lay = layout_of(g)
-    flags = done_flags(g)
-    if not flags.all():
-        missing = np.flatnonzero(flags == 0).tolist()
-        problems.append(f"{len(missing)} of {lay.n_shards} shards not done: {missing[:10]}")
-    for k in np.flatnonzero(flags):
-        try:
-            read_shard(g, int(k), path, tol)
-        except StoreDamaged as exc:
-            problems.append(str(exc))
-    arrays: dict[str, np.ndarray] = {}
-    for name in ("views", "sample_id", "boxes_row"):
-        try:
-            _verified(g, name, path)
-        except StoreDamaged as exc:
-            problems.append(str(exc))
-        try:  # the content checks below run on what is there, digest or not
-            arrays[name] = np.asarray(g[name][:])
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"array {name!r} cannot be read ({exc.__class__.__name__}: {exc})")
-    attrs = g.attrs
-    if "sample_id" in arrays and "views" in arrays:
-        v = attrs["views"]
-        regen = views_array(decode_ids(arrays["sample_id"]), v["V"], v["seed"], v["flip_prob"], v["max_angle"])
-        if not np.array_equal(regen, arrays["views"]):
-            bad = int(np.flatnonzero((regen != arrays["views"]).reshape(len(regen), -1).any(1))[0])
-            problems.append(f"views differ from the views drawn from (seed, sample_id, view), first at row {bad}")
-    if boxes is not None:
-        from pipeline.core.io import sha256_file
-        from pipeline.manifest.schema import read_boxes
-
-        sha = sha256_file(boxes)
-        if sha != attrs["manifest"]["sha256"]:
-            problems.append(
-                f"manifest {str(boxes)!r} has sha256 {sha[:12]}…, the store was made from "
-                f"{attrs['manifest']['sha256'][:12]}…"
-            )
-        df = read_boxes(boxes)
-        rows = select_rows(df, attrs["manifest"].get("split", "train"))
-        want = np.array([str(x) for x in df["sample_id"].to_numpy()[rows]], dtype=object)
-        if "sample_id" in arrays:
-            have = np.array(decode_ids(arrays["sample_id"]), dtype=object)
-            if len(want) != len(have):
-                problems.append(f"store has {len(have)} rows, manifest {str(boxes)!r} selects {len(want)}")
-            else:
-                diff = np.flatnonzero(want != have)
-                if diff.size:
-                    i = int(diff[0])
-                    problems.append(
-                        f"sample_id mismatch at {diff.size} rows, first row {i}: store {have[i]!r} vs manifest {want[i]!r}"
-                    )
-        if "boxes_row" in arrays and not np.array_equal(arrays["boxes_row"], rows):
-            problems.append("boxes_row indices do not match the manifest's training rows")
-    return problems
-
-
-def select_rows(df: pd.DataFrame, split: str = "train") -> np.ndarray:
-    """Indices (manifest order) of the rows the teacher labels: status ok, the given split.
-
-    The store's row i is ``df.iloc[rows[i]]``; the student uses the same function.
-    """
-    mask = (df["status"].astype(str) == "ok") & (df["split"].astype(str) == split)
-    return np.flatnonzero(mask.to_numpy()).astype(np.int64)
+    return read_verified(open_store(path), "boxes_row", path)

@@ -16,6 +16,7 @@ import torch
 from pipeline.core.angles import ANGLES
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
+from pipeline.manifest.rows import RowQuery, has_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import stage1_loss
@@ -105,15 +106,13 @@ def train_teacher(
     ``resume`` / ``stop_after``: see :class:`pipeline.training.engine.TrainingRun`."""
     df = read_boxes(boxes)
     engine = dataclasses.replace(cfg.engine(), progress=progress)
-    datasets = list(cfg.datasets) or None
     src = repr(str(boxes))
-    train_set = PoseDataset(df, "train", cfg.size, train=True, augment=cfg.augment(), seed=cfg.seed, datasets=datasets,
-                            source=src)
+    train_set = PoseDataset(df, RowQuery("train", cfg.datasets), cfg.size, train=True, augment=cfg.augment(),
+                            seed=cfg.seed, source=src)
     if train_set.unlabelled_left_out:
         log.info("stage 1 trains on %d labelled row(s); %d unlabelled row(s) left out (the teacher labels them)",
                  len(train_set), train_set.unlabelled_left_out)
-    has_test = bool(((df["split"] == "test") & (df["status"] == "ok")).any())
-    test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_test else None
+    test_set = PoseDataset(df, "test", cfg.size, train=False, seed=cfg.seed, source=src) if has_rows(df, "test") else None
     run = TrainingRun(
         paths, "stage1", cfg.to_dict(), cfg.size, resume=resume, stop_after=stop_after,
         metrics_extra={"rows": {"labelled": len(train_set), "unlabelled_left_out": train_set.unlabelled_left_out}},

@@ -45,20 +45,18 @@ from pipeline.core.io import sha256_file
 from pipeline.core.views import View, view_from_row
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
+from pipeline.manifest.rows import RowQuery, has_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights
 from pipeline.model.losses import student_loss
 from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
-from pipeline.teacher import labelstore
+from pipeline.teacher.labelread import Mismatch, TeacherLabels, compare_with_boxes, load_teacher_labels
 from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import set_seed, training_runtime
 
 log = logging.getLogger(__name__)
-
-GB = 1024**3
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -119,94 +117,6 @@ class StudentConfig(TrainConfig):
 # ----------------------------------------------------------------------------- the label store
 
 
-@dataclass
-class TeacherLabels:
-    """A label store held in memory."""
-
-    path: str
-    attrs: dict[str, Any]
-    probs: np.ndarray  # float16 [N, V, 3, Q]
-    views: np.ndarray  # float32 [N, V, 2] (flip flag, angle°)
-    sample_ids: np.ndarray  # object [N]
-    rows: np.ndarray  # int64 [N], row of each sample in boxes.parquet
-
-    @property
-    def n_views(self) -> int:
-        return int(self.probs.shape[1])
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.probs.nbytes + self.views.nbytes + self.rows.nbytes)
-
-    def view(self, pos: int, v: int) -> View:
-        """The geometric view ``v`` of store row ``pos`` (what the teacher saw)."""
-        return view_from_row(self.views[pos, v])
-
-
-def available_memory() -> int:
-    """Bytes of RAM available to this process now (psutil, else ``sysconf``)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62
-
-
-def store_nbytes(layout: Mapping[str, int]) -> int:
-    """In-memory size of a store: probs (float16) + views (float32) + rows (int64)."""
-    n, v, q = int(layout["n_rows"]), int(layout["n_views"]), int(layout["n_bins"])
-    return n * v * 3 * q * 2 + n * v * 2 * 4 + n * 8
-
-
-def check_memory(nbytes: int, max_gb: float, path: str, available: int | None = None) -> None:
-    """Refuse a store that is over the configured limit or over 80 % of the available RAM."""
-    avail = available_memory() if available is None else available
-    need = nbytes / GB
-    if nbytes > max_gb * GB:
-        raise ValueError(
-            f"label store {path!r} needs {need:.2f} GiB in memory, more than train_student.max_label_memory_gb="
-            f"{max_gb:g}: raise that limit if the machine has the RAM (available now: {avail / GB:.1f} GiB), or "
-            "train on fewer rows/views (teacher_labels.views)"
-        )
-    if nbytes > 0.8 * avail:
-        raise ValueError(
-            f"label store {path!r} needs {need:.2f} GiB in memory but only {avail / GB:.1f} GiB are available "
-            "(the student loads it whole): free memory, use a machine with more RAM, or build a store with "
-            "fewer views (teacher_labels.views)"
-        )
-
-
-def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> TeacherLabels:
-    """Open the store, check that it fits in memory, then load it whole (logs its size)."""
-    path = str(path)
-    g = labelstore.open_store(path)
-    attrs = dict(g.attrs)
-    lay = attrs.get("layout") or {}
-    if not {"n_rows", "n_views", "n_bins"} <= set(lay):
-        raise ValueError(f"label store {path!r} has no layout attribute: rebuild it with `hpekd teacher-labels`")
-    nbytes = store_nbytes(lay)
-    check_memory(nbytes, max_gb, path)
-    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
-             path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
-    # every loader verifies the digests recorded by the writer (and probs are distributions):
-    # a damaged store is refused in one line naming the shard, never trained on
-    probs = labelstore.load_probs(path)
-    views = labelstore.load_views(path)
-    ids = np.array(labelstore.load_sample_ids(path), dtype=object)
-    rows = labelstore.load_rows(path)
-    n = probs.shape[0]
-    if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
-        raise ValueError(
-            f"label store {path!r} is inconsistent: probs {probs.shape}, views {views.shape}, "
-            f"{len(ids)} sample ids, {len(rows)} rows"
-        )
-    return TeacherLabels(path, attrs, probs, views, ids, rows)
-
-
 def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
     cur: Any = attrs
     for k in dotted.split("."):
@@ -214,6 +124,28 @@ def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
             return None
         cur = cur[k]
     return cur
+
+
+REBUILD_LABELS = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
+
+
+def _mismatch(labels: TeacherLabels, field: str, store: Any, here: Any, hint: str) -> ValueError:
+    return ValueError(f"label store {labels.path!r} does not match this run: {field} differs "
+                      f"(store {store!r}, here {here!r}); {hint}")
+
+
+def _table_error(labels: TeacherLabels, m: Mismatch, boxes_path: str | os.PathLike[str]) -> ValueError:
+    """The student's words for a store that does not match its boxes table."""
+    if m.field == "manifest.sha256":
+        return _mismatch(labels, m.field, m.store, m.table,
+                         f"the store was made from another boxes table than {str(boxes_path)!r}; {REBUILD_LABELS}")
+    if m.field == "sample_id" and m.first is None:
+        return _mismatch(labels, m.field, f"{m.store} rows", f"{m.table} {labels.split} rows with status ok",
+                         REBUILD_LABELS)
+    if m.field == "sample_id":
+        return _mismatch(labels, m.field, f"row {m.first} = {m.store}", f"row {m.first} = {m.table}",
+                         f"{m.count} row(s) differ; {REBUILD_LABELS}")
+    return _mismatch(labels, m.field, m.store, m.table, REBUILD_LABELS)
 
 
 def check_provenance(
@@ -228,54 +160,36 @@ def check_provenance(
 
     Checks, in order, naming the first field that differs: ``manifest.sha256`` (the boxes
     file), ``sample_id`` (the store's rows must be the boxes table's training rows with
-    status ok, in order), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
+    status ok, in order; :func:`pipeline.teacher.labelread.compare_with_boxes`, as ``hpekd
+    labels verify``), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
     head), ``input.size``, ``input.normalization``, and ``teacher.sha256`` when a teacher
     checkpoint is given.
     """
-    where = f"label store {labels.path!r}"
     attrs = labels.attrs
-
-    def mismatch(field: str, store: Any, here: Any, hint: str) -> ValueError:
-        return ValueError(f"{where} does not match this run: {field} differs (store {store!r}, here {here!r}); {hint}")
-
-    rebuild = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
-    sha = sha256_file(boxes_path)
-    if _field(attrs, "manifest.sha256") != sha:
-        raise mismatch("manifest.sha256", _field(attrs, "manifest.sha256"), sha,
-                       f"the store was made from another boxes table than {str(boxes_path)!r}; {rebuild}")
-    split = _field(attrs, "manifest.split") or "train"
-    want_rows = labelstore.select_rows(boxes, split)
-    want = np.array([str(x) for x in boxes["sample_id"].to_numpy()[want_rows]], dtype=object)
-    have = labels.sample_ids
-    if len(want) != len(have):
-        raise mismatch("sample_id", f"{len(have)} rows", f"{len(want)} {split} rows with status ok", rebuild)
-    diff = np.flatnonzero(want != have)
-    if diff.size:
-        i = int(diff[0])
-        raise mismatch("sample_id", f"row {i} = {have[i]}", f"row {i} = {want[i]}",
-                       f"{diff.size} row(s) differ; {rebuild}")
-    if not np.array_equal(labels.rows, want_rows):
-        raise mismatch("row", "store row indices", "the boxes table's training rows", rebuild)
+    found = compare_with_boxes(attrs, labels.sample_ids, labels.rows, sha256_file(boxes_path), boxes)
+    if found:
+        raise _table_error(labels, found[0], boxes_path)
     grid = spec.grids[LABEL_HEAD]
     for key, here in (("b", grid.size), ("theta", grid.theta), ("Q", grid.count)):
         store = _field(attrs, f"bins.{key}")
         if store is None or float(store) != float(here):
-            raise mismatch(f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + rebuild)
+            raise _mismatch(labels, f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + REBUILD_LABELS)
     if labels.probs.shape[-1] != grid.count:
-        raise mismatch("bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, rebuild)
+        raise _mismatch(labels, "bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, REBUILD_LABELS)
     store_size = _field(attrs, "input.size")
     if input_size is not None and (store_size is None or tuple(store_size) != tuple(input_size)):
-        raise mismatch("input.size", store_size, list(input_size),
-                       "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
+        raise _mismatch(labels, "input.size", store_size, list(input_size),
+                        "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
     norm = _field(attrs, "input.normalization") or {}
     if norm and (list(norm.get("mean", IMAGENET_MEAN)) != list(IMAGENET_MEAN)
                  or list(norm.get("std", IMAGENET_STD)) != list(IMAGENET_STD)):
-        raise mismatch("input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}, rebuild)
+        raise _mismatch(labels, "input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                        REBUILD_LABELS)
     if teacher is not None:
         tsha = sha256_file(teacher)
         if _field(attrs, "teacher.sha256") != tsha:
-            raise mismatch("teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
-                           f"the store was made by another teacher than {str(teacher)!r}; {rebuild}")
+            raise _mismatch(labels, "teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
+                            f"the store was made by another teacher than {str(teacher)!r}; {REBUILD_LABELS}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -292,8 +206,7 @@ class ViewReplay:
     def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
         self.views = labels.views
         self.n_views = labels.n_views
-        self.pos = np.full(n_boxes_rows, -1, dtype=np.int64)
-        self.pos[labels.rows] = np.arange(len(labels.rows))
+        self.pos = labels.positions(n_boxes_rows)
 
     def __call__(self, row: int, rng: np.random.Generator) -> tuple[View, int]:
         p = int(self.pos[row])
@@ -314,9 +227,7 @@ class TeacherTable:
 
     def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
         self.probs = torch.from_numpy(labels.probs)  # float16, shares memory with numpy
-        pos = np.full(n_boxes_rows, -1, dtype=np.int64)
-        pos[labels.rows] = np.arange(len(labels.rows))
-        self.pos = torch.from_numpy(pos)
+        self.pos = torch.from_numpy(labels.positions(n_boxes_rows))
 
     def __call__(self, rows: torch.Tensor, views: torch.Tensor, device: torch.device) -> torch.Tensor:
         p = self.pos[rows.cpu()]
@@ -348,11 +259,9 @@ def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int,
     """Training rows of the store, replaying its views (``train=False``: no photometric).
     Unlabelled rows are included when the student distils (``kd_weight > 0``) and
     ``cfg.unlabelled`` is on."""
-    split = _field(labels.attrs, "manifest.split") or "train"
-    return PoseDataset(
-        boxes, split, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
-        seed=cfg.seed, datasets=list(cfg.datasets) or None, unlabelled=cfg.unlabelled and cfg.kd_weight > 0,
-    )
+    rows = RowQuery(labels.split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
+    return PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
+                       seed=cfg.seed)
 
 
 def row_counts(train_set: PoseDataset) -> dict[str, int]:
@@ -390,8 +299,7 @@ def train_student(
     n_left = len(labels.rows) - len(train_set) - counts["unlabelled_left_out"]
     if n_left:
         log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
-    has_test = bool(((boxes["split"] == "test") & (boxes["status"] == "ok")).any())
-    test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_test else None
+    test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_rows(boxes, "test") else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
     provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
     run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume, metrics_extra={"rows": counts},
@@ -406,7 +314,6 @@ def train_student(
 
 
 __all__ = [
-    "StudentConfig", "TeacherLabels", "TeacherTable", "ViewReplay", "available_memory", "check_memory",
-    "check_provenance", "load_teacher_labels", "row_counts", "store_nbytes", "student_dataset", "student_fns",
+    "StudentConfig", "TeacherTable", "ViewReplay", "check_provenance", "row_counts", "student_dataset", "student_fns",
     "teacher_input", "train_student",
 ]

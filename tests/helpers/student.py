@@ -15,9 +15,9 @@ from pipeline.core.bins import BinGrid
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
+from pipeline.manifest.rows import labelled_mask, row_angles, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
-from pipeline.teacher.labelstore import select_rows
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
@@ -34,22 +34,23 @@ def make_oracle_store(
     max_angle: float = 15.0, shard_rows: int = 16,
 ) -> Path:
     df = read_boxes(boxes)
-    rows = select_rows(df, "train")
-    ids = sample_ids or df["sample_id"].astype(str).to_numpy()[rows].tolist()
+    rows = split_rows(df, "train")
+    ids = sample_ids or row_ids(df, rows)
     grid = BinGrid(bin_size)
     views = views_array(ids, n_views, view_seed, 0.5, max_angle)
     poses = np.zeros((len(rows), n_views, 3))
-    gt = df[["pitch", "yaw", "roll"]].to_numpy(np.float64)[rows]
+    gt = row_angles(df, rows)
     for i in range(len(rows)):
         for v in range(n_views):
             poses[i, v] = view_from_row(views[i, v]).pose(*gt[i])
+    labelled = labelled_mask(df)[rows]
     layout = labelstore.Layout(len(rows), n_views, grid.count, shard_rows, 8)
     attrs = labelstore.provenance(
         checkpoint_sha256=teacher_sha, model_spec={"backbone": "oracle"}, checkpoint_kind="stage1",
         bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=2, s=2, input_size=(size, size),
         normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255", "channels": "RGB"},
         manifest_sha256=sha256_file(boxes), manifest_name=boxes.name, split="train",
-        n_labelled=int(df["labelled"].to_numpy()[rows].sum()), n_unlabelled=int((~df["labelled"].to_numpy()[rows]).sum()),
+        n_labelled=int(labelled.sum()), n_unlabelled=int((~labelled).sum()),
         view_seed=view_seed,
         n_views=n_views, flip_prob=0.5, max_angle=max_angle, layout=layout,
     )

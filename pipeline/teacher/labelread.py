@@ -1,0 +1,299 @@
+"""Reading a whole label store: ``info`` and ``verify`` (``hpekd labels``), the one comparison of a
+store with a boxes table (:func:`compare_with_boxes`: ``verify`` and the student's provenance
+check), and the store held in memory (:class:`TeacherLabels`) that the student trains from,
+loaded from one open of the store (:func:`load_teacher_labels`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from pipeline.core.io import sha256_file
+from pipeline.core.views import View, view_from_row, views_array
+from pipeline.manifest.rows import row_ids, split_rows
+from pipeline.manifest.schema import read_boxes
+from pipeline.teacher.labelstore import (
+    StoreDamaged,
+    decode_ids,
+    done_flags,
+    layout_of,
+    open_store,
+    read_probs,
+    read_shard,
+    read_verified,
+)
+
+log = logging.getLogger(__name__)
+
+GB = 1024**3
+
+
+def store_split(attrs: Mapping[str, Any]) -> str:
+    """The split whose rows a store labels (its provenance's ``manifest.split``)."""
+    return (attrs.get("manifest") or {}).get("split") or "train"
+
+
+# ----------------------------------------------------------------------------- the store in memory
+
+
+@dataclass
+class TeacherLabels:
+    """A label store held in memory."""
+
+    path: str
+    attrs: dict[str, Any]
+    probs: np.ndarray  # float16 [N, V, 3, Q]
+    views: np.ndarray  # float32 [N, V, 2] (flip flag, angle°)
+    sample_ids: np.ndarray  # object [N]
+    rows: np.ndarray  # int64 [N], row of each sample in boxes.parquet
+    _positions: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_views(self) -> int:
+        return int(self.probs.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.probs.nbytes + self.views.nbytes + self.rows.nbytes)
+
+    @property
+    def split(self) -> str:
+        return store_split(self.attrs)
+
+    def view(self, pos: int, v: int) -> View:
+        """The geometric view ``v`` of store row ``pos`` (what the teacher saw)."""
+        return view_from_row(self.views[pos, v])
+
+    def positions(self, n_boxes_rows: int) -> np.ndarray:
+        """int64 [n_boxes_rows]: the store row of each boxes-table row, -1 where the store has
+        none. Built once and shared (the student's view replay and its soft-target lookup)."""
+        if self._positions is None or len(self._positions) != n_boxes_rows:
+            pos = np.full(n_boxes_rows, -1, dtype=np.int64)
+            pos[self.rows] = np.arange(len(self.rows))
+            self._positions = pos
+        return self._positions
+
+
+def available_memory() -> int:
+    """Bytes of RAM available to this process now (psutil, else ``sysconf``)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62
+
+
+def store_nbytes(layout: Mapping[str, int]) -> int:
+    """In-memory size of a store: probs (float16) + views (float32) + rows (int64)."""
+    n, v, q = int(layout["n_rows"]), int(layout["n_views"]), int(layout["n_bins"])
+    return n * v * 3 * q * 2 + n * v * 2 * 4 + n * 8
+
+
+def check_memory(nbytes: int, max_gb: float, path: str, available: int | None = None) -> None:
+    """Refuse a store that is over the configured limit or over 80 % of the available RAM."""
+    avail = available_memory() if available is None else available
+    need = nbytes / GB
+    if nbytes > max_gb * GB:
+        raise ValueError(
+            f"label store {path!r} needs {need:.2f} GiB in memory, more than train_student.max_label_memory_gb="
+            f"{max_gb:g}: raise that limit if the machine has the RAM (available now: {avail / GB:.1f} GiB), or "
+            "train on fewer rows/views (teacher_labels.views)"
+        )
+    if nbytes > 0.8 * avail:
+        raise ValueError(
+            f"label store {path!r} needs {need:.2f} GiB in memory but only {avail / GB:.1f} GiB are available "
+            "(the student loads it whole): free memory, use a machine with more RAM, or build a store with "
+            "fewer views (teacher_labels.views)"
+        )
+
+
+def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> TeacherLabels:
+    """Open the store once, check that it fits in memory, then load it whole (logs its size)."""
+    path = str(path)
+    g = open_store(path)
+    attrs = dict(g.attrs)
+    lay = attrs.get("layout") or {}
+    if not {"n_rows", "n_views", "n_bins"} <= set(lay):
+        raise ValueError(f"label store {path!r} has no layout attribute: rebuild it with `hpekd teacher-labels`")
+    nbytes = store_nbytes(lay)
+    check_memory(nbytes, max_gb, path)
+    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
+             path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
+    # every array is checked against the digests recorded by the writer (and probs are
+    # distributions): a damaged store is refused in one line naming the shard, never trained on
+    probs = read_probs(g, path)
+    views = read_verified(g, "views", path)
+    ids = np.array(decode_ids(read_verified(g, "sample_id", path)), dtype=object)
+    rows = read_verified(g, "boxes_row", path)
+    n = probs.shape[0]
+    if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
+        raise ValueError(
+            f"label store {path!r} is inconsistent: probs {probs.shape}, views {views.shape}, "
+            f"{len(ids)} sample ids, {len(rows)} rows"
+        )
+    return TeacherLabels(path, attrs, probs, views, ids, rows)
+
+
+# ----------------------------------------------------------------------------- store vs boxes table
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One way a store differs from a boxes table (:func:`compare_with_boxes`); each caller
+    words it its own way (a line of ``verify``, the student's ``ValueError``)."""
+
+    field: str  # "manifest.sha256", "sample_id" or "row"
+    store: Any  # the store's value (sample_id: the id at ``first``, or the row count)
+    table: Any  # the boxes table's
+    first: int | None = None  # sample_id: first differing store row; None: the row counts differ
+    count: int = 0  # sample_id: how many rows differ
+
+
+def compare_with_boxes(
+    attrs: Mapping[str, Any],
+    sample_ids: Sequence[str] | np.ndarray | None,
+    rows: np.ndarray | None,
+    boxes_sha256: str,
+    boxes: pd.DataFrame,
+) -> list[Mismatch]:
+    """How a store differs from the boxes table it should label (empty: it matches).
+
+    In order: the table's sha256 against the store's ``manifest.sha256``; the store's sample
+    ids, then its row indices, against the table's usable rows of the store's split
+    (:func:`pipeline.manifest.rows.split_rows`, the rows the teacher job labels). ``sample_ids``
+    or ``rows`` None: not compared (unreadable in the store).
+    """
+    out: list[Mismatch] = []
+    store_sha = (attrs.get("manifest") or {}).get("sha256")
+    if store_sha != boxes_sha256:
+        out.append(Mismatch("manifest.sha256", store_sha, boxes_sha256))
+    want_rows = split_rows(boxes, store_split(attrs))
+    if sample_ids is not None:
+        want = np.array(row_ids(boxes, want_rows), dtype=object)
+        have = np.asarray(sample_ids, dtype=object)
+        if len(want) != len(have):
+            out.append(Mismatch("sample_id", len(have), len(want)))
+        else:
+            diff = np.flatnonzero(want != have)
+            if diff.size:
+                i = int(diff[0])
+                out.append(Mismatch("sample_id", have[i], want[i], first=i, count=int(diff.size)))
+    if rows is not None and not np.array_equal(rows, want_rows):
+        out.append(Mismatch("row", "store row indices", "the boxes table's training rows"))
+    return out
+
+
+# ----------------------------------------------------------------------------- hpekd labels
+
+
+def info(path: str) -> dict[str, Any]:
+    """Provenance and completeness of a store (for ``hpekd labels info``)."""
+    g = open_store(path)
+    flags = done_flags(g)
+    lay = layout_of(g)
+    rows_done = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in np.flatnonzero(flags))
+    return {
+        "path": str(path),
+        "attributes": dict(g.attrs),
+        "shards_done": int(flags.sum()),
+        "shards_total": lay.n_shards,
+        "rows_done": int(rows_done),
+        "rows_total": lay.n_rows,
+        "complete": bool(flags.all()),
+    }
+
+
+def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
+    """Problems found in a store (empty list = good).
+
+    Checks: all shards done; every shard decodes, matches its digest and holds distributions
+    (finite, non-negative, summing to 1 within ``tol``); ``views``/``sample_id``/``boxes_row``
+    match their digests, and ``views`` equals the views regenerated from (seed, sample_id,
+    view); with ``boxes``, the manifest hash and the ids/rows match the rows the job labels
+    (:func:`compare_with_boxes`).
+    """
+    g = open_store(path)
+    problems = _shard_problems(g, path, tol)
+    arrays, unreadable = _read_small_arrays(g, path)
+    problems += unreadable
+    if "sample_id" in arrays and "views" in arrays:
+        problems += _views_problems(g.attrs, decode_ids(arrays["sample_id"]), arrays["views"])
+    if boxes is not None:
+        sha = sha256_file(boxes)
+        ids = decode_ids(arrays["sample_id"]) if "sample_id" in arrays else None
+        found = compare_with_boxes(g.attrs, ids, arrays.get("boxes_row"), sha, read_boxes(boxes))
+        problems += [_boxes_problem(m, boxes) for m in found]
+    return problems
+
+
+def _shard_problems(g: zarr.Group, path: str, tol: float) -> list[str]:
+    """Shards not done, and done shards that do not decode, match their digest or hold distributions."""
+    problems: list[str] = []
+    lay = layout_of(g)
+    flags = done_flags(g)
+    if not flags.all():
+        missing = np.flatnonzero(flags == 0).tolist()
+        problems.append(f"{len(missing)} of {lay.n_shards} shards not done: {missing[:10]}")
+    for k in np.flatnonzero(flags):
+        try:
+            read_shard(g, int(k), path, tol)
+        except StoreDamaged as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _read_small_arrays(g: zarr.Group, path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``views``, ``sample_id`` and ``boxes_row`` as stored (digest or not: the content checks run
+    on what is there), and the problems met: a digest mismatch, an unreadable array."""
+    arrays: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    for name in ("views", "sample_id", "boxes_row"):
+        try:
+            read_verified(g, name, path)
+        except StoreDamaged as exc:
+            problems.append(str(exc))
+        try:
+            arrays[name] = np.asarray(g[name][:])
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"array {name!r} cannot be read ({exc.__class__.__name__}: {exc})")
+    return arrays, problems
+
+
+def _views_problems(attrs: Mapping[str, Any], sample_ids: list[str], views: np.ndarray,
+                    poses: np.ndarray | None = None) -> list[str]:
+    """The stored views against the views drawn from the store's ``views`` section. The job draws
+    them with the rows' poses (``poses``: no rotation that leaves ±99°); verify passes none yet."""
+    v = attrs["views"]
+    regen = views_array(sample_ids, v["V"], v["seed"], v["flip_prob"], v["max_angle"], poses=poses)
+    if np.array_equal(regen, views):
+        return []
+    bad = int(np.flatnonzero((regen != views).reshape(len(regen), -1).any(1))[0])
+    return [f"views differ from the views drawn from (seed, sample_id, view), first at row {bad}"]
+
+
+def _boxes_problem(m: Mismatch, boxes: str) -> str:
+    """One line of ``verify`` for a :class:`Mismatch` with the boxes file ``boxes``."""
+    if m.field == "manifest.sha256":
+        return f"manifest {str(boxes)!r} has sha256 {m.table[:12]}…, the store was made from {m.store[:12]}…"
+    if m.field == "sample_id" and m.first is None:
+        return f"store has {m.store} rows, manifest {str(boxes)!r} selects {m.table}"
+    if m.field == "sample_id":
+        return f"sample_id mismatch at {m.count} rows, first row {m.first}: store {m.store!r} vs manifest {m.table!r}"
+    return "boxes_row indices do not match the manifest's training rows"
+
+
+__all__ = [
+    "GB", "Mismatch", "TeacherLabels", "available_memory", "check_memory", "compare_with_boxes", "info",
+    "load_teacher_labels", "store_nbytes", "store_split", "verify",
+]
