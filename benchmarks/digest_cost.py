@@ -1,4 +1,4 @@
-"""What the label store's integrity checks cost when the student loads it (issue 12).
+"""What the label store's integrity checks (docs/design.md §6) cost when the student loads it.
 
 Builds a store of ``--rows`` rows (default 10,000) × V views × 3 angles × 198 bins with random
 distributions, then alternates, in one process:

@@ -1,4 +1,4 @@
-"""Does distillation on unlabelled images help? (issue 14) Three students, side by side.
+"""Does distillation on unlabelled images (docs/design.md §11) help? Three students, side by side.
 
 On the synthetic default (the sections of ``params.yaml``), the labels of a seeded
 ``--fraction`` of the training faces are kept and the rest are blanked, written as a user's

@@ -1,5 +1,5 @@
 """`hpekd teacher-labels`: the convolutional-ensemble soft labels of a stage-1 teacher, into a
-sharded Zarr store (DESIGN §6). Resumable: a rerun skips finished shards."""
+sharded Zarr store (docs/design.md §6). Resumable: a rerun skips finished shards."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def test_corrected_pose_reprojects_onto_transformed_landmarks(points: np.ndarray
 
 
 def test_naive_roll_shift_is_wrong_off_axis() -> None:
-    # adding the angle to roll is only exact at pitch = yaw = 0 (DESIGN §3): the test above would catch it
+    # adding the angle to roll is only exact at pitch = yaw = 0 (docs/design.md §3): the test above would catch it
     pose, view = (30.0, 50.0, 10.0), View(angle=15.0)
     assert not np.allclose(view.pose(*pose), (pose[0], pose[1], pose[2] - 15.0), atol=0.5)
     np.testing.assert_allclose(View(angle=15.0).pose(0.0, 0.0, 10.0), (0.0, 0.0, -5.0), atol=1e-9)

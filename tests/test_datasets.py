@@ -1,4 +1,4 @@
-"""Dataset readers, the manifest and `hpekd index` (issue 2, part 3), on real-format files."""
+"""Dataset readers, the manifest and `hpekd index` (docs/design.md §3, §7), on real-format files."""
 
 from __future__ import annotations
 

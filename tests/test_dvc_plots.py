@@ -1,5 +1,5 @@
 """Every plot dvc.yaml declares names fields that exist in the files the stages write
-(`dvc plots show --json` returns data and no error for each), issue 15.
+(`dvc plots show --json` returns data and no error for each), so that `dvc plots show` never renders an empty chart.
 
 The CSVs are written by the same functions the stages use (the training engine's plots
 writer, the ensemble grid writer) from small made-up results, into a scratch DVC repository

@@ -1,4 +1,4 @@
-"""The device-side convolutional ensemble (DESIGN §5) against slow CPU references."""
+"""The device-side convolutional ensemble (docs/design.md §5) against slow CPU references."""
 
 from __future__ import annotations
 

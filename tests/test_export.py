@@ -1,4 +1,4 @@
-"""ONNX export round trip (issue 7)."""
+"""ONNX export round trip: the exported graph gives the torch model's angles."""
 
 from __future__ import annotations
 

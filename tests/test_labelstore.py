@@ -1,4 +1,4 @@
-"""The Zarr v3 layout of the teacher-label store (DESIGN §6), independent of any network."""
+"""The Zarr v3 layout of the teacher-label store (docs/design.md §6), independent of any network."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Eq. 2, eq. 4 and eq. 7 against values computed by hand; the bin grids of DESIGN §4."""
+"""Eq. 2, eq. 4 and eq. 7 against values computed by hand; the bin grids of docs/design.md §4."""
 
 from __future__ import annotations
 

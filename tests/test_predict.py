@@ -1,4 +1,4 @@
-"""Inference for users: Predictor, hpekd predict, drawing (issue 7)."""
+"""Inference for users: Predictor, hpekd predict, drawing."""
 
 from __future__ import annotations
 

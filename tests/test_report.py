@@ -237,7 +237,7 @@ def test_caption_text_lies_inside_its_box() -> None:
 
 
 def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
-    """Issue 13: the table has a predict-the-training-mean row (from the baselines evaluate
+    """The table has a predict-the-training-mean row (from the baselines evaluate
     records), the no-KD control row, and plain sentences on what each comparison shows."""
     base = (11.0, 35.0, 9.0)
     d = tmp_path / "eval"

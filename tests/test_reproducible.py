@@ -1,4 +1,4 @@
-"""Byte reproducibility on CPU (issue 15): the same inputs and params give the same bytes.
+"""Byte reproducibility on CPU (docs/design.md §10): the same inputs and params give the same bytes.
 
 A tiny pipeline (stage 1, evaluation with grid and scatter, teacher labels, ensemble grid, a
 KD student and its no-KD control, the report) runs twice, in two folders, from the same

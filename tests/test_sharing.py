@@ -1,4 +1,4 @@
-"""Sharing teacher labels between teams through a DVC remote (issue 6).
+"""Sharing teacher labels between teams through a DVC remote (README "Sharing teacher labels between teams").
 
 Team A runs the pipeline (stage 1, teacher labels, a student, evaluations, report) in a git +
 DVC repository, ``dvc push``es to a local-directory remote and commits. Team B clones the

@@ -268,7 +268,7 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
 
 
 def test_default_recipe_learns_all_three_angles(tmp_path: Path) -> None:
-    """Issue 13 guard: with the default's feature_norm + head_lr_mult the bin-1 head (the one
+    """Guard for the default recipe: with the default's feature_norm + head_lr_mult the bin-1 head (the one
     that predicts and makes the teacher labels) learns pitch and roll, not only yaw; the old
     recipe (no neck, heads at lr) left roll almost constant on the same data and steps."""
     from conftest import make_tiny_dataset

@@ -124,7 +124,7 @@ def test_pose_spread() -> None:
     assert np.abs(poses).max() <= 99
     assert np.abs(poses[:, 1]).max() > 75 and np.mean(np.abs(poses[:, 1]) <= 60) > 0.6
     assert 12 < poses[:, 0].std() < 22 and 8 < poses[:, 2].std() < 18
-    # issue 13: pitch and roll have a uniform share, out to ±45 and ±30 (normal(0, 13) alone puts
+    # pitch and roll have a uniform share, out to ±45 and ±30 (normal(0, 13) alone puts
     # ~2 % of pitch beyond ±30, normal(0, 12) ~10 % of roll beyond ±20), so the network sees their
     # whole range and its predictions are less pulled toward the mean
     assert 0.07 < np.mean(np.abs(poses[:, 0]) > 30) < 0.25

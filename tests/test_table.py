@@ -1,4 +1,4 @@
-"""Your own data (issue 14): the ``table`` and ``images`` dataset formats, bad rows, the
+"""Your own data (README "Training on your own data"): the ``table`` and ``images`` dataset formats, bad rows, the
 labelled / unlabelled counts, and relabel with ``source: table`` and the given-box rule."""
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ def test_existing_scheduler(env, tmp_path):
     assert store_files(out) == store_files(env["ref"])
 
 
-# ----------------------------------------------------------------------------- integrity (issue 12)
+# ----------------------------------------------------------------------------- integrity (docs/design.md §6)
 
 
 def test_rerun_recomputes_only_a_damaged_shard(env, tmp_path):

@@ -1,4 +1,4 @@
-"""Distillation on unlabelled images (issue 14): the teacher labels them, the student learns
+"""Distillation on unlabelled images (docs/design.md §11): the teacher labels them, the student learns
 them from the KL term alone, stage 1 and evaluation never see them; and a mixed labelled /
 unlabelled pipeline runs end to end through ``dvc repro``."""
 

@@ -1,4 +1,4 @@
-"""Angle conventions of the whole project (DESIGN §3).
+"""Angle conventions of the whole project (docs/design.md §3).
 
 Pose is (pitch, yaw, roll) in degrees, the 300W-LP convention. The rotation is the one
 3DDFA used to generate 300W-LP (``angle2matrix_3ddfa``): ``R = Rx(pitch) @ Ry(yaw) @ Rz(roll)``
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-THETA = 99.0  # angle range kept for training/testing, degrees (DESIGN §3, §4)
+THETA = 99.0  # angle range kept for training/testing, degrees (docs/design.md §3, §4)
 ANGLES = ("pitch", "yaw", "roll")  # the order of every [.., 3] angle axis in the project
 
 
@@ -56,7 +56,7 @@ def angles_from_rotation(
     R[1:,2] = cos(yaw)·(sin, cos)(pitch). Every rotation has two Euler triples: the one with
     |yaw| ≤ 90° returned here, and its :func:`euler_twin` with |yaw| ≥ 90°. With ``reference``
     (e.g. the label before an augmentation), the triple nearest to it (:func:`angle_distance`)
-    is returned, so labels with 90° < |yaw| ≤ 99° stay continuous (DESIGN §3).
+    is returned, so labels with 90° < |yaw| ≤ 99° stay continuous (docs/design.md §3).
     """
     r = np.asarray(r, dtype=np.float64)
     yaw = np.arcsin(np.clip(-r[0, 2], -1.0, 1.0))

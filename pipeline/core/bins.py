@@ -1,4 +1,4 @@
-"""Bin grids of the regression-via-classification heads (DESIGN §4, paper eq. 2).
+"""Bin grids of the regression-via-classification heads (docs/design.md §4, paper eq. 2).
 
 For bin size ``b`` over ``[-θ, θ]``: ``q = ceil(2θ / b)`` bins whose edges start at
 ``-q·b/2``; bin ``i`` has center ``-q·b/2 + b·(i + 0.5)``. The grid is symmetric about 0,

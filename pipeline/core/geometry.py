@@ -1,7 +1,7 @@
 """The one geometric transform of the project: box crop + flip + in-plane rotation as a
 single affine warp.
 
-Training (stage 1), the teacher-label job (which builds the padded region Z of DESIGN §5),
+Training (stage 1), the teacher-label job (which builds the padded region Z of docs/design.md §5),
 the student's view replay and inference all build their input with :func:`crop_matrix` and
 :func:`warp`, so a view is reproduced exactly from its explicit parameters (flip, angle).
 
@@ -52,7 +52,7 @@ def crop_matrix(
 ) -> np.ndarray:
     """2×3 matrix mapping source pixels to the output of shape ``(h + 2·pad, w + 2·pad)``.
 
-    With ``pad = p`` this is the region Z of DESIGN §5: the box scaled by ``r_x = w/(x2-x1)``,
+    With ``pad = p`` this is the region Z of docs/design.md §5: the box scaled by ``r_x = w/(x2-x1)``,
     ``r_y = h/(y2-y1)`` and extended by ``p`` output pixels on each side; the crop at offset
     ``(p, p)`` of Z equals the ``pad = 0`` output.
     """
@@ -78,7 +78,7 @@ def crop_matrix(
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Apply a :func:`crop_matrix`; pixels outside the source are 0 (DESIGN §5)."""
+    """Apply a :func:`crop_matrix`; pixels outside the source are 0 (docs/design.md §5)."""
     h, w = out_hw
     return cv2.warpAffine(
         image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0

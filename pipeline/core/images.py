@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-# ImageNet normalisation (DESIGN §9), applied on the device to float RGB in [0, 1].
+# ImageNet normalisation (docs/design.md §9), applied on the device to float RGB in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # file suffixes (lower case) taken as images when a folder is searched

@@ -1,11 +1,11 @@
 """The one View type of the project (a flip flag and an in-plane rotation angle) and how views
 are drawn: randomly per training sample, or keyed by (seed, sample_id, view) for the teacher-label
-store (DESIGN §6).
+store (docs/design.md §6).
 
 Every training sample gets ``V`` views. View 0 is the identity; view ``v > 0`` is drawn from
 a numpy generator seeded by a stable hash of ``(seed, sample_id, v)``: a horizontal flip with
 probability ``flip_prob`` and a rotation uniform in ``[-max_angle, max_angle]`` degrees (the
-pose-changing augmentation of DESIGN §9). Keyed draws make a view independent of row order,
+pose-changing augmentation of docs/design.md §9). Keyed draws make a view independent of row order,
 of which process computes it and of how many views were asked for, so the teacher job and the
 student reproduce the same view from nothing but the sample id.
 

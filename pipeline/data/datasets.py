@@ -1,4 +1,4 @@
-"""``PoseDataset``: face crops and target angles from ``boxes.parquet`` rows (CONTRACT §Data).
+"""``PoseDataset``: face crops and target angles from ``boxes.parquet`` rows (docs/design.md §7).
 
 Each item is a dict of tensors (collated by the default DataLoader collate):
 
@@ -6,7 +6,7 @@ Each item is a dict of tensors (collated by the default DataLoader collate):
   step with :func:`pipeline.core.images.normalize`);
 - ``target``: float32 [3] (pitch, yaw, roll) in degrees, corrected for the view;
 - ``index``: int64, the row's position in the boxes table (= the manifest row and the label
-  store row, DESIGN §6/§7);
+  store row, docs/design.md §6/§7);
 - ``view_id``: int64, the id returned by ``view_fn`` (see below), -1 otherwise;
 - ``flip`` (bool) and ``angle`` (float32): the geometric view that was applied;
 - ``labelled`` (bool): the row has ground truth; with ``RowQuery(unlabelled=True)`` rows without it
@@ -70,7 +70,7 @@ class PoseDataset(Dataset):
     ``rows``: a split name (its labelled rows with status ok and angles within ±99°) or a
     :class:`~pipeline.manifest.rows.RowQuery` (only some ``datasets``, another ``theta``, the
     unlabelled rows too). Labelled rows with a NaN angle or any |angle| > θ are left out and
-    counted in ``self.dropped`` (DESIGN §3/§8). Unlabelled rows are left out (counted in
+    counted in ``self.dropped`` (docs/design.md §3/§8). Unlabelled rows are left out (counted in
     ``self.unlabelled_left_out``) unless the query takes them (the student, which learns them
     from the teacher alone); stage 1 and evaluation never see them. ``source`` names the table
     in error messages (default: the path, or "boxes table" for a DataFrame). ``reduced_decode``:

@@ -1,4 +1,4 @@
-"""Pose-correct augmentation (DESIGN §9, paper section 4.3).
+"""Pose-correct augmentation (docs/design.md §9, paper section 4.3).
 
 Two parts, applied in this order:
 
@@ -10,7 +10,7 @@ Two parts, applied in this order:
    is dropped for that sample (:func:`pipeline.core.views.fit_view`; image and target agree).
    A view is a plain :class:`View` value, so the teacher-label job and the student replay it
    from its explicit parameters.
-2. **Photometric** (keeps the pose): the albumentations list of DESIGN §9, built with
+2. **Photometric** (keeps the pose): the albumentations list of docs/design.md §9, built with
    ``strict=True`` so a misspelt (e.g. albumentations 1.x) argument is an error.
 
 Randomness comes from :func:`sample_rng` (seed, epoch, index), never from global state, so
@@ -36,7 +36,7 @@ class AugmentConfig:
 
     flip_p: float = 0.5        # probability of a horizontal flip
     max_angle: float = 15.0    # in-plane rotation uniform in [-max_angle, max_angle] degrees
-    photometric: bool = True   # apply the albumentations list of DESIGN §9
+    photometric: bool = True   # apply the albumentations list of docs/design.md §9
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.flip_p <= 1.0:
@@ -68,7 +68,7 @@ def geometric(
 
 
 def photometric(cfg: AugmentConfig | None = None) -> A.Compose:
-    """The pose-preserving albumentations list of DESIGN §9 (albumentations 2.0 names).
+    """The pose-preserving albumentations list of docs/design.md §9 (albumentations 2.0 names).
 
     Returns an empty Compose when ``cfg.photometric`` is false. Draw with
     :func:`apply_photometric` to use a per-sample generator.

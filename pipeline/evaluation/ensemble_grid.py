@@ -49,7 +49,7 @@ class EnsembleGridConfig:
     p_max: int = 15
     s: tuple[int, ...] = (1, 3, 5, 15)
     split: str = "test"
-    theta_range: float = 99.0  # keep samples with all angles in [-θ, θ] (DESIGN §8)
+    theta_range: float = 99.0  # keep samples with all angles in [-θ, θ] (docs/design.md §8)
     batch_size: int = 4  # images per pass (each brings (2·p_max+1)² crops)
     chunk: int = 1024  # crops per forward pass
     loader_workers: int = 2

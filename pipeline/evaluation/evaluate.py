@@ -1,4 +1,4 @@
-"""Evaluation of a trained checkpoint (teacher or student) on test rows (DESIGN §8).
+"""Evaluation of a trained checkpoint (teacher or student) on test rows (docs/design.md §8).
 
 MAE per angle and their mean (eq. 1) per test set (each ``dataset`` value among the
 selected rows = one test set of a protocol), on samples with all angles in ±99° (rows

@@ -1,4 +1,4 @@
-"""Pose axes drawn on images, in the project's angle convention (DESIGN §3).
+"""Pose axes drawn on images, in the project's angle convention (docs/design.md §3).
 
 The axes are the unit vectors of the head's model frame (x right, y up, z towards the
 camera) rotated with :func:`pipeline.core.angles.rotation_from_degrees` and projected the way

@@ -5,7 +5,7 @@ detector (:func:`pipeline.relabel.detect.get_detector`), crops each face exactly
 does (:func:`pipeline.core.geometry.crop` of the detector box to the checkpoint's input size,
 ImageNet normalisation on the device), and predicts with the smallest-bin RvC head. Faces are
 batched across images and video frames. With ``ensemble=(p, s)`` every face is evaluated by
-the convolutional ensemble of DESIGN §5 (A = (2p/s + 1)² shifted crops cut on the device from
+the convolutional ensemble of docs/design.md §5 (A = (2p/s + 1)² shifted crops cut on the device from
 one padded region Z, softmax averaged, then decoded).
 """
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_ensemble(text: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``"15,5"`` or ``(15, 5)`` → (p, s), validated (p a multiple of s, DESIGN §5); None → None."""
+    """``"15,5"`` or ``(15, 5)`` → (p, s), validated (p a multiple of s, docs/design.md §5); None → None."""
     if text is None or text == "":
         return None
     if isinstance(text, str):
@@ -140,7 +140,7 @@ class Predictor:
             if self.ensemble is None:
                 yield torch.softmax(self.model(normalize(x))[self.key].float(), dim=-1)
             else:
-                # DESIGN §5 on the device (the teacher job's implementation): Z normalised once,
+                # docs/design.md §5 on the device (the teacher job's implementation): Z normalised once,
                 # the A crops cut as views, batch_size crops per forward pass; fp32 (amp=False)
                 # so that p = 0 reproduces the single network exactly.
                 p, s = self.ensemble

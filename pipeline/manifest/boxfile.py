@@ -1,6 +1,6 @@
 """The paper's published face boxes (``data/*.json`` of AndreySheka/kd_oe_hpe), read as published.
 
-Format (DESIGN §7): ``{"<relpath>": [{"bbox": [x1, y1, x2, y2], "type"?: "train" | "test",
+Format (docs/design.md §7): ``{"<relpath>": [{"bbox": [x1, y1, x2, y2], "type"?: "train" | "test",
 "faceid"?: int, …}, …], …}``. ``bbox`` is required; ``type`` (the protocol split) and ``faceid``
 (AFLW's ``face_id``) are optional; any other key is ignored. As published: ``AFLW2000.json`` has
 ``bbox`` only (keys ``image00002.jpg``), ``BIWI.json`` ``bbox`` + ``type`` (keys

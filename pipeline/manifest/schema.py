@@ -1,4 +1,4 @@
-"""The manifest (DESIGN §7): one row per face of every configured dataset.
+"""The manifest (docs/design.md §7): one row per face of every configured dataset.
 
 Columns (:data:`COLUMNS`): ``sample_id`` (``<dataset>/<image_path>#<face>``, stable),
 ``dataset``, ``split`` (train|test), ``root`` (the dataset root as given in params; for

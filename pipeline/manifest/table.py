@@ -6,7 +6,7 @@ one row per face. Columns:
 
 - ``image`` (required): the image path relative to ``root``;
 - ``pitch``, ``yaw``, ``roll`` (required columns): degrees in this project's convention
-  (DESIGN §3; ``convention: kd_oe_hpe`` reads pitch-negated files such as the paper's). All three
+  (docs/design.md §3; ``convention: kd_oe_hpe`` reads pitch-negated files such as the paper's). All three
   cells empty → an **unlabelled** row (``labelled = false``, angles NaN): a training row the
   teacher labels and the student learns by distillation alone;
 - ``x1, y1, x2, y2`` (optional, all four or none per row): a face box in pixels, used by

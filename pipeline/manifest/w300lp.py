@@ -9,7 +9,7 @@ Layouts (``root`` = the dataset folder as given in params):
 
 The ``.mat`` holds ``Pose_Para`` (1×7: pitch, yaw, roll in radians, tx, ty, tz, scale) and
 ``pt2d`` (2×68; 2×21 in some AFLW2000 copies, negative = missing). Angles are
-``degrees(Pose_Para[0, :3])`` (DESIGN §3). The landmark box comes from ``pt2d`` (or, when the
+``degrees(Pose_Para[0, :3])`` (docs/design.md §3). The landmark box comes from ``pt2d`` (or, when the
 image ``.mat`` has none, from ``landmarks/<subset>/<name>_pts.mat``), see
 :mod:`pipeline.manifest.landmarks`.
 """

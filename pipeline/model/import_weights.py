@@ -6,10 +6,10 @@ Format ``kd_oe_hpe``: the models the paper's authors released (AndreySheka/kd_oe
 - ``encoder_net.model.<key>``: a torchvision ResNet without ``fc`` (and ``avgpool``, which has no
   weights); its output is average-pooled over 7×7, i.e. globally at their 224×224 input;
 - ``head_net.{pitch,yaw,roll}.{weight,bias}``: three ``Linear(C, 198)``, stacked as [3, B, 198],
-  decoded with bins centred −98.5…98.5 (= our bin-1 grid, DESIGN §4);
+  decoded with bins centred −98.5…98.5 (= our bin-1 grid, docs/design.md §4);
 - input: the box crop resized to 224×224, RGB/255 with ImageNet mean/std (ours too).
 
-Their pitch is the negative of ours (300W-LP ``angles * [-1, 1, 1]``; DESIGN §3), and the bin
+Their pitch is the negative of ours (300W-LP ``angles * [-1, 1, 1]``; docs/design.md §3), and the bin
 grid is symmetric, so the importer reverses the 198 pitch logits (the rows of the pitch
 ``Linear``): the imported network's pitch distribution is theirs mirrored, yaw and roll unchanged.
 The result is a ``student`` checkpoint with one RvC head (bin 1, ``heads["bin1"]`` =

@@ -1,4 +1,4 @@
-"""Training losses (DESIGN §4, paper eq. 4 and eq. 7).
+"""Training losses (docs/design.md §4, paper eq. 4 and eq. 7).
 
 Both losses take the model's raw outputs (``HeadPoseNet.forward`` dicts or one head's logits)
 and target angles in degrees ``[B, 3]`` (pitch, yaw, roll) and return ``(loss, parts)``:

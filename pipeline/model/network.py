@@ -1,4 +1,4 @@
-"""Head pose networks (DESIGN §4): a torchvision ResNet trunk with global average pooling,
+"""Head pose networks (docs/design.md §4): a torchvision ResNet trunk with global average pooling,
 an optional regression head ``θ·tanh(out)`` and one RvC head ``Linear(C, 3·q_b)`` per bin
 size. Stage 1 uses {reg, b = 1, 2, 3, 4}; the stage-2 student uses one RvC head, b = 1.
 
@@ -30,7 +30,7 @@ def head_key(size: float) -> str:
 
 
 # The bin-1 head: the student's one head and the head whose ensemble distributions are the
-# teacher labels (DESIGN §4, §6).
+# teacher labels (docs/design.md §4, §6).
 LABEL_BIN = 1
 LABEL_HEAD = head_key(LABEL_BIN)
 
@@ -63,7 +63,7 @@ class ModelSpec:
 
     @property
     def predict_key(self) -> str:
-        """Test-time prediction uses the RvC head with the smallest bin size (DESIGN §4)."""
+        """Test-time prediction uses the RvC head with the smallest bin size (docs/design.md §4)."""
         return head_key(min(self.bin_sizes))
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,7 +95,7 @@ class HeadPoseNet(nn.Module):
         self.trunk = trunk
         # Pooled ResNet features are post-ReLU with a large common offset and a small spread (at
         # 64 px from scratch: mean ~0.43, per-feature std ~0.08); softmax heads over 198 bins
-        # learn far more slowly from such inputs than from standardised ones (issue 13).
+        # learn far more slowly from such inputs than from standardised ones (docs/design.md §4).
         self.neck = nn.BatchNorm1d(channels) if spec.feature_norm else None
         self.reg = nn.Linear(channels, 3) if spec.regression else None
         self.heads = nn.ModuleDict({k: nn.Linear(channels, 3 * g.count) for k, g in spec.grids.items()})

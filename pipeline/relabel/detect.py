@@ -1,4 +1,4 @@
-"""Face detectors behind one small interface, for bounding-box relabeling (DESIGN §2, §7).
+"""Face detectors behind one small interface, for bounding-box relabeling (docs/design.md §2, §7).
 
 Every backend takes an RGB ``uint8`` image and returns :class:`Detection` objects with boxes
 in pixel coordinates ``(x1, y1, x2, y2)`` of that image (floats, not clipped). Backends are

@@ -1,6 +1,6 @@
 """Bounding-box relabeling: one box per manifest row, all in one box style (paper §4.2).
 
-``relabel(manifest, config)`` returns the ``boxes.parquet`` table (DESIGN §7: the manifest's
+``relabel(manifest, config)`` returns the ``boxes.parquet`` table (docs/design.md §7: the manifest's
 rows in the same order + ``x1, y1, x2, y2, box_source, det_score, fallback``, with
 ``status``/``reason`` updated) and a summary dict (the DVC metric).
 

@@ -1,7 +1,7 @@
 """Rendering a head into an image: placement with the 3DDFA projection, shading, backgrounds,
 occluders, and the pose distribution.
 
-Projection is exactly DESIGN §3 (:func:`pipeline.core.angles.project_3ddfa`): a model point ``v``
+Projection is exactly docs/design.md §3 (:func:`pipeline.core.angles.project_3ddfa`): a model point ``v``
 lands at ``s·R·v + t`` with ``R = rotation_from_degrees(pitch, yaw, roll)`` and image row
 ``H − 1 − y'``. ``s`` is chosen so that the face width (jaw landmark 0 to 16 at zero pose) is
 ``face_size`` pixels, and ``t`` so that the centre of the landmark box lands on ``center``.
@@ -51,7 +51,7 @@ def sample_pose(rng: np.random.Generator) -> Pose:
     pitch: 35 % uniform in [−45, 45], the rest normal(0, 13); roll: 35 % uniform in [−30, 30],
     the rest normal(0, 12); all clipped to ±THETA (99°).
 
-    Why pitch and roll have a uniform share (issue 13): the network's expected angle (eq. 2)
+    Why pitch and roll have a uniform share: the network's expected angle (eq. 2)
     is pulled toward the mean of the training labels, the more so the narrower they are against
     the angle's error. From normal(0, 13) / normal(0, 12) alone the teacher's predicted-vs-true
     slope for pitch was 0.65–0.72 over seeds, while yaw, half uniform, reached 0.92; widening

@@ -1,4 +1,4 @@
-"""The convolutional ensemble (DESIGN §5, paper eq. 5–6), computed on the device.
+"""The convolutional ensemble (docs/design.md §5, paper eq. 5–6), computed on the device.
 
 A sample is warped ONCE on the CPU into the padded region Z (``(h+2p) × (w+2p)``, uint8,
 :func:`pipeline.core.geometry.crop` with ``pad=p``). Here a batch of Z tensors is moved to the

@@ -1,4 +1,4 @@
-"""Checking every input of a teacher-label job before anything is written (DESIGN §6).
+"""Checking every input of a teacher-label job before anything is written (docs/design.md §6).
 
 A store is never rebuilt or extended on inputs that cannot be read: each image the job will
 read must exist and decode (the reduced decode of ``hpekd index --check_images``), and each

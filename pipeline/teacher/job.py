@@ -1,4 +1,4 @@
-"""The teacher-label job (DESIGN §5–6): the convolutional ensemble of a stage-1 checkpoint
+"""The teacher-label job (docs/design.md §5–6): the convolutional ensemble of a stage-1 checkpoint
 over every training sample and V views, into a sharded Zarr store, on dask.distributed.
 
 Fast by construction:

@@ -1,4 +1,4 @@
-"""The teacher-label store: one Zarr v3 group per teacher run (DESIGN §6).
+"""The teacher-label store: one Zarr v3 group per teacher run (docs/design.md §6).
 
 Layout (N = training rows, V = views, Q = bins of the bin-1 head, S = shards)::
 

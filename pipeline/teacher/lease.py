@@ -1,4 +1,4 @@
-"""One writer at a time on a label store: a lease object next to the store (DESIGN §6).
+"""One writer at a time on a label store: a lease object next to the store (docs/design.md §6).
 
 The lease is a small JSON file ``<parent>/.<store name>.lease`` (beside the store, so it is
 never part of the DVC-tracked output and survives the store being rebuilt and swapped). It

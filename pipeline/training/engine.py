@@ -225,7 +225,7 @@ def make_optimizer(model: nn.Module, cfg: EngineConfig) -> tuple[torch.optim.Opt
     heads = getattr(net, "heads", None)
     if cfg.head_lr_mult != 1.0 and heads is not None:
         # The softmax RvC heads over 198 bins need a far larger logit range than the trunk's
-        # weights move per Adam step; at lr they lag the trunk and predict ~0° (issue 13). The
+        # weights move per Adam step; at lr they lag the trunk and predict ~0° for pitch and roll (docs/design.md §4). The
         # regression head stays at lr: a larger step saturates its tanh.
         ids = {id(p) for p in heads.parameters()}
         groups = [{"params": [p for p in net.parameters() if id(p) not in ids]},

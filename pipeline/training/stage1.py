@@ -48,7 +48,7 @@ class Stage1Config(TrainConfig):
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
-    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (issue 13)
+    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
     head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
     flip_p: float = 0.5
     max_angle: float = 15.0

@@ -1,7 +1,7 @@
 """Stage 2: a student with one RvC head (bin size 1) trained on the cached teacher labels.
 
 The student never runs the teacher: it reads the soft labels of the label store written by
-``hpekd teacher-labels`` (DESIGN §6) into memory and, for every sample of every epoch,
+``hpekd teacher-labels`` (docs/design.md §6) into memory and, for every sample of every epoch,
 
 1. picks one of the store's ``V`` views, uniformly and reproducibly (the sample's generator
    :func:`pipeline.data.transforms.sample_rng` of ``(seed, epoch, row)``);
@@ -84,7 +84,7 @@ class StudentConfig(TrainConfig):
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
-    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (issue 13)
+    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
     head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
     photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
     max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
@@ -217,7 +217,7 @@ class ViewReplay:
 
 
 def teacher_input(image: np.ndarray, box: Sequence[float], size: tuple[int, int], view: View, p: int) -> np.ndarray:
-    """The teacher's view of a sample without ensemble offset: the center crop of Z (DESIGN §5)."""
+    """The teacher's view of a sample without ensemble offset: the center crop of Z (docs/design.md §5)."""
     h, w = size
     return crop(image, box, size, pad=p, view=view)[p : p + h, p : p + w]
 
