@@ -9,16 +9,20 @@ needs to be fast and independent of it.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pipeline.core import numerics
 
-import cv2
-import numpy as np
-import pandas as pd
-import pytest
-import torch
+numerics.pin()  # the tests run with the pipeline's numerics: before numpy, OpenCV and torch load
 
-from pipeline.core.angles import project_3ddfa, rotation_from_degrees
-from pipeline.core.images import write_image
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.core.angles import project_3ddfa, rotation_from_degrees  # noqa: E402
+from pipeline.core.images import write_image  # noqa: E402
 
 # model-space points (x right, y up, z towards the camera), unit ≈ face half-width
 _POINTS = {
@@ -94,8 +98,9 @@ def tiny_boxes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
-    # CI has 2 cores; torch's default thread pool oversubscribes them when tests spawn workers.
-    torch.set_num_threads(2)
+    # the pinned thread count (2 unless HPEKD_THREADS says otherwise); natively, 2 as well:
+    # CI has 2 cores, and torch's default pool oversubscribes them when tests spawn workers
+    torch.set_num_threads(numerics.threads() if numerics.mode() == "pinned" else 2)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
