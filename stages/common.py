@@ -25,8 +25,9 @@ SECTIONS: dict[str, str] = {
     "ensemble_grid": "pipeline.evaluation.ensemble_grid:EnsembleGridConfig",
     "train_student": "pipeline.training.stage2:StudentConfig",
 }
-# top-level params keys that are not a stage's section (read by dvc.yaml templating)
-OTHER_KEYS = ("students", "students_control")
+# top-level params keys that are not a stage's section: the shape of the pipeline, read by
+# dvc.yaml templating (and checked by `hpekd params check`)
+OTHER_KEYS = ("run", "data_root", "synthetic", "students", "students_control")
 
 
 def section_class(section: str) -> type:
@@ -58,7 +59,7 @@ def load_config(params_path: str, section: str, **overrides: Any) -> Any:
     if not isinstance(values, dict):
         raise ValueError(f"{params_path}: section {section!r} must be a mapping of keys, got {values!r}")
     merged = {**values, **{k: v for k, v in overrides.items() if v is not None}}
-    return config_from_mapping(section_class(section), merged, f"{params_path} section {section!r}")
+    return config_from_mapping(section_class(section), merged, f"{params_path} section {section!r}", require_all=True)
 
 
 def check_outputs(**paths: str | None) -> None:

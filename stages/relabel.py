@@ -17,11 +17,14 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @click.option("--cache", "cache_dir", default="data/relabel_cache", show_default=True,
               type=click.Path(file_okay=False), help="per-image results, so an interrupted run resumes.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="refuse a box file outside this folder (dvc.yaml passes params' data_root, the folder the "
+                   "stage depends on).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @params_option
 @user_errors
-def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,
-        no_progress: bool, params_path: str) -> None:
+def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,  # one per click option
+        data_root: str | None, no_progress: bool, params_path: str) -> None:
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
     check_outputs(boxes=out_path, summary=summary_path, cache=None if no_cache else cache_dir)
     from pipeline.core.io import write_json
@@ -29,6 +32,10 @@ def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no
     from pipeline.relabel.summary import format_summary
 
     config = load_config(params_path, "relabel")
+    if data_root:
+        from pipeline.core.io import check_inside
+
+        check_inside([(f"relabel.box_files.{ds}", path) for ds, path in config.file_box_files().items()], data_root)
     manifest = read_manifest_table(manifest_path)
     boxes, summary = relabel(manifest, config, cache_dir=None if no_cache else cache_dir, progress=not no_progress)
     write_boxes(boxes, out_path)

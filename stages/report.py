@@ -11,6 +11,10 @@ from stages.common import check_outputs, user_errors
 @click.option("--metrics-dir", default="metrics/eval", show_default=True, type=click.Path(file_okay=False),
               help="Directory searched (recursively) for <role>-<backbone>.json evaluation files, "
                    "role in base|ensemble|kd|nokd.")
+@click.option("--from-dvc", is_flag=True,
+              help="Read only the evaluation files that the current dvc.yaml declares as metrics (under "
+                   "--metrics-dir) for the current params: a file left by another configuration or an earlier "
+                   "student list is never read. dvc.yaml's report stage uses this.")
 @click.option("--ensemble-grid", "grid_path", default=None, type=click.Path(dir_okay=False),
               help="Output JSON of `hpekd ensemble-grid`: its rows at (--p, --s) become the "
                    "Ensemble-<--backbone> row. Needs --p, --s and --backbone.")
@@ -27,8 +31,8 @@ from stages.common import check_outputs, user_errors
 @click.option("--plot", "plot_path", default="reports/table5.png", show_default=True,
               type=click.Path(dir_okay=False), help="PNG bar chart to write.")
 @user_errors
-def cli(metrics_dir: str, grid_path: str | None, p: int | None, s: int | None, backbone: str | None,
-        out_path: str, plot_path: str) -> None:
+def cli(metrics_dir: str, from_dvc: bool, grid_path: str | None, p: int | None, s: int | None,  # one per option
+        backbone: str | None, out_path: str, plot_path: str) -> None:
     """Write the Table-5 style MAE table (Markdown) and a bar chart (PNG)."""
     given = {"--p": p, "--s": s, "--backbone": backbone}
     if grid_path and None in given.values():
@@ -44,6 +48,30 @@ def cli(metrics_dir: str, grid_path: str | None, p: int | None, s: int | None, b
     extra = []
     if grid_path:
         extra.append(ensemble_row_from_grid(grid_path, p, s, backbone))
-    rows = write_report(metrics_dir, out_path, plot_path, extra)
+    only = declared_metrics(metrics_dir) if from_dvc else None
+    rows = write_report(metrics_dir, out_path, plot_path, extra, only)
     click.echo(markdown_table(rows), nl=False)
     click.echo(f"wrote {out_path} and {plot_path} ({len(rows)} models)")
+
+
+def declared_metrics(under: str) -> list[str]:
+    """The metrics files the DVC project in the working directory declares (dvc.yaml resolved
+    with the current params) that lie under ``under``."""
+    import os
+
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from pipeline.core.io import is_inside
+
+    try:
+        with Repo(".") as repo:  # declared paths are the repo's; compare them with --metrics-dir absolutely
+            paths = {os.path.relpath(os.path.join(repo.root_dir, out.def_path), os.getcwd())
+                     for stage in repo.index.stages for out in stage.outs if out.metric}
+    except DvcException as exc:
+        raise ValueError(f"--from-dvc: cannot read the DVC project here ({exc}); run from the project root or "
+                         "drop --from-dvc to read every file under --metrics-dir") from exc
+    found = sorted(p for p in paths if is_inside(p, under) and p.endswith(".json"))
+    if not found:
+        raise ValueError(f"--from-dvc: dvc.yaml declares no evaluation metrics under {under!r}")
+    return found

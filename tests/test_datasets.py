@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from pipeline.core.config import config_from_mapping
@@ -30,6 +29,7 @@ from tests.helpers.datasets import (
     write_box_json,
     write_pose_mat,
 )
+from tests.helpers.params import write_params
 
 
 def cfg(*datasets: dict, **kw) -> IndexConfig:
@@ -317,9 +317,8 @@ def test_config_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 def _params(tmp_path: Path, datasets: list[dict], **kw) -> Path:
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({"index": {"datasets": datasets, **kw}}))
-    return p
+    """A complete params.yaml (the default) whose index section lists ``datasets``."""
+    return write_params(tmp_path / "params.yaml", {"index": {"datasets": datasets, **kw}})
 
 
 def test_cli_index(tmp_path: Path) -> None:
@@ -332,7 +331,13 @@ def test_cli_index(tmp_path: Path) -> None:
         {"name": "synth_test", "format": "aflw2000", "root": str(tmp_path / "test"), "split": "test"},
     ])
     out, summary = tmp_path / "data" / "manifest.parquet", tmp_path / "metrics" / "index.json"
-    res = CliRunner().invoke(cli, ["--out", str(out), "--summary", str(summary), "--params", str(params), "--no-progress"])
+    # --data-root (dvc.yaml passes params' data_root): a dataset outside it is refused before any work
+    res = CliRunner().invoke(cli, ["--out", str(out), "--params", str(params), "--data-root", str(tmp_path / "train"),
+                                   "--no-progress"])
+    assert res.exit_code == 1 and "lies outside data_root" in res.output and "synth_test" in res.output, res.output
+    assert not out.exists()
+    res = CliRunner().invoke(cli, ["--out", str(out), "--summary", str(summary), "--params", str(params),
+                                   "--data-root", str(tmp_path), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "synth_train: train: 1 ok / 1 rejected" in res.output and "rejected 1: angle out of range" in res.output
     assert len(read_manifest(out)) == 3

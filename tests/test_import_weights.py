@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 from click.testing import CliRunner
 
 from pipeline.core.geometry import crop
@@ -20,6 +19,7 @@ from pipeline.model.network import LABEL_HEAD
 from stages.cli import main
 from tests.conftest import draw_tiny_face, make_tiny_dataset
 from tests.helpers.kd_oe_hpe import KdOeHpeNetwork, export_kd_oe_hpe, their_angles
+from tests.helpers.params import write_params
 
 
 def _theirs(backbone: str = "resnet18", seed: int = 0) -> KdOeHpeNetwork:
@@ -87,11 +87,10 @@ def test_evaluate_and_teacher_labels_run_on_an_imported_model(tmp_path: Path) ->
     res, ck = _import(tmp_path, _theirs().state_dict())
     assert res.exit_code == 0, res.output
     boxes = make_tiny_dataset(tmp_path / "data", n_train=3, n_test=4, size=64)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
+    params = write_params(tmp_path / "params.yaml", {
         "evaluate": {"batch_size": 4, "workers": 0, "device": "cpu", "grid_faces": 2, "grid_size": 64},
         "teacher_labels": {"p": 0, "s": 1, "views": 2, "shard_rows": 4, "chunk_rows": 2, "batch_size": 2,
-                           "loader_workers": 0, "device": "cpu"}}))
+                           "loader_workers": 0, "device": "cpu"}})
     runner = CliRunner()
     metrics = tmp_path / "metrics" / "kd-resnet18.json"
     r = runner.invoke(main, ["evaluate", "--model", str(ck), "--boxes", str(boxes), "--metrics", str(metrics),

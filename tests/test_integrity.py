@@ -23,6 +23,7 @@ from pipeline.manifest.rows import row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelread, labelstore
 from stages.cli import main
+from tests.helpers.params import write_params
 from tests.helpers.student import make_oracle_store
 
 SIZE = 48
@@ -47,9 +48,8 @@ def _shard(store: Path, k: int) -> Path:
 
 
 def _student(boxes: Path, store: Path, tmp_path: Path) -> object:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train_student": {"epochs": 1, "batch_size": 8, "workers": 0,
-                                                        "device": "cpu", "photometric": False}}))
+    params = write_params(tmp_path / "params.yaml", {"train_student": {"epochs": 1, "batch_size": 8, "workers": 0,
+                                                                       "device": "cpu", "photometric": False}})
     return CliRunner().invoke(main, ["train-student", "--labels", str(store), "--boxes", str(boxes), "--backbone",
                                      "resnet18", "--out", str(tmp_path / "s.pt"), "--params", str(params),
                                      "--no-progress"])
@@ -171,9 +171,15 @@ def test_verified_load_returns_exactly_what_was_written(good: tuple[Path, Path])
 
 
 def _params(tmp_path: Path, data: dict) -> Path:
+    """``data`` as it is (for a wrong section name)."""
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
+
+
+def _full(tmp_path: Path, overrides: dict) -> Path:
+    """Complete params with ``overrides`` (for a wrong value: the one thing wrong in the file)."""
+    return write_params(tmp_path / "params.yaml", overrides)
 
 
 def test_misspelt_or_missing_section_names_the_known_ones(tmp_path: Path) -> None:
@@ -191,10 +197,10 @@ def test_misspelt_or_missing_section_names_the_known_ones(tmp_path: Path) -> Non
 
 def test_wrong_value_type_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["train-teacher", "--boxes", "b.parquet", "--out", str(tmp_path / "t.pt"),
-                                    "--params", str(_params(tmp_path, {"train_teacher": {"epochs": "two"}}))])
+                                    "--params", str(_full(tmp_path, {"train_teacher": {"epochs": "two"}}))])
     _refused(res, "epochs = 'two' is str; expected int")
     res = CliRunner().invoke(main, ["train-teacher", "--boxes", "b.parquet", "--out", str(tmp_path / "t.pt"),
-                                    "--params", str(_params(tmp_path, {"train_teacher": {"input_size": [32, "x"]}}))])
+                                    "--params", str(_full(tmp_path, {"train_teacher": {"input_size": [32, "x"]}}))])
     _refused(res, "input_size", "expected int or [int, int]")
 
 
@@ -216,7 +222,7 @@ def test_output_under_a_regular_file_fails_before_any_work(good: tuple[Path, Pat
 
 def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["train-teacher", "--boxes", "b.parquet", "--out", str(tmp_path / "t.pt"),
-            "--params", str(_params(tmp_path, {"train_teacher": {"epochs": "two"}}))]
+            "--params", str(_full(tmp_path, {"train_teacher": {"epochs": "two"}}))]
     monkeypatch.delenv("HPEKD_DEBUG", raising=False)
     try:
         res = CliRunner().invoke(main, ["--debug", *args])

@@ -1,38 +1,32 @@
-"""params.yaml and the paper recipe are valid for every stage, and dvc.yaml lists only keys
-that exist (a typo there would silently drop a dependency)."""
+"""The paper recipe's values, and dvc.yaml's params lists: only keys that exist in params.yaml (a
+typo there would silently drop a dependency), and no student key in a teacher stage.
+(That every shipped config is complete for every stage: tests/test_params_overlay.py.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
-from pipeline.core.config import config_from_mapping
-from stages.common import OTHER_KEYS, SECTIONS, section_class
+from pipeline.core.overlay import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "configs/params.paper.yaml", "configs/params.protocol1.yaml",
-                                  "configs/params.protocol2.yaml", "configs/params.protocol3.yaml"])
-def test_every_section_loads(name: str) -> None:
-    params = yaml.safe_load((ROOT / name).read_text())
-    assert set(params) - set(OTHER_KEYS) == set(SECTIONS), "every params section has a config class"
-    for section in SECTIONS:
-        if section != "train_student":
-            config_from_mapping(section_class(section), params[section], f"{name} section {section!r}")
-    for backbone in params["students"]:
-        config_from_mapping(section_class("train_student"), {**params["train_student"], "backbone": backbone}, name)
-
-
 def test_paper_recipe_values() -> None:
-    p = yaml.safe_load((ROOT / "configs/params.paper.yaml").read_text())
-    t, l, s = p["train_teacher"], p["teacher_labels"], p["train_student"]
+    """configs/paper.yaml on the default gives the paper's recipe (sections 4-5)."""
+    p, _ = compose(ROOT / "configs/default.yaml", [ROOT / "configs/paper.yaml"])
+    t, l, g, s = p["train_teacher"], p["teacher_labels"], p["ensemble_grid"], p["train_student"]
     assert (t["backbone"], t["input_size"], t["batch_size"], t["epochs"], t["lr"]) == ("resnet50", 224, 128, 100, 1e-4)
     assert list(t["bin_sizes"]) == [1, 2, 3, 4] and t["regression"]
-    assert (l["p"], l["s"]) == (15, 5)
-    assert (s["lr"], s["batch_size"], s["epochs"], s["ce_weight"]) == (3e-4, 128, 100, 0.05)
+    assert (t["feature_norm"], t["head_lr_mult"], t["scheduler"], t["photometric"], t["pretrained"]) == (
+        False, 1, "none", True, True)
+    assert (l["p"], l["s"], l["views"]) == (15, 5, 8)
+    assert (g["p_max"], list(g["s"])) == (15, [1, 3, 5, 15])
+    assert (s["lr"], s["batch_size"], s["epochs"], s["ce_weight"], s["kd_weight"]) == (3e-4, 128, 100, 0.05, 1.0)
+    assert (s["feature_norm"], s["head_lr_mult"], s["scheduler"], s["photometric"], s["pretrained"]) == (
+        False, 1, "none", True, True)
+    assert p["students"] == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
 def test_dvc_params_keys_exist() -> None:

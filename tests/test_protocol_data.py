@@ -21,6 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.core.angles import biwi_angles
+from pipeline.core.overlay import compose
 from pipeline.manifest.biwi import read_pose_txt
 from pipeline.manifest.schema import read_boxes, read_manifest
 from stages.cli import main
@@ -150,11 +151,14 @@ def test_relabel_gives_published_boxes(data: ProtocolData, indexed) -> None:
 @pytest.mark.parametrize("protocol", [1, 2, 3])
 def test_shipped_protocol_configs_read_it(protocol: int, data: ProtocolData, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """configs/params.protocolN.yaml as shipped, run where data/raw/ is: every face indexed."""
+    """configs/protocolN.yaml as shipped (composed on the default, as `hpekd params apply` does),
+    run where data/raw/ is and as dvc.yaml runs it (--data-root from the params): every face indexed."""
+    params, _ = compose(ROOT / "configs/default.yaml", [ROOT / f"configs/protocol{protocol}.yaml"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(data.raw.parent.parent)
     summary = tmp_path / "index.json"
-    _run(["index", "--out", str(tmp_path / "m.parquet"), "--summary", str(summary),
-          "--params", str(ROOT / f"configs/params.protocol{protocol}.yaml"), "--no-progress"])
+    _run(["index", "--out", str(tmp_path / "m.parquet"), "--summary", str(summary), "--data-root", params["data_root"],
+          "--params", str(tmp_path / "params.yaml"), "--no-progress"])
     got = json.loads(summary.read_text())["datasets"]
     d = data.datasets
     if protocol == 1:   # BIWI all test: 01/frame_00003 is a row here (relabel finds no box for it)

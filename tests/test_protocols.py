@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
+from pipeline.core.overlay import compose
 from pipeline.manifest.schema import read_boxes, read_manifest
+from pipeline.relabel.config import RelabelConfig
 from stages.cli import main
 from tests.helpers.datasets import make_aflw, make_aflw2000, make_biwi, write_box_json
+from tests.helpers.params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +62,8 @@ def _run(args: list[str]) -> str:
 
 
 def _index_and_relabel(tmp_path: Path, datasets: list[dict], box_files: dict[str, str]):
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"index": {"datasets": datasets, "on_error": "reject"},
-                                      "relabel": {"source": "file", "box_files": box_files, "workers": 1}}))
+    params = write_params(tmp_path / "params.yaml", {"index": {"datasets": datasets, "on_error": "reject"},
+                                                     "relabel": {"source": "file", "box_files": box_files, "workers": 1}})
     manifest, boxes, summary = tmp_path / "manifest.parquet", tmp_path / "boxes.parquet", tmp_path / "relabel.json"
     _run(["index", "--out", str(manifest), "--summary", str(tmp_path / "index.json"), "--params", str(params),
           "--no-progress"])
@@ -118,10 +119,9 @@ def test_biwi_auto_split_is_the_papers_protocol3(tmp_path: Path) -> None:
 
 def test_box_file_of_another_dataset_is_one_line_error(tmp_path: Path) -> None:
     raw = _published(tmp_path)["raw"]
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
+    params = write_params(tmp_path / "params.yaml", {
         "index": {"datasets": [{"name": "biwi", "format": "biwi", "root": str(raw / "BIWI"), "split": "test"}]},
-        "relabel": {"source": "file", "box_files": {"biwi": str(raw / "AFLW.json")}, "workers": 1}}))
+        "relabel": {"source": "file", "box_files": {"biwi": str(raw / "AFLW.json")}, "workers": 1}})
     runner = CliRunner()
     assert runner.invoke(main, ["index", "--out", str(tmp_path / "m.parquet"), "--params", str(params),
                                 "--no-progress"]).exit_code == 0
@@ -130,32 +130,44 @@ def test_box_file_of_another_dataset_is_one_line_error(tmp_path: Path) -> None:
     assert res.exit_code == 1 and res.output.strip().count("\n") == 0
     assert "AFLW.json' matched no row of dataset 'biwi'" in res.output and "Traceback" not in res.output
     # split_file without types, and from_file without a file
-    params.write_text(yaml.safe_dump({"index": {"datasets": [
+    write_params(params, {"index": {"datasets": [
         {"name": "a", "format": "aflw2000", "root": str(raw / "AFLW2000"), "split": "from_file",
-         "split_file": str(raw / "AFLW2000.json")}]}}))
+         "split_file": str(raw / "AFLW2000.json")}]}})
     res = runner.invoke(main, ["index", "--out", str(tmp_path / "m2.parquet"), "--params", str(params), "--no-progress"])
     assert res.exit_code == 1 and "AFLW2000.json': entry 'image00000.jpg' has no 'type'" in res.output
-    params.write_text(yaml.safe_dump({"index": {"datasets": [
-        {"name": "a", "format": "aflw2000", "root": str(raw / "AFLW2000"), "split": "from_file"}]}}))
+    write_params(params, {"index": {"datasets": [
+        {"name": "a", "format": "aflw2000", "root": str(raw / "AFLW2000"), "split": "from_file"}]}})
     res = runner.invoke(main, ["index", "--out", str(tmp_path / "m2.parquet"), "--params", str(params), "--no-progress"])
     assert res.exit_code == 1 and "split: from_file needs split_file" in res.output
 
 
-@pytest.mark.parametrize("protocol", [1, 2, 3])
-def test_protocol_configs(protocol: int) -> None:
-    p = yaml.safe_load((ROOT / f"configs/params.protocol{protocol}.yaml").read_text())
-    paper = yaml.safe_load((ROOT / "configs/params.paper.yaml").read_text())
-    for section in ("train_teacher", "teacher_labels", "train_student", "students"):
+def _composed(*overlays: str) -> dict:
+    params, _ = compose(ROOT / "configs/default.yaml", [ROOT / "configs" / o for o in overlays])
+    return params
+
+
+@pytest.mark.parametrize("protocol", ["1", "1_detector", "2", "3"])
+def test_protocol_configs(protocol: str) -> None:
+    p = _composed(f"protocol{protocol}.yaml")
+    paper = _composed("paper.yaml")
+    for section in ("train_teacher", "evaluate", "teacher_labels", "ensemble_grid", "train_student", "students",
+                    "students_control"):
         assert p[section] == paper[section], section  # the paper's recipe
-    assert p["relabel"]["source"] == "file"
+    # real data only, under data/raw, results under the protocol's own name
+    assert (p["run"], p["data_root"], p["synthetic"]) == (f"protocol{protocol[0]}", "data/raw", [])
+    relabel = RelabelConfig(**p["relabel"])
     specs = p["index"]["datasets"]
     assert all(s["root"].startswith("data/raw/") for s in specs)
-    assert set(p["relabel"]["box_files"]) == {s["name"] for s in specs}
+    names = {s["name"] for s in specs}
+    assert set(p["relabel"]["box_files"]) == names
     assert all(path.startswith("data/raw/") and path.endswith(".json") for path in p["relabel"]["box_files"].values())
+    detected = {"300w_lp"} if protocol == "1_detector" else set()  # YuNet boxes for 300W-LP, published ones for the rest
+    assert {n: relabel.source_for(n) for n in names} == {n: "detector" if n in detected else "file" for n in names}
+    assert set(relabel.file_box_files()) == names - detected
     splits = {s["name"]: s["split"] for s in specs}
-    if protocol == 1:
+    if protocol.startswith("1"):
         assert splits == {"300w_lp": "train", "aflw2000": "test", "biwi": "test"}
     else:
-        name = {2: "aflw", 3: "biwi"}[protocol]
+        name = {"2": "aflw", "3": "biwi"}[protocol]
         assert splits == {name: "from_file"}
         assert specs[0]["split_file"] == p["relabel"]["box_files"][name]

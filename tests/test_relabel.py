@@ -19,6 +19,7 @@ from pipeline.relabel.config import RelabelConfig
 from pipeline.relabel.job import relabel
 from pipeline.relabel.select import select_face
 from stages.cli import main
+from tests.helpers.params import write_params
 from tests.helpers.relabel import BlobDetector, blob_image, cartoon_image, make_manifest, write_images
 
 HAVE_YUNET = importlib.util.find_spec("yuface") is not None
@@ -216,6 +217,47 @@ def test_box_file_import(tmp_path: Path) -> None:
         relabel(df, RelabelConfig(source="file", box_files={"ds": str(tmp_path / "other.json")}), progress=False)
 
 
+def test_each_dataset_its_own_source(tmp_path: Path, blobs) -> None:
+    """relabel.sources: published boxes for one dataset, the detector for another, landmarks for a
+    third; a box file listed for a dataset whose source is not file is never read."""
+    write_images(tmp_path, {"f.png": np.zeros((40, 40, 3), np.uint8),
+                            "d.png": blob_image((40, 40), [(10, 10, 30, 30, 0.8)]),
+                            "l.png": np.zeros((40, 40, 3), np.uint8)})
+    jf = tmp_path / "pub.json"
+    jf.write_text(json.dumps({"f.png": [{"bbox": [2, 3, 30, 33]}]}))
+    df = make_manifest([
+        dict(dataset="pub", root=str(tmp_path), image_path="f.png"),
+        dict(dataset="det", root=str(tmp_path), image_path="d.png"),
+        dict(dataset="lm", root=str(tmp_path), image_path="l.png", lm_x1=5, lm_y1=6, lm_x2=25, lm_y2=27),
+    ])
+    cfg = _cfg(sources={"pub": "file", "lm": "landmarks"},
+               box_files={"pub": str(jf), "det": str(tmp_path / "never_read.json")})
+    assert [cfg.source_for(ds) for ds in ("pub", "det", "lm", "other")] == ["file", "detector", "landmarks", "detector"]
+    assert cfg.file_box_files() == {"pub": str(jf)}
+    out, summary = relabel(df, cfg, progress=False)
+    assert out["status"].tolist() == ["ok"] * 3
+    assert out["box_source"].tolist() == ["file", "detector:blobs", "landmarks"]
+    assert out.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [2, 3, 30, 33]
+    assert out.loc[2, ["x1", "y1", "x2", "y2"]].tolist() == [5, 6, 25, 27]
+    assert summary["source"] == "detector" and summary["detector"] == "blobs"
+    assert summary["sources"] == {"det": "detector", "lm": "landmarks", "pub": "file"}
+    per = summary["per_dataset"]
+    assert {ds: (p["source"], p["box_source"]) for ds, p in per.items()} == {
+        "det": ("detector", {"detector:blobs": 1}), "lm": ("landmarks", {"landmarks": 1}), "pub": ("file", {"file": 1})}
+    assert summary["box_source"] == {"detector:blobs": 1, "file": 1, "landmarks": 1}
+    assert per["det"]["detected"] == 1 and per["pub"]["detected"] == 0 and per["lm"]["detected"] == 0
+    assert set(summary["box_files"]) == {"pub"}
+    from pipeline.relabel.summary import format_summary
+
+    text = format_summary(summary)
+    assert text.startswith("relabel (detector:blobs, file, landmarks): 3/3 rows with a box")
+    assert "  pub: 1/1 ok, boxes from file" in text and "  lm: 1/1 ok, boxes from landmarks" in text
+    assert "  det: 1/1 ok, detection rate 100.0%" in text
+    # no detector anywhere: no detector named
+    _, summary = relabel(df[df["dataset"] != "det"], cfg, progress=False)
+    assert summary["detector"] is None and summary["sources"] == {"lm": "landmarks", "pub": "file"}
+
+
 # --------------------------------------------------------------------------- resume
 
 
@@ -339,8 +381,7 @@ def test_cli_parallel_yunet(tmp_path: Path) -> None:
     rows.append(dict(dataset="syn", root=str(tmp_path / "img"), image_path="blank.jpg"))
     write_images(tmp_path / "img", imgs)
     make_manifest(rows).to_parquet(tmp_path / "manifest.parquet", index=False)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"relabel": {"detector": "yunet", "workers": 2, "chunk_size": 2}}))
+    params = write_params(tmp_path / "params.yaml", {"relabel": {"detector": "yunet", "workers": 2, "chunk_size": 2}})
     args = ["relabel", "--manifest", str(tmp_path / "manifest.parquet"), "--out", str(tmp_path / "boxes.parquet"),
             "--summary", str(tmp_path / "m" / "relabel.json"), "--cache", str(tmp_path / "cache"),
             "--params", str(params), "--no-progress"]
@@ -352,12 +393,21 @@ def test_cli_parallel_yunet(tmp_path: Path) -> None:
     assert boxes["x1"].dtype == np.float32 and boxes["fallback"].dtype == bool
     summary = json.loads((tmp_path / "m" / "relabel.json").read_text())
     assert summary["per_dataset"]["syn"]["detection_rate"] == 0.8
+    assert summary["sources"] == {"syn": "detector"} and summary["per_dataset"]["syn"]["source"] == "detector"
+    assert summary["per_dataset"]["syn"]["box_source"] == {"detector:yunet": 4}
     assert summary["box"]["width"]["mean"] > 30 and summary["detection_rate_by_abs_yaw"]["0-30"]["rows"] == 4
     # a misspelt params key and a missing manifest are one-line errors
     params.write_text(yaml.safe_dump({"relabel": {"detectr": "yunet"}}))
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "unknown key(s) ['detectr']" in res.output
-    params.write_text(yaml.safe_dump({"relabel": {"workers": 1}}))
+    # --data-root (dvc.yaml passes params' data_root): a box file outside it is refused before any work
+    jf = tmp_path / "boxes" / "syn.json"
+    jf.parent.mkdir()
+    jf.write_text(json.dumps({"f0.jpg": [{"bbox": [1, 2, 30, 40]}]}))
+    write_params(params, {"relabel": {"source": "file", "box_files": {"syn": str(jf)}, "workers": 1}})
+    res = CliRunner().invoke(main, [*args, "--data-root", str(tmp_path / "img")])
+    assert res.exit_code == 1 and "relabel.box_files.syn" in res.output and "lies outside data_root" in res.output
+    write_params(params, {"relabel": {"workers": 1}})
     args[2] = str(tmp_path / "nope.parquet")
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "nope.parquet" in res.output

@@ -272,3 +272,53 @@ def test_pose_tile_captions_do_not_overlap() -> None:
     rows = np.flatnonzero(((tile == 0).all(-1)).any(1))  # rows with caption background
     bottom = rows[rows > 80]
     assert bottom.max() - bottom.min() + 1 >= 2 * h  # two full boxes, not one box over another
+
+
+def test_cli_from_dvc_reads_only_what_dvc_yaml_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--from-dvc` (dvc.yaml's report stage): the evaluation files that the project's dvc.yaml
+    declares for the current params (run, students, students_control), never a file another
+    configuration or an earlier student list left under --metrics-dir."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers.params import full_params
+
+    root = Path(__file__).resolve().parents[1]
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed in this environment")
+    shutil.copy(root / "dvc.yaml", tmp_path / "dvc.yaml")
+    subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    ev = tmp_path / "metrics" / "mine" / "eval"
+    for name, kind, backbone in [("base-resnet18.json", "stage1", "resnet18"), ("kd-resnet18.json", "student", "resnet18"),
+                                 ("nokd-resnet18.json", "student", "resnet18"), ("kd-resnet34.json", "student", "resnet34")]:
+        _write(ev, name, _file(kind, backbone, {"AFLW2000": _eval(5.0, 4.0, 3.0)}))
+    monkeypatch.chdir(tmp_path)
+    args = ["--metrics-dir", "metrics/mine/eval", "--out", "t.md", "--plot", "t.png"]
+
+    def labels(params: dict, *flags: str) -> list[str]:
+        Path("params.yaml").write_text(yaml.safe_dump(full_params(params)))
+        res = CliRunner().invoke(cli, [*args, *flags])
+        assert res.exit_code == 0, res.output
+        table = [line.split(" | ")[0][2:] for line in Path("t.md").read_text().splitlines() if line.startswith("| ")]
+        assert table[0] == "Method"
+        return table[1:]
+
+    every = labels({"run": "mine"})
+    # without the flag: every file under the folder
+    assert every == ["Base-ResNet18", "KD-ResNet18", "KD-ResNet34", "Student-ResNet18 without KD"], every
+    declared = labels({"run": "mine", "students": ["resnet18"], "students_control": ["resnet18"]}, "--from-dvc")
+    assert declared == ["Base-ResNet18", "KD-ResNet18", "Student-ResNet18 without KD"], declared
+    declared = labels({"run": "mine", "students": ["resnet18", "resnet34"], "students_control": []}, "--from-dvc")
+    assert declared == ["Base-ResNet18", "KD-ResNet18", "KD-ResNet34"], declared  # no control student: nokd not read
+    # a declared file that is not there yet: named, not skipped
+    Path("params.yaml").write_text(yaml.safe_dump(full_params({"run": "mine", "students": ["resnet18", "resnet50"]})))
+    res = CliRunner().invoke(cli, [*args, "--from-dvc"])
+    assert res.exit_code == 1 and "evaluation file 'metrics/mine/eval/kd-resnet50.json' is missing" in res.output
+    # another run's folder: dvc.yaml declares nothing there
+    Path("params.yaml").write_text(yaml.safe_dump(full_params({"run": "other"})))
+    res = CliRunner().invoke(cli, [*args, "--from-dvc"])
+    assert res.exit_code == 1 and "dvc.yaml declares no evaluation metrics under 'metrics/mine/eval'" in res.output

@@ -18,16 +18,18 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
 from stages.cli import main
+from tests.helpers.params import full_params
 
+# the default params with these values (photometric on: its random augmentations must repeat too)
 PARAMS = {
     "train_teacher": {"backbone": "resnet18", "input_size": 32, "batch_size": 8, "epochs": 2, "workers": 0,
-                      "device": "cpu", "feature_norm": True, "head_lr_mult": 10.0},
+                      "device": "cpu", "feature_norm": True, "head_lr_mult": 10.0, "photometric": True},
     "evaluate": {"batch_size": 16, "workers": 0, "device": "cpu", "grid_faces": 6, "grid_size": 96},
     "teacher_labels": {"p": 2, "s": 2, "views": 2, "shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0,
                        "loader_workers": 0, "device": "cpu"},
     "ensemble_grid": {"p_max": 2, "s": [1, 2], "batch_size": 4, "loader_workers": 0, "device": "cpu"},
     "train_student": {"batch_size": 8, "epochs": 2, "workers": 0, "device": "cpu", "feature_norm": True,
-                      "head_lr_mult": 10.0},
+                      "head_lr_mult": 10.0, "photometric": True},
 }
 COMMANDS = [
     "train-teacher --boxes data/boxes.parquet --out models/teacher.pt --metrics metrics/train_teacher.json "
@@ -61,7 +63,7 @@ def _hashes(root: Path) -> dict[str, str]:
 def test_two_runs_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     make_tiny_dataset(src / "data", n_train=32, n_test=8, size=48, seed=4)
-    params = {**PARAMS, "train_teacher": {**PARAMS["train_teacher"]}}
+    params = full_params(PARAMS)
     hashes = []
     for run in ("a", "b"):
         root = tmp_path / run

@@ -21,46 +21,29 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import make_tiny_dataset
+
+from tests.helpers.params import full_params
 
 pytestmark = pytest.mark.slow
 
-PARAMS = """\
-students: [resnet18]
+# the default params (complete: every stage refuses a section that lacks a key) with these values
+PARAMS = {
+    "students": ["resnet18"],
+    "train_teacher": {"backbone": "resnet18", "input_size": 32, "batch_size": 8, "epochs": 1, "workers": 0,
+                      "device": "cpu", "photometric": False},
+    "teacher_labels": {"p": 2, "s": 2, "views": 2, "shard_rows": 32, "chunk_rows": 16, "batch_size": 8, "workers": 0,
+                       "loader_workers": 0, "device": "cpu"},
+    "evaluate": {"batch_size": 16, "workers": 0, "device": "cpu"},
+    "train_student": {"input_size": None, "batch_size": 8, "epochs": 1, "workers": 0, "device": "cpu",
+                      "photometric": False},
+}
 
-train_teacher:
-  backbone: resnet18
-  input_size: 32
-  batch_size: 8
-  epochs: 1
-  workers: 0
-  device: cpu
-  photometric: false
 
-teacher_labels:
-  p: 2
-  s: 2
-  views: 2
-  shard_rows: 32
-  chunk_rows: 16
-  batch_size: 8
-  workers: 0
-  loader_workers: 0
-  device: cpu
+def _write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-evaluate:
-  batch_size: 16
-  workers: 0
-  device: cpu
-
-train_student:
-  input_size: null
-  batch_size: 8
-  epochs: 1
-  workers: 0
-  device: cpu
-  photometric: false
-"""
 
 DVC_YAML = """\
 stages:
@@ -169,7 +152,7 @@ def test_team_b_trains_a_new_student_from_shared_labels(tmp_path: Path) -> None:
     dvc(a, "init", "-q")
     dvc(a, "config", "core.analytics", "false")
     dvc(a, "remote", "add", "-d", "store", str(remote))
-    (a / "params.yaml").write_text(PARAMS)
+    _write_params(a, full_params(PARAMS))
     (a / "dvc.yaml").write_text(DVC_YAML)
     make_data(a)
     dvc(a, "add", "-q", "data")
@@ -185,8 +168,10 @@ def test_team_b_trains_a_new_student_from_shared_labels(tmp_path: Path) -> None:
     b = tmp_path / "team_b"
     git(tmp_path, "clone", "-q", str(a), str(b))
     shutil.move(str(a), str(tmp_path / "team_a_away"))
-    params = (b / "params.yaml").read_text().replace("students: [resnet18]", "students: [resnet18, resnet34]")
-    (b / "params.yaml").write_text(params)
+    params = yaml.safe_load((b / "params.yaml").read_text())
+    assert params["students"] == ["resnet18"]
+    params["students"] = ["resnet18", "resnet34"]
+    _write_params(b, params)
     # `dvc repro --pull` fetches what the unchanged stages produced (data, teacher, labels) from
     # the remote instead of recomputing it, then runs only the new student's stages
     out = dvc(b, "repro", "--pull")
@@ -196,10 +181,11 @@ def test_team_b_trains_a_new_student_from_shared_labels(tmp_path: Path) -> None:
     assert "KD-ResNet34" in table and "KD-ResNet18" in table and "Base-ResNet18" in table
     assert _status(b) == {}
     # a student parameter change invalidates the students (and, through them, the report) only
-    (b / "params.yaml").write_text(params.replace("train_student:\n", "train_student:\n  seed: 1\n"))
+    assert params["train_student"]["seed"] != 1
+    _write_params(b, {**params, "train_student": {**params["train_student"], "seed": 1}})
     assert set(_status(b)) == {"train_student@resnet18", "train_student@resnet34"}
     # ... and another student list too
-    (b / "params.yaml").write_text(params.replace("[resnet18, resnet34]", "[resnet18, resnet34, resnet50]"))
+    _write_params(b, {**params, "students": ["resnet18", "resnet34", "resnet50"]})
     assert set(_status(b)) == {"train_student@resnet50", "evaluate_student@resnet50"}
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
@@ -22,14 +21,15 @@ from pipeline.model.network import HeadPoseNet, ModelSpec
 from pipeline.training.outputs import RunPaths
 from pipeline.training.stage1 import Stage1Config, baseline_mae, train_teacher
 from stages.cli import main
+from tests.helpers.params import write_params
 
 FAST = dict(backbone="resnet18", input_size=32, batch_size=16, workers=0, lr=3e-3)
 
 
 def _params(tmp_path: Path, name: str = "params.yaml", **section) -> Path:
-    p = tmp_path / name
-    p.write_text(yaml.safe_dump({"train_teacher": section, "evaluate": {"batch_size": 32, "workers": 0, "grid_faces": 6, "grid_size": 64}}))
-    return p
+    """Complete params: the default with ``section``'s train_teacher values and a small evaluate."""
+    return write_params(tmp_path / name, {"train_teacher": section,
+                                          "evaluate": {"batch_size": 32, "workers": 0, "grid_faces": 6, "grid_size": 64}})
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
@@ -37,6 +38,7 @@ from pipeline.training.stage2 import (
     train_student,
 )
 from stages.train_student import cli
+from tests.helpers.params import full_params, write_params
 from tests.helpers.student import make_oracle_store
 
 SIZE = 48
@@ -250,10 +252,10 @@ def _test_mae(model: torch.nn.Module, boxes: Path) -> float:
 def test_short_training_lowers_mae_and_cli_resume(data: tuple[Path, Path], tmp_path: Path) -> None:
     boxes, store = data
     params = tmp_path / "params.yaml"
-    params.write_text(
-        "train_student:\n  backbone: resnet34\n  input_size: null\n  batch_size: 8\n  epochs: 3\n  lr: 0.001\n"
-        "  workers: 0\n  device: cpu\n  photometric: false\n"
-    )
+    values = full_params({"train_student": {"input_size": None, "batch_size": 8, "epochs": 3, "lr": 0.001,
+                                            "workers": 0, "device": "cpu", "photometric": False}})
+    values["train_student"]["backbone"] = "resnet34"  # --backbone (one stage per student) wins over the file
+    params.write_text(yaml.safe_dump(values))
     out, metrics, plots = tmp_path / "student.pt", tmp_path / "m.json", tmp_path / "p.csv"
     args = ["--labels", str(store), "--boxes", str(boxes), "--backbone", "resnet18", "--out", str(out),
             "--metrics", str(metrics), "--plots", str(plots), "--params", str(params), "--no-progress"]
@@ -283,14 +285,13 @@ def test_short_training_lowers_mae_and_cli_resume(data: tuple[Path, Path], tmp_p
 
 def test_cli_errors(data: tuple[Path, Path], tmp_path: Path) -> None:
     boxes, store = data
-    params = tmp_path / "params.yaml"
-    params.write_text("train_student:\n  input_size: 64\n  epochs: 1\n")
+    params = write_params(tmp_path / "params.yaml", {"train_student": {"input_size": 64, "epochs": 1}})
     base = ["--labels", str(store), "--boxes", str(boxes), "--out", str(tmp_path / "s.pt"), "--params", str(params)]
     res = CliRunner().invoke(cli, base)
     assert res.exit_code == 1 and "input.size differs" in res.output
     res = CliRunner().invoke(cli, base[:1] + [str(tmp_path / "none.zarr")] + base[2:])
     assert res.exit_code == 1 and "not found" in res.output
-    params.write_text("train_student:\n  lr_typo: 1\n")
+    params.write_text("train_student:\n  lr_typo: 1\n")  # as written: an unknown key is named before missing ones
     res = CliRunner().invoke(cli, base)
     assert res.exit_code == 1 and "lr_typo" in res.output
 

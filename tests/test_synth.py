@@ -23,6 +23,7 @@ from pipeline.synth import (
 )
 from pipeline.synth.raster import rasterize
 from stages.cli import main
+from tests.helpers.params import write_params
 
 SIZE = 128
 
@@ -145,8 +146,8 @@ def test_rasterizer_z_buffer() -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("synthesize:\n  seed: 1\n  n_train: 2\n  n_test: 1\n  size: 96\n  occluder_prob: 0.5\n")
+    params = write_params(tmp_path / "params.yaml",
+                          {"synthesize": {"seed": 1, "n_train": 2, "n_test": 1, "size": 96, "occluder_prob": 0.5}})
     res = CliRunner().invoke(main, ["synthesize", "--out", str(tmp_path / "d"), "--params", str(params),
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -157,16 +158,20 @@ def test_cli(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("section,message", [
-    ("  n_train: -3\n", "n_train/n_test must be >= 0"),
-    ("  n_trian: 3\n", r"unknown key\(s\) \['n_trian'\]"),
-    ("  size: 10\n", "size must be >= 64"),
-    ("  occluder_prob: 2\n", r"occluder_prob must be in \[0, 1\]"),
+    ({"n_train": -3}, "n_train/n_test must be >= 0"),
+    ("  n_trian: 3\n", r"unknown key\(s\) \['n_trian'\]"),  # as written: the unknown key is named first
+    ({"size": 10}, "size must be >= 64"),
+    ({"occluder_prob": 2}, r"occluder_prob must be in \[0, 1\]"),
 ])
-def test_cli_bad_params(tmp_path: Path, section: str, message: str) -> None:
+def test_cli_bad_params(tmp_path: Path, section: str | dict, message: str) -> None:
+    """A wrong value in otherwise complete params, or a misspelt key, is one line and nothing is written."""
     import re
 
     params = tmp_path / "params.yaml"
-    params.write_text("synthesize:\n" + section)
+    if isinstance(section, dict):
+        write_params(params, {"synthesize": section})
+    else:
+        params.write_text("synthesize:\n" + section)
     res = CliRunner().invoke(main, ["synthesize", "--out", str(tmp_path / "d"), "--params", str(params)])
     assert res.exit_code == 1
     assert res.output.startswith("Error:") and re.search(message, res.output), res.output

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from pipeline.core.images import write_image
@@ -20,6 +19,7 @@ from pipeline.relabel import detect
 from pipeline.relabel.config import RelabelConfig
 from pipeline.relabel.job import relabel
 from pipeline.relabel.select import select_face
+from tests.helpers.params import write_params
 from tests.helpers.relabel import BlobDetector, blob_image
 
 HEADER = "image,pitch,yaw,roll,x1,y1,x2,y2,split,face,group\n"
@@ -145,11 +145,10 @@ def test_cli_index_counts_labelled_and_unlabelled(tmp_path: Path) -> None:
     _images(tmp_path / "img", ["a.jpg", "b.jpg", "c.jpg"])
     _images(tmp_path / "web", ["u1.jpg", "u2.jpg"])
     (tmp_path / "t.csv").write_text("image,pitch,yaw,roll\na.jpg,1,2,3\nb.jpg,,,\nc.jpg,4,5,6\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"index": {"workers": 1, "datasets": [
+    params = write_params(tmp_path / "params.yaml", {"index": {"workers": 1, "datasets": [
         {"name": "mine", "format": "table", "root": str(tmp_path / "img"), "table": str(tmp_path / "t.csv")},
         {"name": "web", "format": "images", "root": str(tmp_path / "web")},
-    ]}}))
+    ]}})
     out, summary = tmp_path / "manifest.parquet", tmp_path / "index.json"
     res = CliRunner().invoke(cli, ["--out", str(out), "--summary", str(summary), "--params", str(params), "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -202,9 +201,8 @@ def test_cli_index_bad_row_is_one_line_and_writes_nothing(tmp_path: Path) -> Non
 
     _images(tmp_path / "img", ["a.jpg"])
     (tmp_path / "t.csv").write_text("image,pitch,yaw,roll\na.jpg,1,2,3\na.jpg,x,2,3\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"index": {"workers": 1, "datasets": [
-        {"name": "mine", "format": "table", "root": str(tmp_path / "img"), "table": str(tmp_path / "t.csv")}]}}))
+    params = write_params(tmp_path / "params.yaml", {"index": {"workers": 1, "datasets": [
+        {"name": "mine", "format": "table", "root": str(tmp_path / "img"), "table": str(tmp_path / "t.csv")}]}})
     out = tmp_path / "manifest.parquet"
     res = CliRunner().invoke(cli, ["--out", str(out), "--params", str(params), "--no-progress"])
     assert res.exit_code == 1 and res.output.strip().count("\n") == 0

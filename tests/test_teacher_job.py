@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
+from pipeline.core.config import config_from_mapping
 from pipeline.core.geometry import crop
 from pipeline.core.images import read_image
 from pipeline.core.io import sha256_file
@@ -28,12 +29,19 @@ from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.ensemble import ensemble_probs
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from stages.cli import main
+from tests.helpers.params import full_params, write_params
 from tests.helpers.teacher import make_teacher_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = dict(p=2, s=2, views=2, view_seed=7, shard_rows=2, chunk_rows=2, batch_size=2, chunk=64,
               loader_workers=0, threads=1, device="cpu")
 N_TRAIN = 16
+
+
+def _config(**changes) -> TeacherLabelsConfig:
+    """The config the CLI reads from the test's params file (the default with PARAMS), changed."""
+    values = {**full_params({"teacher_labels": PARAMS})["teacher_labels"], **changes}
+    return config_from_mapping(TeacherLabelsConfig, values, "test teacher_labels", require_all=True)
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +54,11 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("teacher")
     boxes = make_tiny_dataset(root, n_train=N_TRAIN, n_test=6, size=64, seed=3)
     ck = make_teacher_checkpoint(root / "teacher.pt", size=32)
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"teacher_labels": PARAMS, "ensemble_grid": {
-        "p_max": 2, "s": [1, 2], "batch_size": 3, "chunk": 64, "loader_workers": 0, "device": "cpu"}}))
+    params = write_params(root / "params.yaml", {"teacher_labels": PARAMS, "ensemble_grid": {
+        "p_max": 2, "s": [1, 2], "batch_size": 3, "chunk": 64, "loader_workers": 0, "device": "cpu"}})
     torch.set_num_threads(1)
     ref = root / "ref.zarr"
-    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(ck), str(boxes), str(ref))
+    res = run_teacher_labels(_config(), str(ck), str(boxes), str(ref))
     assert res.computed == list(range(N_TRAIN // 2)) and res.complete
     return dict(root=root, boxes=boxes, ck=ck, params=params, ref=ref)
 
@@ -96,7 +103,7 @@ def test_store_content_and_provenance(env):
 def test_rerun_skips_finished_shards(env, tmp_path):
     out = tmp_path / "copy.zarr"
     shutil.copytree(env["ref"], out)
-    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), str(out))
+    res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), str(out))
     assert res.computed == [] and res.skipped == list(range(N_TRAIN // 2))
     assert store_files(out) == store_files(env["ref"])
 
@@ -118,7 +125,7 @@ def test_sigkill_then_resume_is_byte_identical(env, tmp_path):
     done_before = {int(f.name) for f in (out / "done" / "c").iterdir() if (f / "0").is_file()}
     assert 0 < len(done_before) < N_TRAIN // 2, "the job finished before it could be killed"
     stamps = {k: (out / "probs" / "c" / str(k) / "0" / "0" / "0").stat().st_mtime_ns for k in done_before}
-    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), str(out))
+    res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), str(out))
     assert set(res.computed) == set(range(N_TRAIN // 2)) - done_before  # nothing finished was redone
     assert res.skipped == sorted(done_before)
     for k, t in stamps.items():
@@ -141,17 +148,17 @@ def test_two_dask_workers_same_store_as_one(env, tmp_path):
 
 def test_fsspec_memory_store(env):
     url = "memory://hpekd-test/labels.zarr"
-    run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
+    run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), url)
     np.testing.assert_array_equal(labelstore.load_probs(url), labelstore.load_probs(str(env["ref"])))
     assert labelread.verify(url, str(env["boxes"])) == []
-    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), url)
+    res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), url)
     assert res.computed == []
 
 
 def test_changed_params_rebuild_the_store(env, tmp_path):
     out = tmp_path / "c.zarr"
     shutil.copytree(env["ref"], out)
-    res = run_teacher_labels(TeacherLabelsConfig(**{**PARAMS, "view_seed": 8}), str(env["ck"]), str(env["boxes"]), str(out))
+    res = run_teacher_labels(_config(view_seed=8), str(env["ck"]), str(env["boxes"]), str(out))
     assert res.computed == list(range(N_TRAIN // 2))
     assert labelstore.open_store(str(out)).attrs["views"]["seed"] == 8
 
@@ -199,12 +206,11 @@ def test_labels_info_and_verify_cli(env, tmp_path):
 
 
 def test_teacher_labels_cli_errors(env, tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"teacher_labels": {**PARAMS, "p": 3}}))
+    params = write_params(tmp_path / "params.yaml", {"teacher_labels": {**PARAMS, "p": 3}})
     r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
                                   "--out", str(tmp_path / "x.zarr"), "--params", str(params)])
     assert r.exit_code != 0 and "p=3 must be a multiple of the stride s=2" in r.output
-    params.write_text(yaml.safe_dump({"teacher_labels": {**PARAMS, "shards": 3}}))
+    params.write_text(yaml.safe_dump({"teacher_labels": {**PARAMS, "shards": 3}}))  # as written: the unknown key is named
     r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
                                   "--out", str(tmp_path / "x.zarr"), "--params", str(params)])
     assert r.exit_code != 0 and "shards" in r.output
@@ -258,7 +264,7 @@ def test_rerun_recomputes_only_a_damaged_shard(env, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"shard 5 \(rows 10\.\.11\)"):
         labelstore.load_probs(str(out))
-    res = run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(env["ck"]), str(env["boxes"]), str(out))
+    res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), str(out))
     assert res.computed == [5]
     assert store_files(out) == store_files(env["ref"])
 
@@ -292,7 +298,7 @@ def test_good_store_survives_a_rebuild_on_bad_input(env, tmp_path):
     moved = img.with_suffix(".moved")
     img.rename(moved)
     try:
-        cfg = TeacherLabelsConfig(**{**PARAMS, "view_seed": 9})
+        cfg = _config(view_seed=9)
         with pytest.raises(ValueError, match="image not found"):
             run_teacher_labels(cfg, str(env["ck"]), str(env["boxes"]), str(out))
     finally:
@@ -307,7 +313,7 @@ def test_rebuild_keeps_the_old_store_until_the_new_one_is_complete(env, tmp_path
     out = tmp_path / "swap.zarr"
     shutil.copytree(env["ref"], out)
     before = store_files(out)
-    cfg = TeacherLabelsConfig(**{**PARAMS, "view_seed": 8})
+    cfg = _config(view_seed=8)
     real = job.compute_shards
     calls = []
 

@@ -30,6 +30,7 @@ from pipeline.teacher import labelstore
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from pipeline.training.outputs import RunPaths
 from pipeline.training.stage2 import StudentConfig, train_student
+from tests.helpers.params import full_params
 from tests.helpers.teacher import make_teacher_checkpoint
 
 N_TRAIN, N_UNL, N_TEST = 20, 8, 6
@@ -204,7 +205,7 @@ def test_mixed_labelled_unlabelled_pipeline_through_dvc_repro(tmp_path: Path) ->
         "evaluate": {"batch_size": 16, "workers": 0, "device": "cpu"},
         "train_student": {"batch_size": 8, "epochs": 1, "workers": 0, "device": "cpu", "photometric": False},
     }
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(full_params(params), sort_keys=False))  # complete: the default + these
     (repo / "dvc.yaml").write_text(DVC_YAML)
     _run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], repo)
     _run([sys.executable, "-m", "dvc", "repro"], repo)

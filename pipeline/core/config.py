@@ -94,9 +94,24 @@ def _check(value: Any, hint: Any) -> tuple[bool, Any]:
     return True, value  # anything else is left to the dataclass' own checks
 
 
-def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+# field metadata marking a key that a complete params file may leave out (a key set on the
+# command line, or a retired key that must stay absent): ``field(..., metadata=OPTIONAL)``
+OPTIONAL = {"optional": True}
+
+
+def required_keys(cls: type) -> list[str]:
+    """The keys a complete params section of ``cls`` must set: every field but the optional."""
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("optional")]  # type: ignore[arg-type]
+
+
+def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str,
+                        require_all: bool = False) -> T:
     """Build the frozen dataclass ``cls`` from a params section; unknown keys and values of the
-    wrong type raise ``ValueError`` naming ``where``, the key and the expected type."""
+    wrong type raise ``ValueError`` naming ``where``, the key and the expected type.
+
+    ``require_all``: every non-optional field must be given (a params file is complete: a key
+    left out would otherwise take the dataclass default silently, which may not be the value
+    the project's params say)."""
     if values is not None and not isinstance(values, Mapping):
         raise ValueError(f"{where} must be a mapping of keys, got {type(values).__name__} {values!r}")
     values = dict(values or {})
@@ -104,6 +119,14 @@ def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: s
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(names)}")
+    if require_all:
+        missing = [k for k in required_keys(cls) if k not in values]
+        if missing:
+            raise ValueError(
+                f"{where} lacks key(s) {missing}: every key that shapes an output must be set (no silent "
+                "default); write a complete params.yaml with `hpekd params apply [OVERLAY ...]`, or copy the "
+                "key(s) from configs/default.yaml"
+            )
     hints = typing.get_type_hints(cls)
     for key in list(values):
         ok, value = _check(values[key], hints.get(key, Any))

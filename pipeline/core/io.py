@@ -110,3 +110,21 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 
+
+
+def is_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """``path`` is ``root`` or lies under it (both taken relative to the working directory;
+    nothing needs to exist)."""
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return p == r or r in p.parents
+
+
+def check_inside(paths: list[tuple[str, str]], root: str | os.PathLike[str]) -> None:
+    """Refuse an input that lies outside the pipeline's ``data_root`` (DVC would not see it change)."""
+    for key, path in paths:
+        if not is_inside(path, root):
+            raise ValueError(
+                f"{key} = {str(path)!r} lies outside data_root {str(root)!r}: the pipeline depends on data_root only, "
+                "so DVC would not rerun when this input changes; move it under data_root or set data_root to a folder "
+                "that holds every dataset and box file"
+            )

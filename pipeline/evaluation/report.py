@@ -223,14 +223,21 @@ def _duplicate(key: tuple[str, str], first: str, second: str) -> ValueError:
                       "keep one per role and backbone")
 
 
-def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None) -> list[Row]:
-    """Every ``<role>-<backbone>.json`` under ``metrics_dir`` (plus ``extra`` rows), in Table-5 order."""
+def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None,
+            only: list[str] | None = None) -> list[Row]:
+    """Every ``<role>-<backbone>.json`` under ``metrics_dir`` (plus ``extra`` rows), in Table-5
+    order. ``only``: read just these files (e.g. those the pipeline declares for the current
+    params), each of which must exist; other files in the folder are ignored."""
     root = Path(metrics_dir)
-    if not root.is_dir():
+    if only is None and not root.is_dir():
         raise ValueError(f"metrics directory {str(root)!r} not found: run the evaluate stages first")
+    for f in only or []:
+        if not Path(f).is_file():
+            raise ValueError(f"evaluation file {f!r} is missing: run its evaluate stage first (`dvc repro`)")
+    files = sorted(Path(f) for f in only) if only is not None else sorted(root.rglob("*.json"))
     seen: dict[tuple[str, str], str] = {}
     rows = []
-    for path in sorted(root.rglob("*.json")):
+    for path in files:
         m = FILE_RE.match(path.name)
         if not m:
             continue
@@ -336,9 +343,10 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                 plot: str | os.PathLike[str] | None = None, extra: list[Row] | None = None) -> list[Row]:
-    """Collect the evaluation metrics and write the Markdown table (and the PNG chart)."""
-    rows = collect(metrics_dir, extra)
+                 plot: str | os.PathLike[str] | None = None, extra: list[Row] | None = None,
+                 only: list[str] | None = None) -> list[Row]:
+    """Collect the evaluation metrics (:func:`collect`) and write the Markdown table (and the PNG chart)."""
+    rows = collect(metrics_dir, extra, only)
     text = (
         "# Table 5: MAE (degrees) per test set\n\n"
         + markdown_table(rows)

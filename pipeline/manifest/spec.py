@@ -138,6 +138,14 @@ class DatasetSpec:
     def channel_order(self) -> str:
         return self.channels or "bgr"
 
+    def input_paths(self) -> list[tuple[str, str]]:
+        """``(params key, path)`` of every file or folder this dataset reads (its root, split
+        file, table): what must exist, and lie under the pipeline's ``data_root``."""
+        key = f"index.datasets[{self.name}]"
+        out = [(f"{key}.root", self.root)]
+        out += [(f"{key}.{k}", v) for k, v in (("split_file", self.split_file), ("table", self.table)) if v]
+        return out
+
 
 def _group_name(s: str | int) -> str:
     """BIWI sequence names are two digits: 1 → "01"."""
@@ -175,6 +183,10 @@ class IndexConfig:
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"index.workers must be an integer >= 1, got {self.workers!r}")
         object.__setattr__(self, "datasets", tuple(specs))
+
+    def input_paths(self) -> list[tuple[str, str]]:
+        """``(params key, path)`` of every input of every dataset (:meth:`DatasetSpec.input_paths`)."""
+        return [kp for spec in self.datasets for kp in spec.input_paths()]
 
 
 @dataclass

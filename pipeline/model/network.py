@@ -78,18 +78,35 @@ class ModelSpec:
         return cls(**d)
 
 
+def _torchvision_trunk(backbone: str, pretrained: bool) -> nn.Module:
+    """torchvision's ``backbone``, with its ImageNet weights if ``pretrained`` (the weights API
+    takes them from ``$TORCH_HOME/hub/checkpoints`` or downloads them there)."""
+    factory = getattr(torchvision.models, backbone)
+    if not pretrained:
+        return factory(weights=None)
+    weights = torchvision.models.get_model_weights(backbone).DEFAULT
+    try:
+        return factory(weights=weights)
+    except OSError as exc:  # URLError is an OSError: no network (common on GPU cluster nodes)
+        import os
+
+        folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+        name = os.path.basename(weights.url)
+        raise ValueError(
+            f"{backbone}: pretrained: true needs torchvision's ImageNet weights {name}, which are not in {folder} "
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}) and cannot be downloaded here ({exc}); "
+            f"either put the file there (download {weights.url} on a machine with internet), or set weights: "
+            "PATH to a local state dict of the backbone (and pretrained: false)"
+        ) from None
+
+
 class HeadPoseNet(nn.Module):
     def __init__(self, spec: ModelSpec, pretrained: bool = False):
         """``pretrained``: torchvision's ImageNet weights; a local state dict is loaded with
         :func:`pipeline.model.checkpoint.load_backbone_weights` (which refuses a mismatch)."""
         super().__init__()
         self.spec = spec
-        factory = getattr(torchvision.models, spec.backbone)
-        tv_weights = None
-        if pretrained:
-            # torchvision's weights API downloads into TORCH_HOME in the real world.
-            tv_weights = torchvision.models.get_model_weights(spec.backbone).DEFAULT
-        trunk = factory(weights=tv_weights)
+        trunk = _torchvision_trunk(spec.backbone, pretrained)
         channels = trunk.fc.in_features
         trunk.fc = nn.Identity()  # torchvision ResNet already pools globally (any input size)
         self.trunk = trunk

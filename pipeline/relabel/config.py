@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.config import OPTIONAL
 from pipeline.core.geometry import MIN_BOX_SIZE
 from pipeline.relabel.sources import BOX_SOURCES
 
@@ -18,13 +19,14 @@ FALLBACKS = ("none", "landmarks")
 class RelabelConfig:
     """params.yaml section ``relabel``."""
 
-    source: str = "detector"            # detector | landmarks | file | table
+    source: str = "detector"            # detector | landmarks | file | table: every dataset not in `sources`
+    sources: Mapping[str, str] = field(default_factory=dict)  # dataset -> its own source (e.g. file for published boxes)
     detector: str = "yunet"             # yunet | mtcnn (source: detector)
     score_threshold: float = 0.5        # detections below this score are ignored
     detector_options: Mapping[str, Any] = field(default_factory=dict)  # extra backend kwargs
     fallback: str = "none"              # none | landmarks
     min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
-    min_iou: float | None = None        # replaced by min_overlap (an error if set)
+    min_iou: float | None = field(default=None, metadata=OPTIONAL)  # retired: replaced by min_overlap (an error if set)
     min_box_size: float = MIN_BOX_SIZE  # px of width/height a clipped box must keep
     box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
     workers: int = 0                    # processes; 0 = all cores, 1 = in this process
@@ -50,6 +52,23 @@ class RelabelConfig:
             raise ValueError(f"relabel.chunk_size must be >= 1, got {self.chunk_size}")
         if not isinstance(self.detector_options, Mapping) or not isinstance(self.box_files, Mapping):
             raise ValueError("relabel.detector_options and relabel.box_files must be mappings")
+        if not isinstance(self.sources, Mapping):
+            raise ValueError("relabel.sources must be a mapping of dataset name -> source")
+        for ds, src in self.sources.items():
+            if src not in SOURCES:
+                raise ValueError(f"relabel.sources.{ds} must be one of {SOURCES}, got {src!r}")
+            if src == "file" and ds not in self.box_files:
+                raise ValueError(f"relabel.sources.{ds} is 'file' but relabel.box_files has no entry {ds!r}: "
+                                 "map it to its JSON box file")
         if self.source == "file" and not self.box_files:
             raise ValueError("relabel.source is 'file' but relabel.box_files is empty: "
                              "map each dataset name to its JSON box file")
+
+    def source_for(self, dataset: str) -> str:
+        """The box source of ``dataset``: its entry in ``sources``, else ``source``."""
+        return str(self.sources.get(dataset, self.source))
+
+    def file_box_files(self) -> dict[str, str]:
+        """``box_files`` restricted to the datasets whose source is ``file`` (a box file listed
+        for a dataset with another source is not read)."""
+        return {str(ds): str(path) for ds, path in self.box_files.items() if self.source_for(str(ds)) == "file"}

@@ -91,11 +91,10 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     validate_manifest(manifest)
     df = manifest.reset_index(drop=True).copy()
     todo = ok_mask(df)
-    spec, detector = _detector(config)
+    sources = np.array([config.source_for(ds) for ds in df["dataset"].astype(str)], dtype=object)
     ctx = SourceContext(config.min_overlap, config.min_box_size, f"detector:{config.detector}",
-                        match_box_files(df, todo, config.box_files) if config.source == "file" else {})
-    keys, paths = _image_keys(df, todo)
-    images, cache_counts = read_images(paths, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
+                        match_box_files(df, todo & (sources == "file"), config.file_box_files()))
+    keys, images, cache_counts = _read(df, todo, sources == "detector", config, cache_dir, progress)
     rows = _box_rows(df, [images[k] if ok else None for k, ok in zip(keys, todo)], config, ctx)
     out = _boxes_table(df, rows)
     summary = summarize(out, rows, config, cache_counts)
@@ -104,12 +103,30 @@ def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
     return out, summary
 
 
+def _read(df: pd.DataFrame, todo: np.ndarray, detect: np.ndarray, config: RelabelConfig,
+          cache_dir: str | os.PathLike | None, progress: bool) -> tuple[list[str], dict[str, dict], dict]:
+    """Every distinct image of the rows to box, read (size) and, for the rows whose source is
+    the detector, run through it: (image key per row, record per key, cache counters)."""
+    keys, paths = _image_keys(df, todo)
+    images: dict[str, dict] = {}
+    counts = {"images": 0, "from_cache": 0, "computed": 0}
+    parts: list[tuple[np.ndarray, tuple[str, dict] | None, Detector | None]] = []
+    if (todo & detect).any():  # the detector is built (and its backend required) only when used
+        parts.append((todo & detect, *_detector(config)))
+    parts.append((todo & ~detect, None, None))  # the other rows' images: their size only
+    for part, spec, detector in parts:
+        wanted = {keys[i]: paths[keys[i]] for i in np.flatnonzero(part)}
+        if not wanted:
+            continue
+        got, c = read_images(wanted, spec, detector, config.chunk_size, config.workers, cache_dir, progress)
+        images.update(got)
+        counts = {k: counts[k] + c[k] for k in counts}
+    return keys, images, counts
+
+
 def _detector(config: RelabelConfig) -> tuple[tuple[str, dict] | None, Detector | None]:
     """``(spec, detector)`` for :func:`~pipeline.relabel.cache.read_images` (the spec is what
-    worker processes build their detector from and what the cache is keyed by); ``(None, None)``
-    when the source needs no detections."""
-    if config.source != "detector":
-        return None, None
+    worker processes build their detector from and what the cache is keyed by)."""
     options = {"score_threshold": config.score_threshold, **dict(config.detector_options)}
     detector = get_detector(config.detector, **options)  # fails early if the backend is missing
     return (config.detector, options), detector
@@ -130,7 +147,6 @@ def _box_rows(df: pd.DataFrame, images: list[dict | None], config: RelabelConfig
     """One record per row. Rows already rejected in the manifest (``images[pos]`` None) stay as
     they are; the others, in :func:`~pipeline.relabel.select.visit_order` (so a video frame
     sees the box its previous frame got), get their source's choice, clipped, with fallback."""
-    choose = BOX_SOURCES[config.source]
     reasons = df["reason"].fillna("").astype(str).tolist()
     out = [RowBox(status, reason) for status, reason in zip(df["status"].astype(str).tolist(), reasons)]
     rows = list(df[list(MANIFEST_COLUMNS)].itertuples(index=False))
@@ -149,7 +165,7 @@ def _box_rows(df: pd.DataFrame, images: list[dict | None], config: RelabelConfig
         item = RowInput(pos, row, int(image["w"]), int(image["h"]),
                         np.asarray(image["dets"], dtype=np.float64).reshape(-1, 5),
                         row_landmark_box(row), previous.get(group) if group[1] else None)
-        out[pos] = _settle(choose(item, ctx), item, config, reasons[pos])
+        out[pos] = _settle(BOX_SOURCES[config.source_for(str(row.dataset))](item, ctx), item, config, reasons[pos])
         if out[pos].box is not None and group[1]:
             previous[group] = out[pos].box  # type: ignore[assignment]
     return out

@@ -54,6 +54,9 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
     fell_back = Counter(reason_category(r.fallback_reason) for r in rows if r.fallback)
 
     labelled = out["labelled"].to_numpy(bool)
+    datasets = out["dataset"].astype(str).to_numpy()
+    sources = {str(ds): config.source_for(str(ds)) for ds in sorted(set(datasets))}
+    box_source = out["box_source"].astype(str).to_numpy()
 
     def part(mask: np.ndarray) -> dict:
         n_todo = int((mask & todo).sum())
@@ -72,13 +75,16 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
             "mean_iou_landmarks": _stats(iou_lm[chosen])["mean"],
             "mean_overlap_landmarks": _stats(overlap[chosen])["mean"],
             "selected_by": {r: int((chosen & (rule == r)).sum()) for r in RULES if (chosen & (rule == r)).any()},
+            # where the kept boxes came from (the landmark fallback counts as landmarks)
+            "box_source": {str(k): int(v) for k, v in sorted(Counter(box_source[mask & ok]).items())},
         }
 
     w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
     h = (out["y2"] - out["y1"]).to_numpy(np.float64)[ok]
     summary: dict[str, Any] = {
         "source": config.source,
-        "detector": config.detector if config.source == "detector" else None,
+        "detector": config.detector if "detector" in set(sources.values()) else None,
+        "sources": sources,
         **part(np.ones(len(out), dtype=bool)),
         "rejected_in_manifest": int((~todo).sum()),
         "rejected_by_reason": dict(sorted(Counter(reason_category(r) for r in out["reason"].to_numpy()[new_rej]).items())),
@@ -87,7 +93,7 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
             "width": _stats(w), "height": _stats(h),
             "aspect_w_over_h": _stats(w / np.where(h > 0, h, np.nan)),
         },
-        "per_dataset": {str(ds): part((out["dataset"] == ds).to_numpy()) for ds in sorted(out["dataset"].astype(str).unique())},
+        "per_dataset": {ds: {"source": src, **part(datasets == ds)} for ds, src in sources.items()},
         "images": cache_counts,
         **_by_abs_yaw(np.abs(out["yaw"].to_numpy(np.float64)), todo, got),
     }
@@ -109,12 +115,13 @@ def _by_abs_yaw(ayaw: np.ndarray, todo: np.ndarray, got: np.ndarray) -> dict:
 
 def format_summary(summary: dict) -> str:
     """A few human-readable lines for the console."""
-    lines = [f"relabel ({summary['source']}{':' + summary['detector'] if summary.get('detector') else ''}): "
+    used = sorted(set(summary["sources"].values())) or [summary["source"]]
+    lines = [f"relabel ({', '.join(u + (':' + summary['detector'] if u == 'detector' else '') for u in used)}): "
              f"{summary['ok']}/{summary['rows']} rows with a box, {summary['rejected']} rejected, "
              f"{summary['fallback']} fell back to landmarks, {summary['rejected_in_manifest']} already rejected"]
     for ds, p in summary["per_dataset"].items():
-        if summary["source"] != "detector":
-            lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok")
+        if p["source"] != "detector":
+            lines.append(f"  {ds}: {p['ok']}/{p['rows']} ok, boxes from {p['source']}")
             continue
         rate = "n/a" if p["detection_rate"] is None else f"{100 * p['detection_rate']:.1f}%"
         ov = "n/a" if p["mean_overlap_landmarks"] is None else f"{p['mean_overlap_landmarks']:.3f}"

@@ -32,13 +32,14 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.core.config import OPTIONAL
 from pipeline.core.geometry import crop
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
@@ -69,7 +70,7 @@ class StudentConfig(TrainConfig):
     entry of the ``students`` list); ``input_size: null`` means "the store's input size".
     """
 
-    backbone: str = "resnet18"
+    backbone: str = field(default="resnet18", metadata=OPTIONAL)  # set by --backbone (one stage per student)
     pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
     weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
     input_size: int | tuple[int, int] | None = None  # must equal the store's (null: take it from the store)
