@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = (
     "import json, multiprocessing as mp, os, sys\n"
     "{prelude}\n"
-    "import numpy, torch\n"
+    "import cv2, numpy, torch\n"
     "def child(q):\n"
     "    import torch\n"
     "    q.put(torch.backends.cpu.get_cpu_capability())\n"
@@ -25,7 +25,7 @@ PROBE = (
     "    ctx = mp.get_context('spawn'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q,)); p.start()\n"
     "    print(json.dumps({'aten': torch.backends.cpu.get_cpu_capability(), 'threads': torch.get_num_threads(),\n"
     "        'npy_v4': bool(numpy._core._multiarray_umath.__cpu_features__.get('X86_V4')), 'child': q.get(),\n"
-    "        'mkl': os.environ.get('MKL_CBWR')}))\n"
+    "        'mkl': os.environ.get('MKL_CBWR'), 'cv2': cv2.getCPUFeaturesLine()}))\n"
     "    p.join()\n"
 )
 
@@ -51,6 +51,8 @@ def test_the_hpekd_entry_point_pins_every_library_and_its_children() -> None:
     assert got["aten"] == "AVX2" and got["child"] == "AVX2", "ATen (and a spawned worker) capped at AVX2"
     assert got["threads"] == numerics.DEFAULT_THREADS and got["mkl"] == "COMPATIBLE"
     assert got["npy_v4"] is False, "numpy's AVX-512 loops (sin/cos, reductions) are off"
+    on = [f for f in got["cv2"].split() if f.startswith("*") and not f.endswith("?")]
+    assert not [f for f in on if "AVX512" in f or "VNNI" in f], f"OpenCV dispatches beyond AVX2: {on}"
 
 
 def test_native_switch_and_thread_count() -> None:
