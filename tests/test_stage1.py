@@ -15,7 +15,8 @@ from conftest import make_tiny_dataset
 
 from pipeline.core.config import config_from_mapping
 from pipeline.data.datasets import PoseDataset
-from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+from pipeline.evaluation.errors import read_errors
+from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
 from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from pipeline.training.outputs import RunPaths
@@ -194,7 +195,11 @@ def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None
     save_checkpoint(ckpt, {"kind": "student", "model_spec": model.spec.to_dict(), "model": model.state_dict(),
                            "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
     res = evaluate_checkpoint(ckpt, boxes, cfg=EvalConfig(workers=0, grid_faces=4, grid_size=48),
-                              metrics_path=tmp_path / "e.json", grid_path=tmp_path / "g.png")
+                              outputs=EvalOutputs(tmp_path / "e.json", tmp_path / "g.png", errors=tmp_path / "e.parquet"))
+    err = read_errors(tmp_path / "e.parquet")
+    assert len(err) == 15 and set(err["dataset"]) == {"tiny_test", "other_test"}, "one row per face within ±99°"
+    np.testing.assert_allclose(err[["err_pitch", "err_yaw", "err_roll"]].to_numpy().mean(0),
+                               [res["all"][f"mae_{a}"] for a in ("pitch", "yaw", "roll")], rtol=1e-4)
     assert set(res["datasets"]) == {"tiny_test", "other_test"}
     assert res["all"]["n"] == 15 and res["all"]["dropped"] == 1
     assert sum(d["n"] for d in res["datasets"].values()) == 15
