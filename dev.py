@@ -50,8 +50,20 @@ def ensure_env() -> None:
     stamp_file.write_text(_stamp())
 
 
+def pinned_environment() -> dict[str, str]:
+    """The pipeline's numerics (pipeline/core/numerics.py: the same bytes on every x86-64 CPU) for
+    every process started from here; loaded by path, as the venv may not exist yet."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_hpekd_numerics", ROOT / "pipeline" / "core" / "numerics.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module.pin()
+    return dict(os.environ)
+
+
 def run(args: list[str]) -> int:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(pinned_environment(), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(args, cwd=ROOT, env=env).returncode
 
 

@@ -36,6 +36,12 @@ def repo_on_path() -> None:
 
 repo_on_path()
 
+# the pipeline's numerics (HPEKD_NUMERICS=native for the CPU's own): benchmarks import this module
+# before numpy and torch, so the pin is in force for them and for every process they start
+from pipeline.core import numerics  # noqa: E402
+
+numerics.pin()
+
 
 # ----------------------------------------------------------------------------- clocks
 

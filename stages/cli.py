@@ -7,15 +7,25 @@ command is invoked, so ``hpekd --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
-import pkgutil
-import sys
+from pipeline.core import numerics
 
-import click
+try:
+    numerics.pin()  # before anything imports numpy, OpenCV or torch (docs/design.md §10)
+except ValueError as _exc:  # a bad HPEKD_NUMERICS / HPEKD_THREADS: one line, like every other error
+    import sys as _sys
 
-import stages
+    _sys.stderr.write(f"Error: {_exc}\n")
+    raise SystemExit(2) from None
+
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import pkgutil  # noqa: E402
+import sys  # noqa: E402
+
+import click  # noqa: E402
+
+import stages  # noqa: E402
 
 _SKIP = {"cli", "common"}
 
@@ -58,6 +68,7 @@ def main(verbose: bool, debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("hpekd").debug("%s", numerics.describe())
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @click.option("--out-json", required=True, type=click.Path(dir_okay=False), help="Metrics JSON (table + best).")
 @click.option("--out-csv", required=True, type=click.Path(dir_okay=False), help="Table as CSV (DVC plots).")
 @click.option("--out-png", required=True, type=click.Path(dir_okay=False), help="Heat map (Fig. 6).")
+@click.option("--out-errors", default=None, type=click.Path(dir_okay=False),
+              help="Per-face errors of every (p, s) as parquet (the report's paired intervals use them).")
 @params_option
 @user_errors
-def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, params_path: str) -> None:
+def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, out_errors: str | None,
+        params_path: str) -> None:
     """Evaluate every (p, s) ensemble with p <= p_max on the test split."""
-    check_outputs(json=out_json, csv=out_csv, png=out_png)
+    check_outputs(json=out_json, csv=out_csv, png=out_png, errors=out_errors)
     cfg = load_config(params_path, "ensemble_grid")
-    rows = run_ensemble_grid(cfg, model, boxes)
+    rows = run_ensemble_grid(cfg, model, boxes, out_errors)
     write_grid(rows, cfg, out_json, out_csv, out_png)
     for r in rows:
         if r["p"] == 0 and r["s"] == min(cfg.s):

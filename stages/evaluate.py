@@ -18,17 +18,19 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @click.option("--grid", "grid_path", default=None, type=click.Path(dir_okay=False), help="Output PNG grid.")
 @click.option("--scatter", "scatter_path", default=None, type=click.Path(dir_okay=False),
               help="Output PNG: predicted vs true, one panel per angle, with the identity line.")
+@click.option("--errors", "errors_path", default=None, type=click.Path(dir_okay=False),
+              help="Output parquet: the absolute error of every face (what the report's paired intervals use).")
 @params_option
 @user_errors
-def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,
-        grid_path: str | None, scatter_path: str | None, params_path: str) -> None:
-    from pipeline.evaluation.evaluate import evaluate_checkpoint
+def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metrics_path: str,  # one per option
+        grid_path: str | None, scatter_path: str | None, errors_path: str | None, params_path: str) -> None:
+    from pipeline.evaluation.evaluate import EvalOutputs, evaluate_checkpoint
     from pipeline.evaluation.schema import ALL, BASELINE_MEAN, DATASETS, DROPPED, MAE, MAE_MEAN, SLOPE, N
 
-    check_outputs(metrics=metrics_path, grid=grid_path, scatter=scatter_path)
+    check_outputs(metrics=metrics_path, grid=grid_path, scatter=scatter_path, errors=errors_path)
     cfg = load_config(params_path, "evaluate")
-    result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg, metrics_path, grid_path,
-                                 scatter_path)
+    result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg,
+                                 EvalOutputs(metrics_path, grid_path, scatter_path, errors_path))
     for name, r in {**result[DATASETS], ALL: result[ALL]}.items():
         click.echo(f"{name:>20}: pitch {r[MAE['pitch']]:6.2f} yaw {r[MAE['yaw']]:6.2f} roll {r[MAE['roll']]:6.2f} "
                    f"mean {r[MAE_MEAN]:6.2f}  (n={r[N]}, dropped {r[DROPPED]})")

@@ -26,13 +26,19 @@ from stages.common import check_outputs, user_errors
 @click.option("--backbone", default=None,
               help="With --ensemble-grid: the stage-1 network's backbone, e.g. resnet50 (params "
                    "train_teacher.backbone); names the Ensemble row.")
+@click.option("--errors-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of the per-face errors (`hpekd evaluate --errors`, <role>-<backbone>.parquet, and the "
+                   "grid's ensemble_grid.parquet): adds the paired 95 % interval of every comparison, and the "
+                   "findings say 'beats' only when it excludes 0.")
+@click.option("--summary", "summary_path", default=None, type=click.Path(dir_okay=False),
+              help="With --errors-dir: the differences and intervals as JSON (a DVC metric).")
 @click.option("--out", "out_path", default="reports/table5.md", show_default=True,
               type=click.Path(dir_okay=False), help="Markdown table to write.")
 @click.option("--plot", "plot_path", default="reports/table5.png", show_default=True,
               type=click.Path(dir_okay=False), help="PNG bar chart to write.")
 @user_errors
 def cli(metrics_dir: str, from_dvc: bool, grid_path: str | None, p: int | None, s: int | None,  # one per option
-        backbone: str | None, out_path: str, plot_path: str) -> None:
+        backbone: str | None, errors_dir: str | None, summary_path: str | None, out_path: str, plot_path: str) -> None:
     """Write the Table-5 style MAE table (Markdown) and a bar chart (PNG)."""
     given = {"--p": p, "--s": s, "--backbone": backbone}
     if grid_path and None in given.values():
@@ -44,12 +50,15 @@ def cli(metrics_dir: str, from_dvc: bool, grid_path: str | None, p: int | None, 
         raise click.UsageError("--p, --s and --backbone only apply with --ensemble-grid")
     from pipeline.evaluation.report import ensemble_row_from_grid, markdown_table, write_report
 
-    check_outputs(report=out_path, plot=plot_path)
+    if summary_path and not errors_dir:
+        raise click.UsageError("--summary holds the intervals: it needs --errors-dir")
+    check_outputs(report=out_path, plot=plot_path, summary=summary_path)
     extra = []
     if grid_path:
         extra.append(ensemble_row_from_grid(grid_path, p, s, backbone))
     only = declared_metrics(metrics_dir) if from_dvc else None
-    rows = write_report(metrics_dir, out_path, plot_path, extra, only)
+    rows = write_report(metrics_dir, out_path, plot_path, extra, only, errors_dir,
+                        (p, s) if grid_path else None, summary_path)  # type: ignore[arg-type]
     click.echo(markdown_table(rows), nl=False)
     click.echo(f"wrote {out_path} and {plot_path} ({len(rows)} models)")
 

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -192,7 +193,7 @@ def test_cli_with_ensemble_grid(metrics: Path, tmp_path: Path) -> None:
 
 def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
     """The JSON of `hpekd evaluate` (pipeline.evaluation.evaluate.evaluate_checkpoint), with its identity check."""
-    import numpy as np
+
 
     from pipeline.evaluation.evaluate import angle_stats, mae_table
 
@@ -218,7 +219,7 @@ def test_reads_hpekd_evaluate_output(tmp_path: Path) -> None:
 def test_caption_text_lies_inside_its_box() -> None:
     """Captions are white text on a filled black box measured with the same font metrics: every
     white pixel of the text falls inside the box (legible on any background)."""
-    import numpy as np
+
 
     from pipeline.inference.drawing import draw_caption
 
@@ -252,8 +253,10 @@ def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
     out = tmp_path / "t.md"
     write_report(d, out, None)
     text = out.read_text()
-    assert "synth: the ensemble does not help here (6.73 vs 6.67 for the single network)." in text
-    assert "KD-ResNet18 beats its teacher (6.17 vs 6.67) and is better than the same student trained without KD" in text
+    # without per-face errors there is no interval, so no verdict either
+    assert ("synth: the ensemble has 6.73 against 6.67 for the single network (no per-face errors: no interval, "
+            "no verdict).") in text
+    assert "beats" not in text and "Differences in mean MAE" not in text
     assert "| **6.17** |" in text  # the training mean is never the bold best
     sources = text.split("Sources: ")[1]
     assert sources.count("base-resnet18.json") == 1  # the mean row's file is listed once, not twice
@@ -262,7 +265,7 @@ def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
 def test_pose_tile_captions_do_not_overlap() -> None:
     """The pred and true lines of a grid tile get separate boxes: the lower box never covers
     the upper line's text."""
-    import numpy as np
+
 
     from pipeline.evaluation.figures import pose_tile
     from pipeline.inference.drawing import caption_height
@@ -322,3 +325,50 @@ def test_cli_from_dvc_reads_only_what_dvc_yaml_declares(tmp_path: Path, monkeypa
     Path("params.yaml").write_text(yaml.safe_dump(full_params({"run": "other"})))
     res = CliRunner().invoke(cli, [*args, "--from-dvc"])
     assert res.exit_code == 1 and "dvc.yaml declares no evaluation metrics under 'metrics/mine/eval'" in res.output
+
+
+def _errors(path: Path, ids: list[str], err: np.ndarray, p: int = 0, s: int = 1) -> None:
+    from pipeline.evaluation.errors import errors_frame, write_errors
+
+    write_errors(errors_frame(np.array(ids, dtype=object), np.array(["synth"] * len(ids)), err, p, s), path)
+
+
+def test_intervals_decide_the_verdicts(tmp_path: Path) -> None:
+    """With per-face errors: KD clearly lower than its teacher "beats" it (interval below 0); KD
+    within noise of the no-KD control "shows no measurable difference"; the same comparisons go
+    to the summary JSON (a DVC metric) and to a table of differences."""
+    import json
+
+    rng = np.random.default_rng(0)
+    n = 400
+    ids = [f"synth/{i}.png#0" for i in range(n)]
+    base_err = rng.gamma(2.0, 3.0, size=(n, 3))
+    kd_err = np.clip(base_err - 0.6 + rng.normal(0, 0.3, (n, 3)), 0, None)
+    nokd_err = kd_err[rng.permutation(n)]  # the same errors on other faces: no systematic difference
+    d, e = tmp_path / "eval", tmp_path / "errors"
+    e.mkdir()
+    for role, err in (("base", base_err), ("kd", kd_err), ("nokd", nokd_err)):
+        m = err.mean(0)
+        _write(d, f"{role}-resnet18.json", _file("stage1" if role == "base" else "student", "resnet18",
+                                                 {"synth": _eval(*m, n=n)}))
+        _errors(e / f"{role}-resnet18.parquet", ids, err)
+    out, summary = tmp_path / "t.md", tmp_path / "report.json"
+    write_report(d, out, None, errors_dir=e, summary=summary)
+    text = out.read_text()
+    assert re.search(r"KD-ResNet18 beats its teacher \(\d+\.\d\d vs \d+\.\d\d; Δ -0\.\d\d, 95 % CI \[-0\.\d\d, "
+                     r"-0\.\d\d\], n = 400\)", text), text
+    assert "shows no measurable difference from the same student trained without KD" in text
+    table = text.split("Differences in mean MAE")[1]
+    assert "| synth | KD-ResNet18 − Base-ResNet18 |" in table and "| lower (beats) |" in table
+    got = json.loads(summary.read_text())["differences"]["synth"]
+    assert got["kd-resnet18 - base-resnet18"]["verdict"] == "lower"
+    assert got["kd-resnet18 - nokd-resnet18"]["verdict"] == "none"
+    assert got["kd-resnet18 - base-resnet18"]["ci_high"] < 0 < got["kd-resnet18 - nokd-resnet18"]["ci_high"]
+
+
+def test_missing_errors_file_is_named(tmp_path: Path) -> None:
+    d, e = tmp_path / "eval", tmp_path / "errors"
+    e.mkdir()
+    _write(d, "base-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(6, 9, 5)}))
+    with pytest.raises(ValueError, match=r"per-face errors '.*base-resnet18\.parquet' not found: rerun"):
+        write_report(d, tmp_path / "t.md", None, errors_dir=e)

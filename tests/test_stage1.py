@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_tiny_dataset
+from conftest import TEST_SEED, make_tiny_dataset
 
 from pipeline.core.config import config_from_mapping
 from pipeline.data.datasets import PoseDataset
-from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+from pipeline.evaluation.errors import read_errors
+from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
 from pipeline.model.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.model.network import HeadPoseNet, ModelSpec
 from pipeline.training.outputs import RunPaths
@@ -34,24 +35,30 @@ def _params(tmp_path: Path, name: str = "params.yaml", **section) -> Path:
 
 @pytest.mark.slow
 def test_training_beats_mean_baseline_and_evaluate_cli(tmp_path: Path) -> None:
-    boxes = make_tiny_dataset(tmp_path / "data", n_train=96, n_test=32, size=64, seed=5)
+    """Training beats predicting the training mean: the final test MAE is < 0.75 × the baseline's.
+    Measured final/baseline (seeds 0/1/2, pinned | native): 0.482 0.343 0.418 | 0.338 0.281 0.298; threshold < 0.75
+    (seeds 0-7 both ways: 0.28-0.49). With 8 epochs it was 0.42-0.60 here and 0.93 on an AMD EPYC (AVX-512):
+    the run ended on the steep part of its curve, where a shift of one epoch moves the ratio by 0.1-0.3."""
+    epochs = 16
+    boxes = make_tiny_dataset(tmp_path / "data", n_train=96, n_test=32, size=64, seed=5 + TEST_SEED)
     train = PoseDataset(boxes, "train", 32, train=False)
     test = PoseDataset(boxes, "test", 32, train=False)
     base = baseline_mae(train.angles, test.angles)
-    params = _params(tmp_path, **FAST, epochs=8, photometric=False, max_angle=0.0, seed=0)
+    params = _params(tmp_path, **FAST, epochs=epochs, photometric=False, max_angle=0.0, seed=TEST_SEED)
     out, metrics, plots = tmp_path / "teacher.pt", tmp_path / "m.json", tmp_path / "p.csv"
     r = CliRunner().invoke(main, ["train-teacher", "--boxes", str(boxes), "--out", str(out), "--metrics", str(metrics),
                                   "--plots", str(plots), "--params", str(params), "--no-progress"])
     assert r.exit_code == 0, r.output
     m = json.loads(metrics.read_text())
     rows = plots.read_text().splitlines()
-    assert rows[0].startswith("epoch,") and len(rows) == 9 and "mae_mean" in rows[0] and "ce_bin1" in rows[0]
+    assert rows[0].startswith("epoch,") and len(rows) == epochs + 1 and "mae_mean" in rows[0] and "ce_bin1" in rows[0]
     before = json.loads(json.dumps(m))["final"]
     print(f"\nbaseline (train mean) test MAE {base['mae_mean']:.2f} (yaw {base['mae_yaw']:.2f}); "
-          f"after 8 epochs {before['mae_mean']:.2f} (yaw {before['mae_yaw']:.2f}); best {m['best']['mae_mean']:.2f}")
-    assert m["epochs"] == 8 and m["final"]["mae_mean"] < 0.75 * base["mae_mean"]
+          f"after {m['epochs']} epochs {before['mae_mean']:.2f} (yaw {before['mae_yaw']:.2f}); "
+          f"best {m['best']['mae_mean']:.2f}; final/baseline {before['mae_mean'] / base['mae_mean']:.3f}")
+    assert m["epochs"] == epochs and m["final"]["mae_mean"] < 0.75 * base["mae_mean"]
     state = load_checkpoint(out)
-    assert state["kind"] == "stage1" and state["epoch"] == 8 and state["input_size"] == [32, 32]
+    assert state["kind"] == "stage1" and state["epoch"] == epochs and state["input_size"] == [32, 32]
     assert state["model_spec"]["bin_sizes"] == [1, 2, 3, 4] and state["config"]["backbone"] == "resnet18"
 
     ev, grid = tmp_path / "eval.json", tmp_path / "grid.png"
@@ -194,7 +201,11 @@ def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None
     save_checkpoint(ckpt, {"kind": "student", "model_spec": model.spec.to_dict(), "model": model.state_dict(),
                            "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
     res = evaluate_checkpoint(ckpt, boxes, cfg=EvalConfig(workers=0, grid_faces=4, grid_size=48),
-                              metrics_path=tmp_path / "e.json", grid_path=tmp_path / "g.png")
+                              outputs=EvalOutputs(tmp_path / "e.json", tmp_path / "g.png", errors=tmp_path / "e.parquet"))
+    err = read_errors(tmp_path / "e.parquet")
+    assert len(err) == 15 and set(err["dataset"]) == {"tiny_test", "other_test"}, "one row per face within ±99°"
+    np.testing.assert_allclose(err[["err_pitch", "err_yaw", "err_roll"]].to_numpy().mean(0),
+                               [res["all"][f"mae_{a}"] for a in ("pitch", "yaw", "roll")], rtol=1e-4)
     assert set(res["datasets"]) == {"tiny_test", "other_test"}
     assert res["all"]["n"] == 15 and res["all"]["dropped"] == 1
     assert sum(d["n"] for d in res["datasets"].values()) == 15
@@ -270,20 +281,24 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
 def test_default_recipe_learns_all_three_angles(tmp_path: Path) -> None:
     """Guard for the default recipe: with the default's feature_norm + head_lr_mult the bin-1 head (the one
     that predicts and makes the teacher labels) learns pitch and roll, not only yaw; the old
-    recipe (no neck, heads at lr) left roll almost constant on the same data and steps."""
-    from conftest import make_tiny_dataset
-
+    recipe (no neck, heads at lr) left roll almost constant on the same data and steps.
+    Measured min default slope (seeds 0/1/2, pinned | native): 0.597 0.600 0.624 | 0.553 0.755 0.681; threshold > 0.4
+    (was 0.5, 0.05 under the lowest); the old recipe's roll slope: 0.089 0.063 0.164 | 0.044 0.149 0.216; threshold
+    < 0.3. Seeds 3-7 both ways: default 0.550-0.738, old roll 0.069-0.176; the two never come closer than 0.33."""
     from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 
-    boxes = make_tiny_dataset(tmp_path, n_train=192, n_test=48, size=48, seed=1)
+    boxes = make_tiny_dataset(tmp_path, n_train=192, n_test=48, size=48, seed=1 + TEST_SEED)
     slopes = {}
     for name, fn, hl in (("default", True, 10.0), ("old", False, 1.0)):
         cfg = Stage1Config(backbone="resnet18", input_size=32, batch_size=32, epochs=12, lr=1e-3, scheduler="cosine",
                            workers=0, device="cpu", photometric=False, max_angle=0.0, feature_norm=fn,
-                           head_lr_mult=hl, eval_every=100)
+                           head_lr_mult=hl, eval_every=100, seed=TEST_SEED)
         train_teacher(cfg, boxes, RunPaths(tmp_path / f"{name}.pt"), progress=False)
         res = evaluate_checkpoint(tmp_path / f"{name}.pt", boxes, "test", None, EvalConfig(workers=0, device="cpu"))
         slopes[name] = [res["all"][f"slope_{a}"] for a in ("pitch", "yaw", "roll")]
         assert res["all"]["baseline_mae_mean"] > 0
-    assert min(slopes["default"]) > 0.5, slopes
+    print(f"\nslopes (pitch, yaw, roll): default {[round(x, 3) for x in slopes['default']]}, "
+          f"old {[round(x, 3) for x in slopes['old']]}; min default {min(slopes['default']):.3f}, "
+          f"old roll {slopes['old'][2]:.3f}")
+    assert min(slopes["default"]) > 0.4, slopes
     assert slopes["old"][2] < 0.3, slopes  # the control: this test fails on the old recipe

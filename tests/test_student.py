@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import make_tiny_dataset
+from conftest import TEST_SEED, make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
 from pipeline.core.config import config_from_mapping
@@ -249,38 +249,48 @@ def _test_mae(model: torch.nn.Module, boxes: Path) -> float:
 
 
 @pytest.mark.slow
-def test_short_training_lowers_mae_and_cli_resume(data: tuple[Path, Path], tmp_path: Path) -> None:
-    boxes, store = data
+def test_short_training_lowers_mae_and_cli_resume(tmp_path: Path) -> None:
+    """A student trained on the oracle teacher's labels at least halves an untrained network's test MAE; the
+    CLI writes its checkpoint, metrics and plots, and --resume on a finished run trains nothing.
+    Measured after/before (seeds 0/1/2, pinned | native): 0.265 0.345 0.335 | 0.275 0.311 0.299; threshold < 0.5
+    (seeds 0-7 both ways: 0.25-0.37). On the module's fixture (32 train / 12 test faces, 3 epochs) the MAE fell by
+    0.8-3.7°, and by 0.77° (< the 1° required) with native numerics and seed 6: its own data here, 64 × 6 epochs
+    ending where the curve flattens."""
+    epochs = 6
+    boxes = make_tiny_dataset(tmp_path / "data", n_train=64, n_test=32, size=SIZE, seed=3 + TEST_SEED)
+    store = make_oracle_store(boxes, tmp_path / "labels.zarr", size=SIZE, n_views=3)
     params = tmp_path / "params.yaml"
-    values = full_params({"train_student": {"input_size": None, "batch_size": 8, "epochs": 3, "lr": 0.001,
-                                            "workers": 0, "device": "cpu", "photometric": False}})
+    values = full_params({"train_student": {"input_size": None, "batch_size": 8, "epochs": epochs, "lr": 0.001,
+                                            "workers": 0, "device": "cpu", "photometric": False,
+                                            "seed": TEST_SEED}})
     values["train_student"]["backbone"] = "resnet34"  # --backbone (one stage per student) wins over the file
     params.write_text(yaml.safe_dump(values))
     out, metrics, plots = tmp_path / "student.pt", tmp_path / "m.json", tmp_path / "p.csv"
     args = ["--labels", str(store), "--boxes", str(boxes), "--backbone", "resnet18", "--out", str(out),
             "--metrics", str(metrics), "--plots", str(plots), "--params", str(params), "--no-progress"]
-    torch.manual_seed(0)
+    torch.manual_seed(TEST_SEED)
     from pipeline.model.network import HeadPoseNet
 
     before = _test_mae(HeadPoseNet(StudentConfig().spec()), boxes)
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     state = load_checkpoint(out)
-    assert state["kind"] == "student" and state["epoch"] == 3 and state["input_size"] == [SIZE, SIZE]
+    assert state["kind"] == "student" and state["epoch"] == epochs and state["input_size"] == [SIZE, SIZE]
     assert state["model_spec"]["backbone"] == "resnet18" and state["model_spec"]["bin_sizes"] == [1]
     assert state["labels"]["provenance"]["bins"]["Q"] == 198
     model, _ = model_from_checkpoint(out)
     after = _test_mae(model, boxes)
     m = json.loads(metrics.read_text())
-    assert m["epochs"] == 3 and m["final"]["mae_mean"] == pytest.approx(after, rel=1e-4)
-    assert after < before - 1, (before, after)
-    assert len(plots.read_text().splitlines()) == 4
+    assert m["epochs"] == epochs and m["final"]["mae_mean"] == pytest.approx(after, rel=1e-4)
+    print(f"\nstudent test MAE: untrained {before:.2f}, after {epochs} epochs {after:.2f}; after/before {after / before:.3f}")
+    assert after < 0.5 * before, (before, after)
+    assert len(plots.read_text().splitlines()) == epochs + 1
     # --resume on a finished run trains nothing and keeps the checkpoint (the engine's resume
     # itself is tested with stage 1)
     mtime = out.stat().st_mtime_ns
     res = CliRunner().invoke(cli, args + ["--resume"])
     assert res.exit_code == 0, res.output
-    assert load_checkpoint(out)["epoch"] == 3 and out.stat().st_mtime_ns == mtime
+    assert load_checkpoint(out)["epoch"] == epochs and out.stat().st_mtime_ns == mtime
 
 
 def test_cli_errors(data: tuple[Path, Path], tmp_path: Path) -> None:

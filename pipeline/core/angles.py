@@ -95,16 +95,39 @@ def rotate_pose(pitch: float, yaw: float, roll: float, angle: float) -> tuple[fl
     In the y-up model frame a displayed CCW turn is a CCW turn about the camera axis, so the
     new rotation is ``Rz_ccw(angle) @ R``. Re-extracting the angles is exact; simply adding to
     roll is exact only at pitch = yaw = 0 (where roll decreases by ``angle``). Of the two
-    Euler triples of the new rotation, the one nearest the input pose is returned.
+    Euler triples of the new rotation, the one reached continuously from the input pose as the
+    angle grows from 0 is returned (at |yaw| < 60° simply the one nearest the input pose).
 
     Near |yaw| = 90° pitch and roll are ill-conditioned: each degree of rotation moves them by
     about 1/|cos(yaw)| degrees (11.5° at yaw 95°), in the direction that leaves the image
     almost unchanged; the result is still exact.
     """
+    r0 = rotation_from_degrees(pitch, yaw, roll)
+    out = angles_from_rotation(_turn(angle) @ r0, reference=(pitch, yaw, roll))
+    if max(abs(yaw), abs(out[1])) < CONTINUITY_YAW:
+        return out
+    # Near |yaw| = 90° the nearest triple to the *unrotated* label can be the far branch: pitch and
+    # roll move ~1/cos(yaw) degrees per degree of rotation, ~90° over 11° at |yaw| ≈ 83°. Follow
+    # the branch from angle 0 in small steps instead, so the label is continuous in the angle.
+    steps = max(1, int(np.ceil(abs(angle) / CONTINUITY_STEP)))
+    cur = (float(pitch), float(yaw), float(roll))
+    for k in range(1, steps + 1):
+        cur = angles_from_rotation(_turn(angle * k / steps) @ r0, reference=cur)
+    return cur
+
+
+# |yaw| (degrees) from which rotate_pose follows the Euler branch step by step, and the step
+# (degrees of in-plane rotation): below 60° pitch and roll move < 2° per degree, the two
+# triples stay > 100° apart and the nearest one is the continuous one.
+CONTINUITY_YAW = 60.0
+CONTINUITY_STEP = 0.25
+
+
+def _turn(angle: float) -> np.ndarray:
+    """Counter-clockwise (as displayed) in-plane rotation by ``angle`` degrees, in the y-up frame."""
     a = np.radians(angle)
     ca, sa = np.cos(a), np.sin(a)
-    turn = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]], dtype=np.float64)
-    return angles_from_rotation(turn @ rotation_from_degrees(pitch, yaw, roll), reference=(pitch, yaw, roll))
+    return np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]], dtype=np.float64)
 
 
 def augment_pose(pitch: float, yaw: float, roll: float, flip: bool, angle: float) -> tuple[float, float, float]:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pipeline.core.angles import ANGLES
 from pipeline.core.io import atomic_path, write_json
+from pipeline.evaluation.errors import errors_frame, write_errors
 from pipeline.evaluation.figures import ensemble_heatmap
 from pipeline.evaluation.schema import (
     GRID_BEST,
@@ -33,7 +35,7 @@ from pipeline.evaluation.schema import (
     ROW_SIZE,
     N,
 )
-from pipeline.manifest.rows import RowQuery, image_paths, row_angles, row_boxes, select
+from pipeline.manifest.rows import RowQuery, image_paths, row_angles, row_boxes, row_ids, select
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
 from pipeline.teacher.ensemble import crop_probs, ensemble_size, subset_mean, validate_ensemble
@@ -69,8 +71,10 @@ class EnsembleGridConfig:
         return [(p, s) for s in sorted(set(self.s)) for p in range(0, self.p_max + 1, s)]
 
 
-def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> list[dict[str, Any]]:
-    """MAE rows (dataset, p, s, A, mae_pitch, mae_yaw, mae_roll, mae) for every (p, s)."""
+def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str,
+                      errors_path: str | None = None) -> list[dict[str, Any]]:
+    """MAE rows (dataset, p, s, A, mae_pitch, mae_yaw, mae_roll, mae) for every (p, s); with
+    ``errors_path``, also every face's errors under every (p, s) (:mod:`pipeline.evaluation.errors`)."""
     from pipeline.core.io import sha256_file
     from pipeline.model.checkpoint import input_size_of, load_checkpoint
     from pipeline.model.network import ModelSpec
@@ -107,6 +111,10 @@ def run_ensemble_grid(cfg: EnsembleGridConfig, checkpoint: str, boxes: str) -> l
             pred = grid.decode_probs(subset_mean(probs, cfg.p_max, *c))
             err[c][off : off + B] = (pred - truth).abs().cpu().numpy()
         off += B
+    if errors_path:
+        ids = np.array(row_ids(df, rows), dtype=object)
+        write_errors(pd.concat([errors_frame(ids, datasets, err[c], *c) for c in combos], ignore_index=True),
+                     errors_path)
     out = []
     for name in sorted(set(datasets)):
         m = datasets == name

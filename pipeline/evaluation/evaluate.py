@@ -22,6 +22,7 @@ from pipeline.core.device import resolve_device
 from pipeline.core.io import write_json
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
+from pipeline.evaluation.errors import errors_frame, write_errors
 from pipeline.evaluation.figures import pose_grid, scatter_figure, write_pose_grid
 from pipeline.evaluation.schema import (
     ALL,
@@ -118,19 +119,28 @@ def predict_dataset(model: torch.nn.Module, dataset: PoseDataset, cfg: EvalConfi
     return np.concatenate(preds)
 
 
+@dataclass(frozen=True)
+class EvalOutputs:
+    """Files an evaluation writes (each optional): the metrics JSON, the pose grid and the scatter
+    PNGs, and the per-face errors (:mod:`pipeline.evaluation.errors`)."""
+
+    metrics: str | os.PathLike[str] | None = None
+    grid: str | os.PathLike[str] | None = None
+    scatter: str | os.PathLike[str] | None = None
+    errors: str | os.PathLike[str] | None = None
+
+
 def evaluate_checkpoint(
     model_path: str | os.PathLike[str],
     boxes: str | os.PathLike[str],
     split: str = "test",
     datasets: Sequence[str] | None = None,
     cfg: EvalConfig = EvalConfig(),
-    metrics_path: str | os.PathLike[str] | None = None,
-    grid_path: str | os.PathLike[str] | None = None,
-    scatter_path: str | os.PathLike[str] | None = None,
+    outputs: EvalOutputs = EvalOutputs(),
 ) -> dict[str, Any]:
     """Evaluate ``model_path`` on the ``split`` rows of ``boxes``; per-dataset and overall MAE.
 
-    Returns (and writes as JSON to ``metrics_path``) ``{"kind", "backbone", "split",
+    Returns (and writes as JSON to ``outputs.metrics``) ``{"kind", "backbone", "split",
     "datasets": {name: {mae_*, slope_*, r_*, baseline_mae_*, n, dropped}}, "all": {...}}``:
     accuracy figures only, a pure function of the model and the data (no path, hash or time).
     """
@@ -151,13 +161,15 @@ def evaluate_checkpoint(
     for name, r in {**result[DATASETS], ALL: result[ALL]}.items():
         log.info("%s: MAE pitch %.2f yaw %.2f roll %.2f mean %.2f (n=%d)", name, *(r[MAE[a]] for a in ANGLES),
                  r[MAE_MEAN], r[N])
-    if metrics_path:
-        write_json(metrics_path, result)
-    if grid_path:
-        write_pose_grid(grid_path, make_grid(ds, pred, cfg))
-    if scatter_path:
+    if outputs.metrics:
+        write_json(outputs.metrics, result)
+    if outputs.errors:
+        write_errors(errors_frame(ds.sample_ids, ds.dataset_names, np.abs(pred - ds.angles)), outputs.errors)
+    if outputs.grid:
+        write_pose_grid(outputs.grid, make_grid(ds, pred, cfg))
+    if outputs.scatter:
         title = f"{state['kind']} {model.spec.backbone}: predicted vs true on the {split} rows (n={len(ds)})"
-        scatter_figure(pred, ds.angles, scatter_path, title, result[ALL])
+        scatter_figure(pred, ds.angles, outputs.scatter, title, result[ALL])
     return result
 
 
@@ -171,4 +183,4 @@ def make_grid(ds: PoseDataset, pred: np.ndarray, cfg: EvalConfig) -> np.ndarray:
     return pose_grid(crops, pred[picks], ds.angles[picks], captions)
 
 
-__all__ = ["EvalConfig", "evaluate_checkpoint", "mae_table", "make_grid", "predict_dataset"]
+__all__ = ["EvalConfig", "EvalOutputs", "evaluate_checkpoint", "mae_table", "make_grid", "predict_dataset"]

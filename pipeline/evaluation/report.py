@@ -39,10 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pipeline.core.angles import ANGLES
-from pipeline.core.io import atomic_path
+from pipeline.core.io import atomic_path, write_json
 from pipeline.evaluation import schema as keys
+from pipeline.evaluation.comparisons import Comparison, Errors, compare, interval_text, to_metrics, verdict_phrase
+from pipeline.evaluation.errors import read_errors
 from pipeline.evaluation.figures import bar_chart
+from pipeline.evaluation.uncertainty import Difference
 
 log = logging.getLogger(__name__)
 
@@ -275,29 +280,52 @@ def _mean_row(rows: list[Row]) -> Row | None:
     return None
 
 
-def findings(rows: list[Row]) -> list[str]:
-    """Plain sentences comparing the rows on each test set (what the run shows, good or not)."""
+def findings(rows: list[Row], comparisons: list[Comparison] | None = None) -> list[str]:
+    """Plain sentences comparing the rows on each test set. With ``comparisons`` (paired
+    intervals), a method "beats" another only when its interval lies below 0; without them the
+    numbers are given with no verdict."""
+    found = {(c.test_set, c.a, c.b): c.diff for c in comparisons or []}
     out = []
     for t in test_sets(rows):
         by = {(r.role, r.backbone): r.results[t].mean for r in rows if t in r.results}
-        base = {b: v for (role, b), v in by.items() if role == "base"}
-        for (role, b), v in sorted(by.items()):
-            ref = base.get(b) if role == "ensemble" else next(iter(base.values()), None)
-            if role == "ensemble" and ref is not None:
-                verdict = "helps" if v < ref - 0.005 else "does not help"
-                out.append(f"{t}: the ensemble {verdict} here ({v:.2f} vs {ref:.2f} for the single network).")
-            if role == "kd" and ref is not None:
-                verdict = "beats" if v < ref else "does not beat"
-                line = f"{t}: KD-{display_backbone(b)} {verdict} its teacher ({v:.2f} vs {ref:.2f})"
-                nokd = by.get(("nokd", b))
-                if nokd is not None:
-                    gain = "better" if v < nokd else "not better"
-                    line += f" and is {gain} than the same student trained without KD ({nokd:.2f})"
+        base = next((k for k in by if k[0] == "base"), None)
+        for key, v in sorted(by.items()):
+            role, b = key
+            if role == "ensemble" and base is not None:
+                out.append(f"{t}: the ensemble {_versus(found.get((t, key, base)), v, by[base], 'the single network')}.")
+            if role == "kd" and base is not None:
+                line = f"{t}: KD-{display_backbone(b)} {_versus(found.get((t, key, base)), v, by[base], 'its teacher')}"
+                nokd = ("nokd", b)
+                if nokd in by:
+                    line += " and " + _versus(found.get((t, key, nokd)), v, by[nokd],
+                                              "the same student trained without KD")
                 out.append(line + ".")
-        if ("mean", "") in by and base:
-            ref = next(iter(base.values()))
-            out.append(f"{t}: predicting the training mean gives {by[('mean', '')]:.2f}; the base network {ref:.2f}.")
+        if ("mean", "") in by and base is not None:
+            out.append(f"{t}: predicting the training mean gives {by[('mean', '')]:.2f}; the base network {by[base]:.2f}.")
     return out
+
+
+def _versus(diff: Difference | None, a: float, b: float, other: str) -> str:
+    """"beats its teacher (5.27 vs 5.61; Δ −0.34, 95 % CI [−0.45, −0.22], n = 1000)"."""
+    if diff is None:
+        return f"has {a:.2f} against {b:.2f} for {other} (no per-face errors: no interval, no verdict)"
+    return f"{verdict_phrase(diff)} {other} ({a:.2f} vs {b:.2f}; {interval_text(diff)})"
+
+
+def differences_table(comparisons: list[Comparison]) -> str:
+    """One line per comparison: the mean-MAE difference and its paired 95 % interval."""
+    labels = {"base": "Base", "ensemble": "Ensemble", "kd": "KD", "nokd": "Student without KD"}
+
+    def name(k: tuple[str, str]) -> str:
+        return f"{labels[k[0]]}-{display_backbone(k[1])}" if k[0] != "nokd" else f"{labels['nokd']} ({display_backbone(k[1])})"
+
+    lines = ["| Test set | Comparison | Δ mean MAE | 95 % CI (paired bootstrap) | n | Verdict |",
+             "|:---|:---|---:|:---:|---:|:---|"]
+    for c in comparisons:
+        verdict = {"lower": "lower (beats)", "higher": "higher (worse)", "none": "no measurable difference"}
+        lines.append(f"| {c.test_set} | {name(c.a)} − {name(c.b)} | {c.diff.delta:+.2f} | "
+                     f"[{c.diff.low:+.2f}, {c.diff.high:+.2f}] | {c.diff.n} | {verdict[c.diff.verdict]} |")
+    return "\n".join(lines) + "\n"
 
 
 def test_sets(rows: list[Row]) -> list[str]:
@@ -342,24 +370,52 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 
-def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str],
+GRID_ERRORS = "ensemble_grid.parquet"  # the ensemble grid's per-face errors in an errors folder
+
+
+def row_errors(rows: list[Row], errors_dir: str | os.PathLike[str], grid_ps: tuple[int, int] | None) -> Errors:
+    """Per-face errors of every row: ``<errors_dir>/<role>-<backbone>.parquet`` (``hpekd evaluate
+    --errors``), and for the Ensemble row the grid's errors at the labels' ``grid_ps`` = (p, s)."""
+    out: dict[tuple[str, str], pd.DataFrame] = {}
+    root = Path(errors_dir)
+    for r in rows:
+        if r.role in ("base", "kd", "nokd"):
+            out[(r.role, r.backbone)] = read_errors(root / f"{r.role}-{r.backbone}.parquet")
+        elif r.role == "ensemble" and grid_ps is not None:
+            grid = read_errors(root / GRID_ERRORS)
+            out[(r.role, r.backbone)] = grid[(grid["p"] == grid_ps[0]) & (grid["s"] == grid_ps[1])]
+    return out
+
+
+def write_report(metrics_dir: str | os.PathLike[str], out: str | os.PathLike[str],  # 8: one per input/output
                  plot: str | os.PathLike[str] | None = None, extra: list[Row] | None = None,
-                 only: list[str] | None = None) -> list[Row]:
-    """Collect the evaluation metrics (:func:`collect`) and write the Markdown table (and the PNG chart)."""
+                 only: list[str] | None = None, errors_dir: str | os.PathLike[str] | None = None,
+                 grid_ps: tuple[int, int] | None = None, summary: str | os.PathLike[str] | None = None) -> list[Row]:
+    """Collect the evaluation metrics (:func:`collect`) and write the Markdown table (and the PNG
+    chart). With ``errors_dir`` (per-face errors, :func:`row_errors`), the paired intervals of
+    :mod:`pipeline.evaluation.comparisons`, also written as JSON to ``summary`` (a DVC metric)."""
     rows = collect(metrics_dir, extra, only)
+    errors = row_errors(rows, errors_dir, grid_ps) if errors_dir else None
+    comparisons = compare(errors, test_sets(rows)) if errors else []
+    diffs = ("\nDifferences in mean MAE (degrees; negative = the first is better), 95 % paired bootstrap "
+             "interval over the test faces (2,000 resamples). A difference whose interval contains 0 is not "
+             "measurable on this many faces.\n\n" + differences_table(comparisons)) if comparisons else ""
     text = (
         "# Table 5: MAE (degrees) per test set\n\n"
         + markdown_table(rows)
         + "\nBase = stage-1 network; Ensemble = its convolutional ensemble (eq. 6); "
         "KD = stage-2 student trained on the ensemble's soft labels (eq. 7); without KD = the same student "
         "recipe with the distillation term off (kd_weight 0); the training mean = predicting the mean training "
-        "pose for every face. Lower is better; best mean in bold.\n\n"
-        + "".join(f"- {f}\n" for f in findings(rows))
+        "pose for every face. Lower is better; best mean in bold.\n"
+        + diffs + "\n"
+        + "".join(f"- {f}\n" for f in findings(rows, comparisons if errors else None))
         + "\nSources: "
         + ", ".join(f"`{src}`" for src in dict.fromkeys(r.source for r in rows)) + "\n"  # each file once
     )
     with atomic_path(out, ".md") as tmp:
         tmp.write_text(text)
+    if summary is not None:
+        write_json(summary, {"differences": to_metrics(comparisons)})
     if plot is not None:
         bar_chart(rows, test_sets(rows), plot)
     log.info("report: %d rows, test sets %s -> %s", len(rows), test_sets(rows), out)

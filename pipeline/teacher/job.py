@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import zarr
 
+from pipeline.core import numerics
 from pipeline.core.device import resolve_device
 from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
@@ -141,8 +142,9 @@ def compute_shards(task: ShardTask) -> list[dict[str, Any]]:
                                      for k in task.shards if k not in left]
     if not todo:
         return results
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    n_threads = _torch_threads(cfg.threads)
+    if n_threads:
+        torch.set_num_threads(n_threads)
     model, dev = cached_model(task.checkpoint, task.checkpoint_sha, cfg.device, cfg.compile)
     ds = ZDataset(task.paths, task.boxes, task.views, task.input_size, cfg.p)
     batches, owner = _shard_batches(todo, cfg.batch_size)
@@ -461,6 +463,17 @@ def group_shards(pending: list[int], n_tasks: int) -> list[list[int]]:
     return [pending[i : i + per] for i in range(0, len(pending), per)]
 
 
+def _torch_threads(configured: int) -> int:
+    """Torch threads of a teacher task: under the pinned numerics the one fixed count of the
+    whole pipeline (the bytes depend on it), else ``teacher_labels.threads`` (0 = the default)."""
+    if numerics.mode() == "pinned":
+        if configured and configured != numerics.threads():
+            log.info("teacher_labels.threads=%d ignored: pinned numerics run %d threads (%s=native to choose)",
+                     configured, numerics.threads(), numerics.SWITCH)
+        return numerics.threads()
+    return configured
+
+
 def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> distributed.SpecCluster
     """One dask worker process per device (``CUDA_VISIBLE_DEVICES`` per worker on GPU)."""
     import dask
@@ -470,7 +483,7 @@ def start_local_cluster(n_workers: int, device: str, threads: int = 0):  # -> di
     dask.config.set({"distributed.worker.daemon": False})
     gpu = resolve_device(device).type == "cuda"
     n_gpu = torch.cuda.device_count() if gpu else 0
-    per = threads or max(1, (os.cpu_count() or 1) // n_workers)
+    per = _torch_threads(threads) or max(1, (os.cpu_count() or 1) // n_workers)
     workers = {}
     for i in range(n_workers):
         env = {"OMP_NUM_THREADS": str(per), "MKL_NUM_THREADS": str(per)}

@@ -1,0 +1,87 @@
+"""The pinned numerics (pipeline/core/numerics.py): every process the pipeline starts runs numpy,
+OpenCV, MKL, oneDNN and ATen capped at AVX2 with a fixed thread count, unless
+HPEKD_NUMERICS=native; a bad setting is one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.core import numerics
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import json, multiprocessing as mp, os, sys\n"
+    "{prelude}\n"
+    "import cv2, numpy, torch\n"
+    "def child(q):\n"
+    "    import torch\n"
+    "    q.put(torch.backends.cpu.get_cpu_capability())\n"
+    "if __name__ == '__main__':\n"
+    "    ctx = mp.get_context('spawn'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q,)); p.start()\n"
+    "    print(json.dumps({'aten': torch.backends.cpu.get_cpu_capability(), 'threads': torch.get_num_threads(),\n"
+    "        'npy_v4': bool(numpy._core._multiarray_umath.__cpu_features__.get('X86_V4')), 'child': q.get(),\n"
+    "        'mkl': os.environ.get('MKL_CBWR'), 'cv2': cv2.getCPUFeaturesLine()}))\n"
+    "    p.join()\n"
+)
+
+
+def _probe(prelude: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED and k not in numerics.THREAD_VARS
+             and k not in (numerics.SWITCH, numerics.THREADS)}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # a file, not -c: the spawned child re-imports the script
+        script = Path(tmp) / "probe.py"
+        script.write_text(PROBE.replace("{prelude}", prelude))
+        res = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
+                             env={**clean, "PYTHONPATH": str(REPO), **env}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_the_hpekd_entry_point_pins_every_library_and_its_children() -> None:
+    got = _probe("import stages.cli")
+    assert got["aten"] == "AVX2" and got["child"] == "AVX2", "ATen (and a spawned worker) capped at AVX2"
+    assert got["threads"] == numerics.DEFAULT_THREADS and got["mkl"] == "COMPATIBLE"
+    assert got["npy_v4"] is False, "numpy's AVX-512 loops (sin/cos, reductions) are off"
+    on = [f for f in got["cv2"].split() if f.startswith("*") and not f.endswith("?")]
+    assert not [f for f in on if "AVX512" in f or "VNNI" in f], f"OpenCV dispatches beyond AVX2: {on}"
+
+
+def test_native_switch_and_thread_count() -> None:
+    bare = _probe("")
+    native = _probe("import stages.cli", HPEKD_NUMERICS="native")
+    assert native["aten"] == bare["aten"] and native["mkl"] is None, "native = what the CPU picks"
+    assert _probe("import stages.cli", HPEKD_THREADS="1")["threads"] == 1
+
+
+def test_bad_switch_is_one_line() -> None:
+    clean = {k: v for k, v in os.environ.items() if k != numerics.SWITCH}
+    res = subprocess.run([sys.executable, "-m", "stages.cli", "--help"], cwd=REPO, capture_output=True, text=True,
+                         env={**clean, "PYTHONPATH": str(REPO), numerics.SWITCH: "fast"}, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("Error: HPEKD_NUMERICS='fast': use 'pinned' (same bytes on every x86-64 CPU) "
+                                  "or 'native'"), res.stderr
+
+
+def test_this_test_session_runs_pinned() -> None:
+    """conftest pins before torch loads: tests see the numerics the pipeline runs with."""
+    import torch
+
+    if numerics.mode() == "native":
+        pytest.skip("HPEKD_NUMERICS=native for this session")
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+def test_numerics_cost_benchmark_smoke() -> None:
+    res = subprocess.run([sys.executable, "benchmarks/numerics_cost.py", "--smoke"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "pinned: torch CPU capability AVX2" in res.stdout and res.stdout.strip().splitlines()[-1].startswith("ratio ")
