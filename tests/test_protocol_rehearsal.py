@@ -82,7 +82,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ProtocolDat
 
 
 def _table5_sets_and_methods(text: str) -> tuple[set[str], set[str]]:
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    body = text.splitlines()
+    start = next(i for i, line in enumerate(body) if line.startswith("|"))
+    lines = []
+    for line in body[start:]:  # the first table only (the differences table follows)
+        if not line.startswith("|"):
+            break
+        lines.append(line)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     sets = {c[: -len(" MAE")] for c in header if c.endswith(" MAE")}
     methods = {line.strip("|").split("|")[0].strip() for line in lines[2:]}
@@ -125,6 +131,10 @@ def test_each_protocol_runs_end_to_end_as_the_walkthrough_says(project: tuple[Pa
         assert sets == test_sets, f"{run}: Table 5 test sets {sets}"
         assert methods == METHODS, f"{run}: Table 5 rows {methods}"
         assert "synth" not in table and not any(r in table for r in PROTOCOLS if r != run)
+        for t in test_sets:  # every comparison carries its paired interval
+            assert f"| {t} | KD-ResNet18 − Base-ResNet18 |" in table, table
+        report = json.loads((proj / "metrics" / run / "report.json").read_text())["differences"]
+        assert set(report) == test_sets
         metrics = _declared_metrics(proj)
         assert metrics and all(m.startswith(f"metrics/{run}/") for m in metrics), metrics
         again = _ok(RUN, proj)
