@@ -26,6 +26,7 @@ import numpy as np
 from _common import alternate, machine, ratio_line
 
 from pipeline.teacher import labelstore
+from pipeline.teacher.encoding import Encoding
 
 
 def make_store(path: Path, rows: int, views: int, shard_rows: int) -> str:
@@ -34,7 +35,7 @@ def make_store(path: Path, rows: int, views: int, shard_rows: int) -> str:
         checkpoint_sha256="0" * 64, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1", bin_size=1,
         theta=99, n_bins=198, p=2, s=2, input_size=(64, 64), normalization={}, manifest_sha256="0" * 64,
         manifest_name="boxes.parquet", split="train", n_labelled=rows, n_unlabelled=0, view_seed=0, n_views=views, flip_prob=0.5, max_angle=15.0,
-        layout=lay)
+        layout=lay, encoding=Encoding("float16", 198))
     ids = [f"synth/{i:06d}.jpg#0" for i in range(rows)]
     g = labelstore.create_layout(str(path), attrs, ids, np.arange(rows, dtype=np.int64),
                                  np.zeros((rows, views, 2), np.float32))

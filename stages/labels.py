@@ -33,6 +33,9 @@ def info(path: str, as_json: bool) -> None:
         f"bins       b={bins['b']:g} theta={bins['theta']:g} Q={bins['Q']}",
         f"ensemble   p={ens['p']} s={ens['s']} A={ens['A']}  input {a['input']['size'][0]}x{a['input']['size'][1]}",
         f"views      V={v['V']} seed={v['seed']} flip_prob={v['flip_prob']} max_angle={v['max_angle']}",
+        f"encoding   {rec['encoding']}: {rec['bytes_per_image_view']} B per image-view raw"
+        + (f", {rec['label_bytes'] / max(1, lay['n_rows'] * v['V']):.0f} B stored ({rec['label_bytes']:,} B in all)"
+           if rec["label_bytes"] is not None else ""),
         f"manifest   {m['name']} sha256 {m['sha256']}  split={m['split']}  "
         f"{m.get('labelled', '?')} labelled + {m.get('unlabelled', '?')} unlabelled rows",
         f"rows       {rec['rows_done']}/{rec['rows_total']} done, shards {rec['shards_done']}/{rec['shards_total']} "
@@ -53,3 +56,18 @@ def verify(path: str, boxes: str | None) -> None:
     if problems:
         raise click.ClickException(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     click.echo(f"{path}: OK")
+
+
+@cli.command()
+@click.argument("src")
+@click.option("--out", "dst", required=True, help="The new store (a local path; replaced if it exists).")
+@click.option("--encoding", default=None,
+              help="float16 | uint8 | topK (e.g. top16); default: the source's (README \"How many views, which encoding\").")
+@click.option("--views", type=int, default=None, help="Keep the first V views (default: all).")
+@user_errors
+def convert(src: str, dst: str, encoding: str | None, views: int | None) -> None:
+    """Rewrite the store SRC in another encoding and/or with fewer views, without the teacher."""
+    from pipeline.teacher.convert import convert_store
+
+    res = convert_store(src, dst, encoding, views)
+    click.echo(f"{dst}: {res['rows']} rows, {res['views']} view(s), encoding {res['encoding']}")

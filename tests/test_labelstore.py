@@ -8,6 +8,7 @@ import zarr
 
 from pipeline.core.views import views_array
 from pipeline.teacher import labelread, labelstore
+from pipeline.teacher.encoding import Encoding
 
 
 def _attrs(n=10, v=2, shard=4, chunk=2, **over):
@@ -15,7 +16,8 @@ def _attrs(n=10, v=2, shard=4, chunk=2, **over):
     kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
               bin_size=1, theta=99, n_bins=198, p=2, s=1, input_size=(32, 32), normalization={},
               manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=n, n_unlabelled=0, view_seed=0,
-              n_views=v, flip_prob=0.5, max_angle=15.0, layout=lay)
+              n_views=v, flip_prob=0.5, max_angle=15.0, layout=lay,
+              encoding=Encoding("float16", 198))
     kw.update(over)
     return labelstore.provenance(**kw), lay
 
@@ -81,9 +83,12 @@ def test_open_errors(tmp_path):
         labelstore.Layout(10, 1, 198, 5, 2)
 
 
-def test_every_array_reads_the_same_in_tensorstore(tmp_path):
+@pytest.mark.parametrize("encoding", ["float16", "uint8", "top16"])
+def test_every_array_reads_the_same_in_tensorstore(tmp_path, encoding):
     """Any Zarr v3 client reads the store: tensorstore (zarr3 driver) gets every array
-    bit-equal to zarr-python, sample ids included (uint8, UTF-8, zero-padded)."""
+    bit-equal to zarr-python, sample ids included (uint8, UTF-8, zero-padded), and the decode
+    documented in the store's ``encoding`` attribute, applied by hand to the raw arrays, gives
+    what hpekd's reader gives."""
     ts = pytest.importorskip("tensorstore")
     import numpy as np
 
@@ -91,8 +96,8 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path):
     kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
               bin_size=1, theta=99, n_bins=198, p=2, s=2, input_size=(32, 32),
               normalization={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=6, n_unlabelled=0, view_seed=0, n_views=2,
-              flip_prob=0.5, max_angle=15.0, layout=lay)
+              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=6, n_unlabelled=0,
+              view_seed=0, n_views=2, flip_prob=0.5, max_angle=15.0, layout=lay, encoding=Encoding(encoding, 198))
     ids = [f"ds/img_{i}.jpg#0" for i in range(6)]
     ids[3] = "ds/ünïcode_é.jpg#1"
     views = np.random.default_rng(0).random((6, 2, 2)).astype(np.float32)
@@ -102,8 +107,23 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path):
     for k in range(lay.n_shards):
         a, b = lay.shard_range(k)
         labelstore.write_shard(g, k, probs[a:b])
-    for name in labelstore.ARRAYS:
+    enc = labelstore.encoding_of(g)
+    raw_arrays = {}
+    for name in [a.name for a in enc.arrays()] + ["views", "sample_id", "boxes_row", "done"]:
         arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{path}/{name}"}}).result()
-        np.testing.assert_array_equal(arr.read().result(), np.asarray(g[name][:]), err_msg=name)
-    raw = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{path}/sample_id"}}).result().read().result()
+        raw_arrays[name] = arr.read().result()
+        np.testing.assert_array_equal(raw_arrays[name], np.asarray(g[name][:]), err_msg=name)
+    raw = raw_arrays["sample_id"]
     assert [bytes(r).rstrip(b"\0").decode() for r in raw] == ids == labelstore.load_sample_ids(path)
+    # the decode paragraph of docs/design.md §6, by hand
+    if encoding == "float16":
+        by_hand = raw_arrays["probs"].astype(np.float32)
+    elif encoding == "uint8":
+        q = raw_arrays["probs_uint8"].astype(np.float32)
+        by_hand = q / q.sum(-1, keepdims=True)
+    else:
+        values = raw_arrays["topk_values"].astype(np.float32)
+        by_hand = np.zeros((6, 2, 3, 198), np.float32)
+        np.put_along_axis(by_hand, raw_arrays["topk_bins"].astype(np.int64), values / values.sum(-1, keepdims=True), -1)
+    np.testing.assert_allclose(labelstore.load_probs(path), by_hand, rtol=1e-6, atol=1e-7)
+    assert g.attrs["encoding"]["name"] == encoding

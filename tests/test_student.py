@@ -70,7 +70,7 @@ def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
     target = torch.tensor([[10.2, -33.7, 5.5], [-98.9, 99.0, 0.0]])
     loss, parts = loss_fn({"bin1": logits}, {"index": rows, "view_id": views, "target": target})
     # by hand, in float64
-    teacher = np.stack([labels.probs[1, 2], labels.probs[4, 0]]).astype(np.float64)  # [2, 3, Q]
+    teacher = labels.targets(np.array([1, 4]), np.array([2, 0])).astype(np.float64)  # [2, 3, Q]
     lg = logits.double().numpy()
     logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
     ce = kl = 0.0

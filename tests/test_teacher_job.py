@@ -75,7 +75,7 @@ def root_attrs(path: Path) -> dict:
 def test_store_content_and_provenance(env):
     g = labelstore.open_store(str(env["ref"]))
     probs = labelstore.load_probs(str(env["ref"]))
-    assert probs.shape == (N_TRAIN, 2, 3, 198) and probs.dtype == np.float16
+    assert probs.shape == (N_TRAIN, 2, 3, 198) and g["probs"].dtype == np.float16
     np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=2e-3)
     a = dict(g.attrs)
     assert a["teacher"]["sha256"] == sha256_file(env["ck"]) and a["teacher"]["architecture"] == "resnet18"
@@ -83,7 +83,8 @@ def test_store_content_and_provenance(env):
     assert a["ensemble"] == {"p": 2, "s": 2, "A": 9}
     assert a["views"]["V"] == 2 and a["views"]["seed"] == 7
     assert a["manifest"]["sha256"] == sha256_file(env["boxes"])
-    assert a["input"]["size"] == [32, 32] and "created" not in a and a["format_version"] == 2
+    assert a["input"]["size"] == [32, 32] and "created" not in a and a["format_version"] == 3
+    assert a["encoding"]["name"] == "float16" and a["encoding"]["bytes_per_image_view"] == 1188
     df = pd.read_parquet(env["boxes"])
     train = df[df.split == "train"]
     assert labelstore.load_sample_ids(str(env["ref"])) == train.sample_id.tolist()

@@ -47,6 +47,7 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
 from pipeline.teacher.compute import ZDataset, cached_model, loader_workers
+from pipeline.teacher.encoding import Encoding
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.lease import Lease, new_lease
@@ -60,7 +61,7 @@ class TeacherLabelsConfig:
     """params.yaml section ``teacher_labels``.
 
     Output-defining: p, s, views, view_seed, flip_prob, max_angle, split, shard_rows,
-    chunk_rows. Performance only: batch_size, chunk, workers, loader_workers, device, amp,
+    chunk_rows, encoding (:mod:`pipeline.teacher.encoding`). Performance only: batch_size, chunk, workers, loader_workers, device, amp,
     compile, threads, tasks_per_worker.
     """
 
@@ -73,6 +74,7 @@ class TeacherLabelsConfig:
     split: str = "train"
     shard_rows: int = 4096
     chunk_rows: int = 64
+    encoding: str = "float16"  # float16 | uint8 | topK (e.g. top16): how the store holds the distributions
     batch_size: int = 16  # samples per batch (each brings V regions Z → V·A crops)
     chunk: int = 1024  # crops per forward pass (0 = the whole batch)
     workers: int = 0  # dask workers of a local cluster (0 = run in this process)
@@ -95,6 +97,7 @@ class TeacherLabelsConfig:
         if not 0.0 <= self.flip_prob <= 1.0 or self.max_angle < 0:
             raise ValueError("teacher_labels: flip_prob must be in [0, 1] and max_angle >= 0")
         labelstore.Layout(1, 1, 1, self.shard_rows, self.chunk_rows)  # validates the shard shape
+        Encoding(self.encoding, n_bins=1 << 16)  # the name; K against the teacher's Q in plan_job
 
     @property
     def A(self) -> int:
@@ -253,7 +256,7 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
         manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
         n_labelled=rows.n_labelled, n_unlabelled=rows.n_unlabelled,
         view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
-        layout=layout,
+        layout=layout, encoding=Encoding(cfg.encoding, grid.count),
     )
     log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows.rows), cfg.split,
              attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])

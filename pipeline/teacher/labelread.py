@@ -19,13 +19,16 @@ from pipeline.core.io import sha256_file
 from pipeline.core.views import View, view_from_row, views_array
 from pipeline.manifest.rows import row_angles, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
+from pipeline.teacher.encoding import Encoding, encoding_from_attrs
 from pipeline.teacher.labelstore import (
     StoreDamaged,
     decode_ids,
     done_flags,
+    encoding_of,
     layout_of,
+    local_path,
     open_store,
-    read_probs,
+    read_parts,
     read_shard,
     read_verified,
 )
@@ -45,11 +48,13 @@ def store_split(attrs: Mapping[str, Any]) -> str:
 
 @dataclass
 class TeacherLabels:
-    """A label store held in memory."""
+    """A label store held in memory, its distributions still encoded (``parts``: the store's
+    arrays [N, V, 3, L]; :meth:`targets` decodes the ones a batch needs)."""
 
     path: str
     attrs: dict[str, Any]
-    probs: np.ndarray  # float16 [N, V, 3, Q]
+    encoding: Encoding
+    parts: dict[str, np.ndarray]
     views: np.ndarray  # float32 [N, V, 2] (flip flag, angle°)
     sample_ids: np.ndarray  # object [N]
     rows: np.ndarray  # int64 [N], row of each sample in boxes.parquet
@@ -57,11 +62,19 @@ class TeacherLabels:
 
     @property
     def n_views(self) -> int:
-        return int(self.probs.shape[1])
+        return int(self.views.shape[1])
+
+    @property
+    def n_bins(self) -> int:
+        return self.encoding.n_bins
 
     @property
     def nbytes(self) -> int:
-        return int(self.probs.nbytes + self.views.nbytes + self.rows.nbytes)
+        return int(sum(a.nbytes for a in self.parts.values()) + self.views.nbytes + self.rows.nbytes)
+
+    def targets(self, pos: np.ndarray | int, view: np.ndarray | int) -> np.ndarray:
+        """Decoded distributions of store rows ``pos``, views ``view``: float32 [..., 3, Q]."""
+        return self.encoding.decode({k: a[pos, view] for k, a in self.parts.items()})
 
     @property
     def split(self) -> str:
@@ -94,10 +107,10 @@ def available_memory() -> int:
             return 1 << 62
 
 
-def store_nbytes(layout: Mapping[str, int]) -> int:
-    """In-memory size of a store: probs (float16) + views (float32) + rows (int64)."""
-    n, v, q = int(layout["n_rows"]), int(layout["n_views"]), int(layout["n_bins"])
-    return n * v * 3 * q * 2 + n * v * 2 * 4 + n * 8
+def store_nbytes(layout: Mapping[str, int], encoding: Encoding) -> int:
+    """In-memory size of a store: its encoded distributions + views (float32) + rows (int64)."""
+    n, v = int(layout["n_rows"]), int(layout["n_views"])
+    return n * v * encoding.bytes_per_view() + n * v * 2 * 4 + n * 8
 
 
 def check_memory(nbytes: int, max_gb: float, path: str, available: int | None = None) -> None:
@@ -126,23 +139,24 @@ def load_teacher_labels(path: str | os.PathLike[str], max_gb: float = 16.0) -> T
     lay = attrs.get("layout") or {}
     if not {"n_rows", "n_views", "n_bins"} <= set(lay):
         raise ValueError(f"label store {path!r} has no layout attribute: rebuild it with `hpekd teacher-labels`")
-    nbytes = store_nbytes(lay)
+    enc = encoding_from_attrs(attrs, path)
+    nbytes = store_nbytes(lay, enc)
     check_memory(nbytes, max_gb, path)
-    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, %.1f MiB in memory",
-             path, lay["n_rows"], lay["n_views"], lay["n_bins"], nbytes / 2**20)
-    # every array is checked against the digests recorded by the writer (and probs are
-    # distributions): a damaged store is refused in one line naming the shard, never trained on
-    probs = read_probs(g, path)
+    log.info("loading label store %s: N=%d rows, V=%d views, Q=%d bins, encoding %s, %.1f MiB in memory",
+             path, lay["n_rows"], lay["n_views"], lay["n_bins"], enc.name, nbytes / 2**20)
+    # every array is checked against the digests recorded by the writer (and holds what its
+    # encoding writes): a damaged store is refused in one line naming the shard, never trained on
+    parts = read_parts(g, path)
     views = read_verified(g, "views", path)
     ids = np.array(decode_ids(read_verified(g, "sample_id", path)), dtype=object)
     rows = read_verified(g, "boxes_row", path)
-    n = probs.shape[0]
-    if views.shape[:2] != probs.shape[:2] or len(ids) != n or len(rows) != n:
+    n = len(rows)
+    if any(a.shape[:2] != views.shape[:2] for a in parts.values()) or len(ids) != n or views.shape[0] != n:
         raise ValueError(
-            f"label store {path!r} is inconsistent: probs {probs.shape}, views {views.shape}, "
-            f"{len(ids)} sample ids, {len(rows)} rows"
+            f"label store {path!r} is inconsistent: {', '.join(f'{k} {a.shape}' for k, a in parts.items())}, "
+            f"views {views.shape}, {len(ids)} sample ids, {len(rows)} rows"
         )
-    return TeacherLabels(path, attrs, probs, views, ids, rows)
+    return TeacherLabels(path, attrs, enc, parts, views, ids, rows)
 
 
 # ----------------------------------------------------------------------------- store vs boxes table
@@ -202,16 +216,29 @@ def info(path: str) -> dict[str, Any]:
     g = open_store(path)
     flags = done_flags(g)
     lay = layout_of(g)
+    enc = encoding_of(g, path)
     rows_done = sum(lay.shard_range(k)[1] - lay.shard_range(k)[0] for k in np.flatnonzero(flags))
     return {
         "path": str(path),
         "attributes": dict(g.attrs),
+        "encoding": enc.name,
+        "bytes_per_image_view": enc.bytes_per_view(),
+        "label_bytes": label_bytes(path, enc),
         "shards_done": int(flags.sum()),
         "shards_total": lay.n_shards,
         "rows_done": int(rows_done),
         "rows_total": lay.n_rows,
         "complete": bool(flags.all()),
     }
+
+
+def label_bytes(path: str, encoding: Encoding) -> int | None:
+    """Bytes on disk of the distribution arrays of a local store (compressed shards and their
+    metadata); None for a remote URL."""
+    local = local_path(str(path))
+    if local is None:
+        return None
+    return sum(f.stat().st_size for a in encoding.arrays() for f in (local / a.name).rglob("*") if f.is_file())
 
 
 def verify(path: str, boxes: str | None = None, tol: float = 2e-3) -> list[str]:
@@ -309,5 +336,5 @@ def _boxes_problem(m: Mismatch, boxes: str) -> str:
 
 __all__ = [
     "GB", "Mismatch", "TeacherLabels", "available_memory", "check_memory", "compare_with_boxes", "info",
-    "load_teacher_labels", "store_nbytes", "store_split", "verify",
+    "label_bytes", "load_teacher_labels", "store_nbytes", "store_split", "verify",
 ]

@@ -6,15 +6,20 @@ Layout (N = training rows, V = views, Q = bins of the bin-1 head, S = shards)::
       zarr.json          group attributes = provenance (see ``provenance`` below)
       probs/             float16 [N, V, 3, Q]  eq. 6 distributions (pitch, yaw, roll), sharded
                          along N: one file per shard of ``shard_rows`` rows, inner chunks of
-                         ``chunk_rows`` rows, Blosc-zstd (:data:`COMPRESSOR`)
+                         ``chunk_rows`` rows, Blosc-zstd (:data:`COMPRESSOR`). This is the
+                         ``float16`` encoding; ``uint8`` stores ``probs_uint8`` instead and
+                         ``topK`` stores ``topk_values`` + ``topk_bins`` [N, V, 3, K], sharded
+                         alike (:mod:`pipeline.teacher.encoding`, the store's ``encoding``
+                         attribute)
       views/             float32 [N, V, 2]     (flip flag, rotation angle°) of every view
       sample_id/         uint8   [N, L]        manifest key of each row, UTF-8, zero-padded to
                                                L bytes (every Zarr v3 client reads uint8)
       boxes_row/         int64   [N]           row index of each sample in boxes.parquet
       done/              uint8   [S, 33]       per shard: [0] = 1 once its probs are complete,
-                                               [1:33] = sha256 of its decoded float16 values
-                                               (one file per shard: the flag and the digest are
-                                               written together, in one object)
+                                               [1:33] = sha256 of its encoded arrays' bytes,
+                                               in the encoding's array order (one file per
+                                               shard: the flag and the digest are written
+                                               together, in one object)
 
 The layout (all arrays, views, ids, attributes) is created FIRST, in one place
 (:func:`create_layout`); writers then fill whole shards with :func:`write_shard`, which sets the
@@ -23,9 +28,10 @@ so a store without them is an interrupted creation. The attributes also hold the
 ``views``, ``sample_id`` and ``boxes_row`` (``content``).
 
 Every reader that trains or evaluates goes through :func:`load_probs` / :func:`load_views` /
-:func:`load_sample_ids` / :func:`load_rows` (or, on a store opened once, :func:`read_probs` /
-:func:`read_verified`), which check the digests, finiteness and that each distribution sums to
-1, and refuse a damaged store in one line naming the store and shard. Reading a whole store
+:func:`load_sample_ids` / :func:`load_rows` (or, on a store opened once, :func:`read_parts` /
+:func:`read_verified`), which check the digests and the encoding's value rules (finite
+distributions summing to 1 for float16), and refuse a damaged store in one line naming the
+store and shard. Reading a whole store
 (``hpekd labels info|verify``, the student's in-memory copy) is :mod:`pipeline.teacher.labelread`.
 
 Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
@@ -51,12 +57,13 @@ from zarr.core.sync import sync
 from pipeline.core.angles import ANGLES
 from pipeline.manifest.rows import OK
 from pipeline.model.network import LABEL_HEAD
+from pipeline.teacher.encoding import Encoding, encoding_from_attrs
 from pipeline.teacher.ensemble import ensemble_size
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hpekd-teacher-labels"
-FORMAT_VERSION = 2  # v2: per-shard digests, uint8 sample ids, boxes_row, no creation time
+FORMAT_VERSION = 3  # v2: per-shard digests, uint8 sample ids, boxes_row; v3: the encoding attribute
 
 # The one compressor of the store (probs, views, boxes_row); shuffle helps fp16 distributions a lot.
 COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
@@ -64,9 +71,8 @@ COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 # provenance fields that define *what* the store holds; a resume must match them exactly
 IDENTITY_FIELDS = (
     "format", "format_version", "teacher", "bins", "ensemble", "input", "manifest", "views",
-    "layout",
+    "layout", "encoding",
 )
-ARRAYS = ("probs", "views", "sample_id", "boxes_row", "done")
 DIGEST_BYTES = 32
 REPAIR = "rerun `hpekd teacher-labels` with the same inputs: it recomputes only the damaged shards"
 REBUILD = "rebuild it with `hpekd teacher-labels`"
@@ -126,7 +132,7 @@ class Layout:
                     shard_rows=self.shard_rows, chunk_rows=self.chunk_rows, n_shards=self.n_shards)
 
 
-# 20 keyword-only parameters, one per leaf of the record it returns: the signature is the list
+# 21 keyword-only parameters, one per leaf of the record it returns: the signature is the list
 # of what a store's provenance holds, and every caller names each field. Records grouping them
 # would only mirror the nested dict below.
 def provenance(
@@ -151,6 +157,7 @@ def provenance(
     flip_prob: float,
     max_angle: float,
     layout: Layout,
+    encoding: Encoding,
 ) -> dict[str, Any]:
     """The group attributes (JSON) of a store: a pure function of the inputs (no timestamp, host
     or absolute path), so the same inputs give the same bytes; ``package`` is informative."""
@@ -167,6 +174,7 @@ def provenance(
         "views": {"seed": view_seed, "V": n_views, "flip_prob": flip_prob, "max_angle": max_angle,
                   "view0": "identity", "columns": ["flip", "angle_deg"]},
         "layout": layout.to_dict(),
+        "encoding": encoding.to_dict(),
         "angles": list(ANGLES),
         "package": {"name": "hpekd", "version": _package_version()},
     }
@@ -198,9 +206,17 @@ def _group(path: str, mode: str) -> zarr.Group:
     return zarr.open_group(store_for(path, read_only=(mode == "r")), mode=mode, zarr_format=3)
 
 
-def digest(block: np.ndarray) -> bytes:
-    """sha256 of a probs block as stored (float16, C order)."""
-    return hashlib.sha256(np.ascontiguousarray(block, dtype=np.float16).tobytes()).digest()
+def digest(parts: Mapping[str, np.ndarray], encoding: Encoding) -> bytes:
+    """sha256 of a shard's encoded arrays as stored (C order), in the encoding's array order."""
+    h = hashlib.sha256()
+    for a in encoding.arrays():
+        h.update(np.ascontiguousarray(parts[a.name], dtype=a.dtype).tobytes())
+    return h.digest()
+
+
+def encoding_of(g: zarr.Group, path: str | None = None) -> Encoding:
+    """The encoding of an open store (refused, naming it, when this hpekd does not know it)."""
+    return encoding_from_attrs(g.attrs, str(path if path is not None else g.store))
 
 
 def _sha(arr: np.ndarray) -> str:
@@ -232,7 +248,7 @@ def create_layout(
 ) -> zarr.Group:
     """Create (overwrite) the whole store: arrays, views, ids, then the attributes."""
     lay = attrs["layout"]
-    n, v, q = lay["n_rows"], lay["n_views"], lay["n_bins"]
+    n, v = lay["n_rows"], lay["n_views"]
     shard, chunk = lay["shard_rows"], lay["chunk_rows"]
     if len(sample_ids) != n or rows.shape != (n,) or views.shape != (n, v, 2):
         raise ValueError("create_layout: sample_ids/rows/views do not match the layout size")
@@ -240,10 +256,12 @@ def create_layout(
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     ids = encode_ids(sample_ids)
     g = zarr.open_group(store_for(path), mode="w", zarr_format=3)
-    g.create_array(
-        "probs", shape=(n, v, 3, q), dtype="float16", chunks=(chunk, v, 3, q), shards=(shard, v, 3, q),
-        compressors=COMPRESSOR, fill_value=0, dimension_names=["row", "view", "angle", "bin"],
-    )
+    for a in encoding_from_attrs(attrs, str(path)).arrays():
+        g.create_array(
+            a.name, shape=(n, v, 3, a.last), dtype=a.dtype, chunks=(chunk, v, 3, a.last),
+            shards=(shard, v, 3, a.last), compressors=COMPRESSOR, fill_value=0,
+            dimension_names=["row", "view", "angle", a.last_name],
+        )
     one = math.ceil(n / chunk) * chunk  # a single shard file for the small per-row arrays
     va = g.create_array(
         "views", shape=(n, v, 2), dtype="float32", chunks=(chunk, v, 2), shards=(one, v, 2),
@@ -287,9 +305,9 @@ def open_store(path: str, mode: str = "r") -> zarr.Group:
             f"version {FORMAT_VERSION}; {REBUILD}"
         )
     lay = layout_of(g)
-    want = {"probs": ("float16", (lay.n_rows, lay.n_views, 3, lay.n_bins)),
-            "views": ("float32", (lay.n_rows, lay.n_views, 2)), "boxes_row": ("int64", (lay.n_rows,)),
-            "sample_id": ("uint8", None), "done": ("uint8", (lay.n_shards, 1 + DIGEST_BYTES))}
+    want = {a.name: (a.dtype, (lay.n_rows, lay.n_views, 3, a.last)) for a in encoding_of(g, path).arrays()}
+    want.update({"views": ("float32", (lay.n_rows, lay.n_views, 2)), "boxes_row": ("int64", (lay.n_rows,)),
+                 "sample_id": ("uint8", None), "done": ("uint8", (lay.n_shards, 1 + DIGEST_BYTES))})
     for name, (dtype, shape) in want.items():
         try:
             arr = g[name]
@@ -359,7 +377,8 @@ def remove_partial_files(path: str) -> int:
 
 
 def write_shard(g: zarr.Group, k: int, probs: np.ndarray, lease: Any = None) -> None:
-    """Write shard ``k`` whole (one storage object), then its flag and digest (one object).
+    """Encode shard ``k``'s distributions (float [rows, V, 3, Q]) with the store's encoding and
+    write each array's shard whole (one storage object each), then the flag and digest (one object).
 
     ``lease``: a :class:`pipeline.teacher.lease.Lease`, checked before each of the two writes.
     """
@@ -367,57 +386,47 @@ def write_shard(g: zarr.Group, k: int, probs: np.ndarray, lease: Any = None) -> 
     a, b = lay.shard_range(k)
     if probs.shape != (b - a, lay.n_views, 3, lay.n_bins):
         raise ValueError(f"shard {k}: probs shape {probs.shape} != {(b - a, lay.n_views, 3, lay.n_bins)}")
-    block = np.ascontiguousarray(probs, dtype=np.float16)
-    state = np.frombuffer(b"\x01" + digest(block), dtype=np.uint8)
+    enc = encoding_of(g)
+    parts = enc.encode(probs)
+    state = np.frombuffer(b"\x01" + digest(parts, enc), dtype=np.uint8)
     if lease is not None:
         lease.check()
-    # a whole-shard write still reads an existing shard object (to merge it): drop a damaged
-    # one first, so a rerun can replace it
-    arr = g["probs"]
-    sync(g.store.delete(f"{arr.path}/{arr.metadata.encode_chunk_key((k, 0, 0, 0))}"))
-    arr[a:b] = block
+    for spec in enc.arrays():
+        # a whole-shard write still reads an existing shard object (to merge it): drop a damaged
+        # one first, so a rerun can replace it
+        arr = g[spec.name]
+        sync(g.store.delete(f"{arr.path}/{arr.metadata.encode_chunk_key((k, 0, 0, 0))}"))
+        arr[a:b] = parts[spec.name]
     if lease is not None:
         lease.check()
     g["done"][k] = state
 
 
-def read_shard(g: zarr.Group, k: int, path: str, tol: float = 2e-3, values: bool = True) -> np.ndarray:
-    """Shard ``k`` decoded and verified: done, its digest matches, and (``values``) every
-    distribution is finite, non-negative and sums to 1 within ``tol``. Raises
-    :class:`StoreDamaged` naming the store, the shard and its rows."""
+def read_shard(g: zarr.Group, k: int, path: str, tol: float = 2e-3, values: bool = True) -> dict[str, np.ndarray]:
+    """Shard ``k``'s encoded arrays, verified: done, its digest matches, and (``values``) the
+    encoding's value rules hold (float16: every distribution finite, non-negative and summing to
+    1 within ``tol``). Raises :class:`StoreDamaged` naming the store, the shard and its rows."""
     lay = layout_of(g)
+    enc = encoding_of(g, path)
     a, b = lay.shard_range(k)
     where = f"label store {str(path)!r}: shard {k} (rows {a}..{b - 1})"
     state = _shard_state(g, k)
     if not state[0]:
         raise StoreDamaged(f"{where} is not done (an interrupted run); {REPAIR}")
     try:
-        block = np.asarray(g["probs"][a:b])
+        parts = {spec.name: np.asarray(g[spec.name][a:b]) for spec in enc.arrays()}
     except Exception as exc:  # noqa: BLE001 - codec errors: truncated or corrupt shard file
         raise StoreDamaged(f"{where} cannot be decoded ({exc.__class__.__name__}: {exc}); {REPAIR}") from exc
-    if digest(block) != state[1:].tobytes():
+    if digest(parts, enc) != state[1:].tobytes():
         raise StoreDamaged(
             f"{where} does not match the sha256 recorded when it was written (shard file damaged, "
             f"truncated, deleted or swapped); {REPAIR}"
         )
     if values:
-        problem = value_problem(block, tol)
+        problem = enc.value_problem(parts, tol)
         if problem:
             raise StoreDamaged(f"{where}: {problem}; {REPAIR}")
-    return block
-
-
-def value_problem(block: np.ndarray, tol: float = 2e-3) -> str | None:
-    """Why a probs block is not a set of distributions, or None."""
-    f = block.astype(np.float32)
-    if not np.isfinite(f).all():
-        return "non-finite probabilities"
-    if (f < 0).any():
-        return "negative probabilities"
-    err = np.abs(f.sum(-1) - 1.0)
-    if (err > tol).any():
-        return f"distributions do not sum to 1 (worst error {float(err.max()):.4f}, tolerance {tol})"
-    return None
+    return parts
 
 
 def verified_shards(g: zarr.Group, path: str, shards: Sequence[int] | None = None) -> np.ndarray:
@@ -436,10 +445,11 @@ def verified_shards(g: zarr.Group, path: str, shards: Sequence[int] | None = Non
     return ok
 
 
-def read_probs(g: zarr.Group, path: str, tol: float = 2e-3) -> np.ndarray:
-    """All soft labels of the open store ``g`` (at ``path``, for messages), verified shard by
-    shard: float16 [N, V, 3, Q]."""
+def read_parts(g: zarr.Group, path: str, tol: float = 2e-3) -> dict[str, np.ndarray]:
+    """All encoded arrays of the open store ``g`` (at ``path``, for messages), verified shard by
+    shard: {name: [N, V, 3, L]} in the store's encoding (decode with :func:`encoding_of`)."""
     lay = layout_of(g)
+    enc = encoding_of(g, path)
     flags = done_flags(g)
     if not flags.all():
         missing = np.flatnonzero(flags == 0).tolist()
@@ -447,10 +457,11 @@ def read_probs(g: zarr.Group, path: str, tol: float = 2e-3) -> np.ndarray:
             f"label store {str(path)!r} is incomplete: shards {missing[:10]} not done "
             "(rerun `hpekd teacher-labels` to finish it)"
         )
-    out = np.empty((lay.n_rows, lay.n_views, 3, lay.n_bins), dtype=np.float16)
+    out = {a.name: np.empty((lay.n_rows, lay.n_views, 3, a.last), dtype=a.dtype) for a in enc.arrays()}
     for k in range(lay.n_shards):
         a, b = lay.shard_range(k)
-        out[a:b] = read_shard(g, k, path, tol)
+        for name, block in read_shard(g, k, path, tol).items():
+            out[name][a:b] = block
     return out
 
 
@@ -466,8 +477,9 @@ def read_verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
 
 
 def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
-    """All soft labels in memory, verified shard by shard: float16 [N, V, 3, Q]."""
-    return read_probs(open_store(path), path, tol)
+    """All soft labels in memory, verified shard by shard and decoded: float32 [N, V, 3, Q]."""
+    g = open_store(path)
+    return encoding_of(g, path).decode(read_parts(g, path, tol))
 
 
 def load_views(path: str) -> np.ndarray:

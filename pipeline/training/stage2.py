@@ -48,10 +48,11 @@ from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.rows import RowQuery, has_rows
 from pipeline.manifest.schema import read_boxes
-from pipeline.model.checkpoint import load_backbone_weights
+from pipeline.model.checkpoint import load_backbone_weights, load_checkpoint
 from pipeline.model.losses import student_loss
 from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 from pipeline.teacher.labelread import Mismatch, TeacherLabels, compare_with_boxes, load_teacher_labels
+from pipeline.teacher.labelstore import diff_provenance
 from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
@@ -175,8 +176,8 @@ def check_provenance(
         store = _field(attrs, f"bins.{key}")
         if store is None or float(store) != float(here):
             raise _mismatch(labels, f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + REBUILD_LABELS)
-    if labels.probs.shape[-1] != grid.count:
-        raise _mismatch(labels, "bins.Q", f"probs with {labels.probs.shape[-1]} bins", grid.count, REBUILD_LABELS)
+    if labels.n_bins != grid.count:
+        raise _mismatch(labels, "bins.Q", f"distributions of {labels.n_bins} bins", grid.count, REBUILD_LABELS)
     store_size = _field(attrs, "input.size")
     if input_size is not None and (store_size is None or tuple(store_size) != tuple(input_size)):
         raise _mismatch(labels, "input.size", store_size, list(input_size),
@@ -224,10 +225,13 @@ def teacher_input(image: np.ndarray, box: Sequence[float], size: tuple[int, int]
 
 
 class TeacherTable:
-    """Soft-target lookup for a batch: ``probs[pos[row], view]`` → [B, 3, Q] on the device."""
+    """Soft-target lookup for a batch: the store's encoded arrays at ``[pos[row], view]``, moved
+    to the device and decoded there (:meth:`pipeline.teacher.encoding.Encoding.decode_torch`)
+    → [B, 3, Q]. The table holds the store encoded: a compact encoding is compact in RAM too."""
 
     def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
-        self.probs = torch.from_numpy(labels.probs)  # float16, shares memory with numpy
+        self.encoding = labels.encoding
+        self.parts = {k: torch.from_numpy(a) for k, a in labels.parts.items()}  # shares memory with numpy
         self.pos = torch.from_numpy(labels.positions(n_boxes_rows))
 
     def __call__(self, rows: torch.Tensor, views: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -237,7 +241,7 @@ class TeacherTable:
         v = views.cpu()
         if (v < 0).any():
             raise ValueError("batch without view ids: the dataset must replay the stored views")
-        return self.probs[p, v].to(device, non_blocking=True)
+        return self.encoding.decode_torch({k: a[p, v].to(device, non_blocking=True) for k, a in self.parts.items()})
 
 
 def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weight: float = 1.0):
@@ -274,6 +278,28 @@ def row_counts(train_set: PoseDataset) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- stage 2
 
+# what a student checkpoint records of the store it learnt from (the encoding included: a store
+# rebuilt with another encoding is another set of soft targets)
+PROVENANCE_KEYS = ("teacher", "bins", "ensemble", "input", "manifest", "views", "encoding")
+
+
+def labels_provenance(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: attrs.get(k) for k in PROVENANCE_KEYS}
+
+
+def check_resume_labels(out: str | os.PathLike[str], provenance: Mapping[str, Any], labels_path: str) -> None:
+    """``--resume`` continues a student only on the soft targets it began with: a checkpoint
+    whose recorded store differs (another teacher, views or encoding) is refused."""
+    if not os.path.isfile(out):
+        return
+    old = ((load_checkpoint(out, map_location="cpu").get("labels") or {}).get("provenance")) or {}
+    diff = diff_provenance(old, provenance, PROVENANCE_KEYS)
+    if diff:
+        raise ValueError(
+            f"cannot resume {str(out)!r} on label store {labels_path!r}: the checkpoint was trained on other soft "
+            f"labels ({'; '.join(diff[:3])}); train from scratch (delete the checkpoint or drop --resume)"
+        )
+
 
 def train_student(
     cfg: StudentConfig,
@@ -293,28 +319,61 @@ def train_student(
     check_provenance(labels, boxes_path, boxes, spec, cfg.size, teacher)
     size = cfg.size or tuple(int(v) for v in labels.attrs["input"]["size"])
     train_set = student_dataset(labels, boxes, size, cfg)  # type: ignore[arg-type]
+    n_left = len(labels.rows) - len(train_set) - train_set.unlabelled_left_out
+    if n_left:
+        log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
+    provenance = labels_provenance(labels.attrs)
+    if resume:
+        check_resume_labels(paths.out, provenance, str(labels_path))
+    ens = labels.attrs.get("ensemble") or {}
+    passes = len(labels.rows) * labels.n_views * int(ens.get("A", 0))
+    table = TeacherTable(labels, len(boxes))
+    return run_student(
+        cfg, boxes, size, train_set, lambda rt: student_fns(spec, table, cfg.ce_weight, cfg.kd_weight), paths,
+        resume=resume, progress=progress,
+        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}},
+        teacher={"mode": "offline", "encoding": labels.encoding.name, "views": labels.n_views,
+                 "network_passes": passes},
+    )
+
+
+# 10 parameters: the run's inputs (config, table, size, training set, loss factory, paths), then
+# four keyword-only settings each caller names (the offline and the online student)
+def run_student(
+    cfg: StudentConfig,
+    boxes: pd.DataFrame,
+    size: tuple[int, int],
+    train_set: PoseDataset,
+    make_fns: Any,
+    paths: RunPaths,
+    *,
+    resume: bool,
+    progress: bool,
+    extra_state: Mapping[str, Any],
+    teacher: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Train a student on ``train_set`` with the loss ``make_fns(runtime)`` builds (eq. 7 with
+    its teacher: the store's, or the network run online) and evaluate on the test rows.
+    ``teacher`` (how the soft targets were made, their teacher-network passes) goes into the
+    metrics JSON beside the row counts."""
     counts = row_counts(train_set)
     log.info("student trains on %d labelled and %d unlabelled row(s)%s", counts["labelled"], counts["unlabelled"],
              f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0 or unlabelled: false)"
              if counts["unlabelled_left_out"] else "")
-    n_left = len(labels.rows) - len(train_set) - counts["unlabelled_left_out"]
-    if n_left:
-        log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_rows(boxes, "test") else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
-    provenance = {k: labels.attrs.get(k) for k in ("teacher", "bins", "ensemble", "input", "manifest", "views")}
-    run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume, metrics_extra={"rows": counts},
-                      extra_state={"labels": {"path": str(labels_path), "provenance": provenance}})
+    run = TrainingRun(paths, "student", cfg.to_dict(), size, resume=resume,
+                      metrics_extra={"rows": counts, "teacher": dict(teacher)}, extra_state=extra_state)
     with training_runtime(engine.device) as rt:
         set_seed(cfg.seed)
-        model = HeadPoseNet(spec, pretrained=cfg.pretrained)
+        model = HeadPoseNet(cfg.spec(), pretrained=cfg.pretrained)
         if cfg.weights:
             load_backbone_weights(model, cfg.weights)
-        fns = student_fns(spec, TeacherTable(labels, len(boxes)), cfg.ce_weight, cfg.kd_weight)
-        return fit(model, fns, train_set, test_set, engine, rt, run)
+        return fit(model, make_fns(rt), train_set, test_set, engine, rt, run)
 
 
 __all__ = [
-    "StudentConfig", "TeacherTable", "ViewReplay", "check_provenance", "row_counts", "student_dataset", "student_fns",
-    "teacher_input", "train_student",
+    "PROVENANCE_KEYS", "StudentConfig", "TeacherTable", "ViewReplay", "check_provenance", "check_resume_labels",
+    "labels_provenance", "row_counts", "run_student", "student_dataset", "student_fns", "teacher_input",
+    "train_student",
 ]

@@ -18,6 +18,7 @@ from pipeline.core.views import view_from_row, views_array
 from pipeline.manifest.rows import labelled_mask, row_angles, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
+from pipeline.teacher.encoding import Encoding
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
@@ -31,7 +32,7 @@ def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.nda
 def make_oracle_store(
     boxes: Path, out: Path, size: int = 64, n_views: int = 3, view_seed: int = 0, sigma: float = 3.0,
     bin_size: float = 1, teacher_sha: str = "0" * 64, sample_ids: list[str] | None = None,
-    max_angle: float = 15.0, shard_rows: int = 16,
+    max_angle: float = 15.0, shard_rows: int = 16, encoding: str = "float16",
 ) -> Path:
     df = read_boxes(boxes)
     rows = split_rows(df, "train")
@@ -53,6 +54,7 @@ def make_oracle_store(
         n_labelled=int(labelled.sum()), n_unlabelled=int((~labelled).sum()),
         view_seed=view_seed,
         n_views=n_views, flip_prob=0.5, max_angle=max_angle, layout=layout,
+        encoding=Encoding(encoding, grid.count),
     )
     g = labelstore.create_layout(str(out), attrs, ids, rows, views)
     probs = oracle_probs(poses, grid, sigma)

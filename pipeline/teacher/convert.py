@@ -1,0 +1,67 @@
+"""Rewrite a label store in another encoding and/or with its first V views
+(``hpekd labels convert``): share a compact store, or try fewer views, without rerunning the
+teacher.
+
+Views are keyed by (seed, sample_id, view) (:mod:`pipeline.core.views`), so the first V views of
+a store are the views a V-view job draws; the converted store's provenance says V and the new
+encoding, and ``hpekd labels verify`` checks it like any other. The distributions are re-encoded
+from the source's decoded values: float16 → any encoding gives the bytes the teacher job would
+write for the same float16 distributions; converting from a compact encoding cannot restore
+what it dropped (the provenance records the source's encoding under ``converted_from``).
+The source is verified first and the target written beside and swapped in, so a failed
+conversion never leaves a half-written store at ``dst``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.teacher import labelstore
+from pipeline.teacher.encoding import Encoding
+from pipeline.teacher.labelread import load_teacher_labels
+
+log = logging.getLogger(__name__)
+
+
+def convert_store(src: str, dst: str, encoding: str | None = None, views: int | None = None) -> dict[str, Any]:
+    """Write ``src`` to the local path ``dst`` in ``encoding`` (default: the source's) with its
+    first ``views`` views (default: all). Returns ``{"encoding", "views", "rows"}``."""
+    out = labelstore.local_path(str(dst))
+    if out is None:
+        raise ValueError(f"convert writes a local store; {dst!r} is a URL (convert locally, then upload)")
+    if Path(str(src)).resolve() == out.resolve():
+        raise ValueError(f"source and target are the same store {src!r}: give another --out")
+    labels = load_teacher_labels(src, max_gb=float("inf"))
+    n_views = labels.n_views if views is None else int(views)
+    if not 1 <= n_views <= labels.n_views:
+        raise ValueError(f"views={views!r}: the store {src!r} has {labels.n_views} view(s); choose 1..{labels.n_views}")
+    enc = Encoding(encoding or labels.encoding.name, labels.n_bins)
+    attrs = dict(labels.attrs)
+    attrs.pop("content", None)
+    old = attrs["layout"]
+    layout = labelstore.Layout(old["n_rows"], n_views, old["n_bins"], old["shard_rows"], old["chunk_rows"])
+    attrs["layout"] = layout.to_dict()
+    attrs["views"] = {**attrs["views"], "V": n_views}
+    attrs["encoding"] = {**enc.to_dict(), **({"converted_from": labels.encoding.name}
+                                              if labels.encoding.name != "float16" and enc.name != labels.encoding.name
+                                              else {})}
+    tmp = out.with_name(out.name + ".converting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    g = labelstore.create_layout(str(tmp), attrs, list(labels.sample_ids), labels.rows, labels.views[:, :n_views])
+    for k in range(layout.n_shards):
+        a, b = layout.shard_range(k)
+        dense = labels.encoding.decode({name: arr[a:b, :n_views] for name, arr in labels.parts.items()})
+        labelstore.write_shard(g, k, dense)
+    if not labelstore.verified_shards(labelstore.open_store(str(tmp)), str(tmp)).all():
+        raise RuntimeError(f"converted store {tmp} failed its own check; {dst!r} was not touched")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("wrote %s: %d rows, %d view(s), encoding %s", out, layout.n_rows, n_views, enc.name)
+    return {"encoding": enc.name, "views": n_views, "rows": layout.n_rows}
+
+
+__all__ = ["convert_store"]
