@@ -27,7 +27,7 @@ SECTIONS: dict[str, str] = {
 }
 # top-level params keys that are not a stage's section: the shape of the pipeline, read by
 # dvc.yaml templating (and checked by `hpekd params check`)
-OTHER_KEYS = ("run", "data_root", "synthetic", "students", "students_control")
+OTHER_KEYS = ("run", "data_root", "synthetic", "students", "students_control", "students_online")
 
 
 def section_class(section: str) -> type:

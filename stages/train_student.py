@@ -1,4 +1,5 @@
-"""`hpekd train-student`: stage 2, one RvC head (bin 1) distilled from the cached teacher labels."""
+"""`hpekd train-student`: stage 2, one RvC head (bin 1) distilled from the cached teacher labels
+(or, with ``--online-teacher``, from the teacher network run at every step)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ from stages.common import check_outputs, load_config, params_option, user_errors
                    "which stay byte-reproducible; e.g. logs/train_student_resnet18_timing.csv).")
 @click.option("--kd-weight", type=float, default=None,
               help="Override train_student.kd_weight (0 = the control student without distillation).")
+@click.option("--online-teacher", "online_path", default=None, type=click.Path(dir_okay=False),
+              help="Run this stage-1 checkpoint's convolutional ensemble on every training view instead of reading "
+                   "--labels: (p, s), flip_prob, max_angle, chunk and amp come from the params section "
+                   "`teacher_labels`. A fresh view per sample per epoch, A teacher passes each (README \"How many "
+                   "views, which encoding\").")
 @params_option
 @user_errors
-# 12 parameters: one per click option of the command (its CLI), not a library signature
+# 13 parameters: one per click option of the command (its CLI), not a library signature
 def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, metrics_path: str | None,
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, timing_path: str | None,
-        kd_weight: float | None, params_path: str) -> None:
+        kd_weight: float | None, online_path: str | None, params_path: str) -> None:
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
     from pipeline.training.outputs import RunPaths
     from pipeline.training.stage2 import train_student
@@ -43,6 +49,13 @@ def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, 
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None, kd_weight=kd_weight)
     paths = RunPaths(out_path, metrics_path, plots_path, timing_path)
-    res = train_student(cfg, labels_path, boxes_path, paths, resume=resume, teacher=teacher_path,
-                        progress=not no_progress)
+    if online_path is not None:
+        from pipeline.training.online import OnlineTeacher, train_student_online
+
+        tl = load_config(params_path, "teacher_labels")
+        online = OnlineTeacher(online_path, tl.p, tl.s, tl.flip_prob, tl.max_angle, tl.chunk, tl.amp)
+        res = train_student_online(cfg, online, boxes_path, paths, resume=resume, progress=not no_progress)
+    else:
+        res = train_student(cfg, labels_path, boxes_path, paths, resume=resume, teacher=teacher_path,
+                            progress=not no_progress)
     click.echo(json.dumps({"out": out_path, "backbone": cfg.backbone, **res}, default=float))

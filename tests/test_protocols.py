@@ -151,7 +151,7 @@ def test_protocol_configs(protocol: str) -> None:
     p = _composed(f"protocol{protocol}.yaml")
     paper = _composed("paper.yaml")
     for section in ("train_teacher", "evaluate", "teacher_labels", "ensemble_grid", "train_student", "students",
-                    "students_control"):
+                    "students_control", "students_online"):
         assert p[section] == paper[section], section  # the paper's recipe
     # real data only, under data/raw, results under the protocol's own name
     assert (p["run"], p["data_root"], p["synthetic"]) == (f"protocol{protocol[0]}", "data/raw", [])

@@ -372,3 +372,31 @@ def test_missing_errors_file_is_named(tmp_path: Path) -> None:
     _write(d, "base-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(6, 9, 5)}))
     with pytest.raises(ValueError, match=r"per-face errors '.*base-resnet18\.parquet' not found: rerun"):
         write_report(d, tmp_path / "t.md", None, errors_dir=e)
+
+
+def test_online_teacher_row_and_its_comparison(tmp_path: Path) -> None:
+    """A student distilled online (`online-<backbone>.json`, a student checkpoint) gets its own
+    row, and the store's student is compared with it on the same faces."""
+    rng = np.random.default_rng(1)
+    n = 300
+    ids = [f"synth/{i}.png#0" for i in range(n)]
+    base_err = rng.gamma(2.0, 3.0, size=(n, 3))
+    online_err = np.clip(base_err - 0.5 + rng.normal(0, 0.2, (n, 3)), 0, None)
+    kd_err = np.clip(online_err + 0.4 + rng.normal(0, 0.2, (n, 3)), 0, None)
+    d, e = tmp_path / "eval", tmp_path / "errors"
+    e.mkdir()
+    for role, err in (("base", base_err), ("kd", kd_err), ("online", online_err)):
+        _write(d, f"{role}-resnet18.json", _file("stage1" if role == "base" else "student", "resnet18",
+                                                 {"synth": _eval(*err.mean(0), n=n)}))
+        _errors(e / f"{role}-resnet18.parquet", ids, err)
+    assert [r.label for r in collect(d)] == ["Base-ResNet18", "KD-ResNet18", "KD-online-ResNet18"]
+    out, summary = tmp_path / "t.md", tmp_path / "report.json"
+    write_report(d, out, None, errors_dir=e, summary=summary)
+    text = out.read_text()
+    assert ("synth: KD-ResNet18 from the label store is worse than the same student distilled online (5.78 vs 5.38; "
+            "Δ +0.40, 95 % CI [+0.39, +0.41], n = 300).") in text
+    assert "| synth | KD-ResNet18 − KD-online-ResNet18 |" in text
+    assert json.loads(summary.read_text())["differences"]["synth"]["kd-resnet18 - online-resnet18"]["verdict"] == "higher"
+    _write(d, "online-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(1, 2, 3)}))
+    with pytest.raises(ValueError, match="its name says 'online'"):
+        collect(d)

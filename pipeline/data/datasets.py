@@ -149,6 +149,11 @@ class PoseDataset(Dataset):
             return random_view(rng, self.augment.flip_p, self.augment.max_angle), -1
         return View(), -1
 
+    def read_view(self, i: int, view: View) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+        """The crop of position ``i`` under ``view`` (uint8 [h, w, 3]) and any extra item fields
+        (hook: the online-teacher dataset adds the teacher's region Z)."""
+        return read_crop(self.paths[i], self.boxes[i], self.size, view, reduce=self.reduced_decode), {}
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         i = int(i)
@@ -157,13 +162,14 @@ class PoseDataset(Dataset):
         view, view_id = self.view_for(i, rng)
         view = fit_view(view, tuple(float(a) for a in self.angles[i]))  # no rotation that leaves ±99°
         try:
-            out = read_crop(self.paths[i], self.boxes[i], self.size, view, reduce=self.reduced_decode)
+            out, extra = self.read_view(i, view)
         except (FileNotFoundError, ValueError) as exc:
             raise ValueError(f"row {row} ({self.paths[i]}): {exc}") from exc
         pose = view.pose(*self.angles[i])
         if self._photometric is not None:
             out = apply_photometric(self._photometric, out, rng)
         return {
+            **extra,
             "image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))),
             "target": torch.tensor(pose, dtype=torch.float32),
             "index": torch.tensor(row, dtype=torch.int64),

@@ -37,7 +37,8 @@ class Comparison:
 
 
 def pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """Which rows are compared: (ensemble, base), (kd, base) and (kd, nokd) of the same backbone."""
+    """Which rows are compared: (ensemble, base), (kd, base), (kd, nokd) and (kd, online) of the
+    same backbone (the label store against the teacher run online)."""
     base = next((k for k in keys if k[0] == "base"), None)
     out = []
     for k in keys:
@@ -48,6 +49,8 @@ def pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str,
                 out.append((k, base))
             if ("nokd", k[1]) in keys:
                 out.append((k, ("nokd", k[1])))
+            if ("online", k[1]) in keys:
+                out.append((k, ("online", k[1])))
     return out
 
 

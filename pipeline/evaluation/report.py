@@ -8,13 +8,14 @@ Naming convention of the evaluation metrics it reads (one JSON file per evaluate
 
 ``role`` is ``base`` (the stage-1 network, row ``Base-<backbone>``), ``ensemble`` (the
 convolutional ensemble of the stage-1 network at the configured p, s, row
-``Ensemble-<backbone>``), ``kd`` (a stage-2 student, row ``KD-<backbone>``) or ``nokd`` (the
-same student trained without KD); ``backbone`` is a torchvision ResNet name. Other JSON files
+``Ensemble-<backbone>``), ``kd`` (a stage-2 student, row ``KD-<backbone>``), ``online`` (the
+same student distilled from the teacher run online, row ``KD-online-<backbone>``) or ``nokd``
+(the same student trained without KD); ``backbone`` is a torchvision ResNet name. Other JSON files
 under the directory (training curves, DVC metrics of other stages) are ignored. The file body
 is exactly what ``hpekd evaluate`` writes (key names in :mod:`pipeline.evaluation.schema`):
 ``{"kind", "backbone", "split", "datasets": {"<test set>": {"mae_pitch", "mae_yaw", "mae_roll",
 "mae_mean", "slope_*", "r_*", ["baseline_mae_*",] "n", "dropped"}}, "all": {...}}``; ``kind`` and
-``backbone`` must agree with the file name (``kd``/``nokd`` ↔ a ``student`` checkpoint,
+``backbone`` must agree with the file name (``kd``/``online``/``nokd`` ↔ a ``student`` checkpoint,
 ``base``/``ensemble`` ↔ ``stage1``). A missing or unknown key is refused with one line naming
 the file and the key: rerun ``hpekd evaluate`` to rewrite the file.
 
@@ -52,9 +53,10 @@ from pipeline.evaluation.uncertainty import Difference
 log = logging.getLogger(__name__)
 
 ROLES = {"mean": "Predict the training mean", "base": "Base", "ensemble": "Ensemble", "kd": "KD",
-         "nokd": "No-KD"}
+         "online": "KD-online", "nokd": "No-KD"}
+STUDENT_ROLES = ("kd", "online", "nokd")  # evaluations of stage-2 checkpoints
 BACKBONE_RE = r"resnet\d+"
-FILE_RE = re.compile(rf"^(base|ensemble|kd|nokd)-({BACKBONE_RE})\.json$")
+FILE_RE = re.compile(rf"^(base|ensemble|kd|online|nokd)-({BACKBONE_RE})\.json$")
 RERUN_EVALUATE = "rerun `hpekd evaluate` to rewrite it"
 RERUN_GRID = "rerun `hpekd ensemble-grid` (the ensemble_grid stage) to rewrite it"
 
@@ -72,7 +74,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Row:
-    role: str  # mean | base | ensemble | kd | nokd
+    role: str  # mean | base | ensemble | kd | online | nokd
     backbone: str
     results: dict[str, Result]  # test set -> MAE
     source: str  # the JSON file it came from
@@ -211,7 +213,7 @@ def ensemble_row_from_grid(path: str | os.PathLike[str], p: int, s: int, backbon
 
 def _check_identity(ev: Evaluation, key: tuple[str, str], path: Path) -> None:
     """``hpekd evaluate`` records the checkpoint's kind and backbone: they must fit the name."""
-    want_kind = "student" if key[0] in ("kd", "nokd") else "stage1"
+    want_kind = "student" if key[0] in STUDENT_ROLES else "stage1"
     if ev.kind != want_kind:
         raise ValueError(
             f"{str(path)!r} evaluates a {ev.kind!r} checkpoint but its name says {key[0]!r} "
@@ -275,7 +277,7 @@ def collect(metrics_dir: str | os.PathLike[str], extra: list[Row] | None = None,
 def _mean_row(rows: list[Row]) -> Row | None:
     """The "predict the training mean" row from the baselines ``hpekd evaluate`` records."""
     for row in rows:
-        if row.role in ("base", "kd", "nokd") and row.baselines:
+        if row.role in ("base", *STUDENT_ROLES) and row.baselines:
             return Row("mean", "", row.baselines, row.source)
     return None
 
@@ -300,6 +302,9 @@ def findings(rows: list[Row], comparisons: list[Comparison] | None = None) -> li
                     line += " and " + _versus(found.get((t, key, nokd)), v, by[nokd],
                                               "the same student trained without KD")
                 out.append(line + ".")
+            if role == "online" and ("kd", b) in by:
+                out.append(f"{t}: KD-{display_backbone(b)} from the label store "
+                           f"{_versus(found.get((t, ('kd', b), key)), by[('kd', b)], v, 'the same student distilled online')}.")
         if ("mean", "") in by and base is not None:
             out.append(f"{t}: predicting the training mean gives {by[('mean', '')]:.2f}; the base network {by[base]:.2f}.")
     return out
@@ -314,7 +319,7 @@ def _versus(diff: Difference | None, a: float, b: float, other: str) -> str:
 
 def differences_table(comparisons: list[Comparison]) -> str:
     """One line per comparison: the mean-MAE difference and its paired 95 % interval."""
-    labels = {"base": "Base", "ensemble": "Ensemble", "kd": "KD", "nokd": "Student without KD"}
+    labels = {"base": "Base", "ensemble": "Ensemble", "kd": "KD", "online": "KD-online", "nokd": "Student without KD"}
 
     def name(k: tuple[str, str]) -> str:
         return f"{labels[k[0]]}-{display_backbone(k[1])}" if k[0] != "nokd" else f"{labels['nokd']} ({display_backbone(k[1])})"
@@ -379,7 +384,7 @@ def row_errors(rows: list[Row], errors_dir: str | os.PathLike[str], grid_ps: tup
     out: dict[tuple[str, str], pd.DataFrame] = {}
     root = Path(errors_dir)
     for r in rows:
-        if r.role in ("base", "kd", "nokd"):
+        if r.role in ("base", *STUDENT_ROLES):
             out[(r.role, r.backbone)] = read_errors(root / f"{r.role}-{r.backbone}.parquet")
         elif r.role == "ensemble" and grid_ps is not None:
             grid = read_errors(root / GRID_ERRORS)
