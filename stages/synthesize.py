@@ -21,7 +21,7 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
     """Render procedural 3D heads at 300W-LP-like poses (3DDFA rotation and projection).
 
     Reads section `synthesize` of params.yaml (seed, n_train, n_test, size, occluder_prob,
-    workers) and writes OUT/train (300W-LP layout: SYNTH/*.jpg + .mat with Pose_Para, pt2d,
+    workers, domain: wild = faces in the wild, lab = a lab-video look with the same labels) and writes OUT/train (300W-LP layout: SYNTH/*.jpg + .mat with Pose_Para, pt2d,
     pt3d_68; landmarks/SYNTH/*_pts.mat), OUT/test (AFLW2000 flat layout), OUT/contact_sheet.png
     and OUT/synth_info.json. The same seed always gives the same files.
     """
@@ -32,7 +32,7 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
     check_outputs(output_folder=out_dir)
     cfg = load_config(params_path, "synthesize", workers=workers)
     info = synthesize(Path(out_dir), cfg.n_train, cfg.n_test, cfg.seed, size=cfg.size, workers=cfg.workers,
-                      occluder_prob=cfg.occluder_prob, progress=not no_progress)
+                      occluder_prob=cfg.occluder_prob, progress=not no_progress, domain=cfg.domain)
     click.echo(f"synthesized {info['n_train']} train + {info['n_test']} test images ({cfg.size}x{cfg.size}) "
                f"into {out_dir} in {info['seconds']:.1f}s ({info['images_per_s']:.1f} images/s); "
                f"contact sheet: {Path(out_dir) / 'contact_sheet.png'}")

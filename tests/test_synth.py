@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import scipy.io
 from click.testing import CliRunner
 
 from pipeline.core.angles import flip_pose, project_3ddfa
+from pipeline.core.images import read_image
 from pipeline.synth import (
     FLIP_PERM,
     SynthConfig,
@@ -162,6 +164,7 @@ def test_cli(tmp_path: Path) -> None:
     ("  n_trian: 3\n", r"unknown key\(s\) \['n_trian'\]"),  # as written: the unknown key is named first
     ({"size": 10}, "size must be >= 64"),
     ({"occluder_prob": 2}, r"occluder_prob must be in \[0, 1\]"),
+    ({"domain": "studio"}, r"synthesize.domain 'studio' is unknown; choose one of wild, lab"),
 ])
 def test_cli_bad_params(tmp_path: Path, section: str | dict, message: str) -> None:
     """A wrong value in otherwise complete params, or a misspelt key, is one line and nothing is written."""
@@ -185,3 +188,36 @@ def test_config_validation() -> None:
         SynthConfig(n_train=0, n_test=0)
     res = CliRunner().invoke(main, ["synthesize", "--out", "x", "--workers", "0"])
     assert res.exit_code == 1 and "--workers must be >= 1" in res.output
+
+
+def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
+    """``domain: lab``: the labels follow the same conventions (the .mat angles are the rendered
+    pose, the landmarks project with the 3DDFA formula), the people repeat (12 identities), the
+    wall is plain, no occluder, a fixed camera distance — and the images differ from ``wild``."""
+    from pipeline.synth.domain import LAB_IDENTITIES
+
+    out = tmp_path / "lab"
+    synthesize(out, n_train=14, n_test=2, seed=3, size=SIZE, progress=False, domain="lab")
+    for i in (0, 5, 13):
+        spec = draw_sample(3, "train", i, SIZE, domain="lab")
+        mat = scipy.io.loadmat(out / "train" / "SYNTH" / f"{sample_name('train', i)}.mat")
+        pp = mat["Pose_Para"]
+        assert tuple(np.degrees(pp[0, :3])) == spec.pose
+        proj = project_3ddfa(landmarks_model(spec.head), *spec.pose, scale=pp[0, 6], t=pp[0, 3:6], height=SIZE)
+        np.testing.assert_allclose(proj, mat["pt2d"], atol=1e-6)
+        assert not spec.occluder and 0.40 * SIZE <= spec.face_size <= 0.44 * SIZE
+    same = draw_sample(3, "train", 1, SIZE, domain="lab").head
+    assert draw_sample(3, "train", 1 + LAB_IDENTITIES, SIZE, domain="lab").head == same  # the same person
+    assert draw_sample(3, "train", 2, SIZE, domain="lab").head != same
+    # the pose distribution is the wild one (sample_pose): as wide in yaw, within ±99°
+    yaws = np.array([draw_sample(0, "train", i, 64, domain="lab").pose[1] for i in range(300)])
+    assert np.abs(yaws).max() <= 99 and 0.7 < np.mean(np.abs(yaws) <= 60) < 0.95
+    img = read_image(out / "train" / "SYNTH" / f"{sample_name('train', 0)}.jpg")
+    corner = img[:12, :12].reshape(-1, 3).astype(float)
+    assert corner.std(0).max() < 12  # plain wall (sensor noise only), no clutter
+    info = json.loads((out / "synth_info.json").read_text())
+    assert info["config"]["domain"] == "lab"
+    wild = tmp_path / "wild"
+    synthesize(wild, n_train=1, n_test=0, seed=3, size=SIZE, progress=False)
+    rel = "train/SYNTH/SYNTH_000000.jpg"
+    assert (wild / rel).read_bytes() != (out / rel).read_bytes()

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pipeline.core.io import atomic_path, write_json
 
+from .domain import check_domain, lab_head, lab_placement, render_lab
 from .head import HeadParams, sample_head
 from .matio import write_label_mat, write_pts_mat
 from .scene import RenderedHead, render_head, sample_pose
@@ -48,8 +49,10 @@ class SynthConfig:
     size: int = 450
     occluder_prob: float = 0.2
     workers: int = 1
+    domain: str = "wild"  # wild | lab: how the faces look (pipeline/synth/domain.py); labels alike
 
     def __post_init__(self) -> None:
+        check_domain(self.domain)
         for name in ("seed", "n_train", "n_test", "size", "workers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -76,15 +79,22 @@ class SampleSpec:
     face_size: float
     occluder: bool
     scene_seed: tuple[int, ...]
+    domain: str = "wild"
 
 
 def sample_name(split: str, index: int) -> str:
     return f"{SUBSET}_{index:06d}" if split == "train" else f"image{index:05d}"
 
 
-def draw_sample(seed: int, split: str, index: int, size: int, occluder_prob: float = 0.2) -> SampleSpec:
+def draw_sample(seed: int, split: str, index: int, size: int, occluder_prob: float = 0.2,
+                domain: str = "wild") -> SampleSpec:
     """The random choices of image ``index`` of ``split`` (deterministic)."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
+    if check_domain(domain) == "lab":  # one of the lab's people, its camera distance, no occluder
+        pose = tuple(float(v) for v in np.degrees(np.radians(sample_pose(rng))))
+        center, face_size = lab_placement(rng, size)
+        return SampleSpec(lab_head(seed, index), pose, center, face_size, False,  # type: ignore[arg-type]
+                          (seed, SPLITS[split], index, 1), "lab")
     head = sample_head(rng)
     pose = tuple(float(v) for v in np.degrees(np.radians(sample_pose(rng))))
     face_size = float(rng.uniform(0.35, 0.6) * size)
@@ -95,6 +105,9 @@ def draw_sample(seed: int, split: str, index: int, size: int, occluder_prob: flo
 
 
 def render_sample(spec: SampleSpec, size: int) -> RenderedHead:
+    if spec.domain == "lab":
+        return render_lab(spec.head, spec.pose, size, spec.center, spec.face_size,
+                          np.random.default_rng(list(spec.scene_seed)))
     return render_head(spec.head, *spec.pose, size=size, center=spec.center, face_size=spec.face_size,
                        occluder=spec.occluder, rng=np.random.default_rng(list(spec.scene_seed)))
 
@@ -106,10 +119,10 @@ def _jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def _write_one(job: tuple[str, str, int, int, int, float]) -> tuple[str, int, tuple[float, float, float]]:
-    root_s, split, index, seed, size, occ = job
+def _write_one(job: tuple[str, str, int, int, int, float, str]) -> tuple[str, int, tuple[float, float, float]]:
+    root_s, split, index, seed, size, occ, domain = job
     root = Path(root_s)
-    spec = draw_sample(seed, split, index, size, occ)
+    spec = draw_sample(seed, split, index, size, occ, domain)
     r = render_sample(spec, size)
     name = sample_name(split, index)
     folder = root / "train" / SUBSET if split == "train" else root / "test"
@@ -150,17 +163,19 @@ def contact_sheet(root: Path, names: list[tuple[str, tuple[float, float, float]]
     return sheet
 
 
+# 9 parameters: the SynthConfig fields (one per params key) and the progress bar; kept flat as
+# the library's one-call entry point (benchmarks and tests call it with a few of them by name)
 def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: int = 450, workers: int = 1,
-               occluder_prob: float = 0.2, progress: bool = True) -> dict[str, Any]:
+               occluder_prob: float = 0.2, progress: bool = True, domain: str = "wild") -> dict[str, Any]:
     """Generate the dataset into ``out_dir`` (replacing it atomically); returns the info dict."""
     cfg = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, size=size, occluder_prob=occluder_prob,
-                      workers=workers)
+                      workers=workers, domain=domain)
     out = Path(out_dir)
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:
         for d in (tmp / "train" / SUBSET, tmp / "train" / "landmarks" / SUBSET, tmp / "test"):
             d.mkdir(parents=True, exist_ok=True)
-        jobs = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob)
+        jobs = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain)
                 for split, n in (("train", cfg.n_train), ("test", cfg.n_test)) for i in range(n)]
         poses: dict[tuple[str, int], tuple[float, float, float]] = {}
         bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
