@@ -175,3 +175,27 @@ def write_results(out_dir: Path, name: str, results: Mapping[str, Any], markdown
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (out_dir / f"{name}.md").write_text(markdown.rstrip() + "\n")
+
+
+# ----------------------------------------------------------------------------- the synthetic default
+
+# --smoke of the benchmarks that run the pipeline: tiny sizes and one epoch, as an overlay
+SMOKE_PARAMS = {
+    "synthesize": {"n_train": 24, "n_test": 8, "size": 96, "workers": 1},
+    "train_teacher": {"epochs": 1, "input_size": 32, "batch_size": 8, "workers": 0},
+    "teacher_labels": {"shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0, "loader_workers": 0},
+    "train_student": {"epochs": 1, "batch_size": 8, "workers": 0},
+    "evaluate": {"batch_size": 16, "workers": 0},
+}
+
+
+def default_params(smoke: bool) -> dict:
+    """The synthetic default's complete params, configs/default.yaml (not params.yaml, which may
+    hold a protocol's real data), shrunk by :data:`SMOKE_PARAMS` for ``--smoke`` like an overlay
+    (an unknown key is an error)."""
+    from pipeline.core.overlay import compose, merge
+
+    p, _ = compose(REPO / "configs" / "default.yaml", [])
+    if smoke:
+        p, _ = merge(p, SMOKE_PARAMS, "--smoke")
+    return p

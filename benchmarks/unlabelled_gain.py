@@ -35,33 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import REPO
+from _common import default_params
 
 from pipeline.manifest.rows import image_paths, ok_mask, split_mask
 
-SMOKE = {
-    "synthesize": {"n_train": 24, "n_test": 8, "size": 96, "workers": 1},
-    "train_teacher": {"epochs": 1, "input_size": 32, "batch_size": 8, "workers": 0},
-    "teacher_labels": {"shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0, "loader_workers": 0},
-    "train_student": {"epochs": 1, "batch_size": 8, "workers": 0},
-    "evaluate": {"batch_size": 16, "workers": 0},
-}
 STUDENTS = {
     "a: labelled only, no KD": {"kd_weight": 0.0},
     "b: KD, labelled only": {"unlabelled": False},
     "c: KD, labelled + unlabelled": {},
 }
-
-
-def params(smoke: bool) -> dict:
-    """The synthetic default's complete params, configs/default.yaml (not params.yaml, which may hold
-    a protocol's real data), shrunk for ``--smoke`` like an overlay (an unknown key is an error)."""
-    from pipeline.core.overlay import compose, merge
-
-    p, _ = compose(REPO / "configs" / "default.yaml", [])
-    if smoke:
-        p, _ = merge(p, SMOKE, "--smoke")
-    return p
 
 
 def write_table(boxes: pd.DataFrame, root: Path, fraction: float, seed: int, path: Path) -> dict[str, int]:
@@ -94,7 +76,7 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     from pipeline.training.stage1 import Stage1Config, train_teacher
     from pipeline.training.stage2 import StudentConfig, train_student
 
-    p = params(smoke)
+    p = default_params(smoke)
     minutes: dict[str, float] = {}
 
     def timed(name: str, fn, *a, **kw):

@@ -86,3 +86,36 @@ def test_unlabelled_gain_smoke(tmp_path: Path) -> None:
     assert rows["b: KD, labelled only"]["unlabelled"] == 0
     assert rows["c: KD, labelled + unlabelled"] == {"labelled": n["train_labelled"], "unlabelled": n["train_unlabelled"],
                                                     "unlabelled_left_out": 0}
+
+
+def test_cache_tradeoff_smoke(tmp_path: Path) -> None:
+    """The cache trade-off benchmark end to end on tiny data: online, V = 1 and 2, two compact
+    encodings; every row compared with online on the same faces; the last line the ratios."""
+    out = _run(["benchmarks/cache_tradeoff.py", str(tmp_path / "ct"), "--smoke"], timeout=900)
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("best offline (") and "MAE ratio" in last and "teacher-compute ratio" in last
+    res = json.loads((tmp_path / "ct" / "cache_tradeoff.json").read_text())
+    names = [r["name"] for r in res["rows"]]
+    assert names[0] == "online" and {"offline V=1 float16", "offline V=2 float16"} <= set(names)
+    assert {r["encoding"] for r in res["rows"][1:]} == {"float16", "uint8", "top8"}
+    rows = {r["name"]: r for r in res["rows"]}
+    n = res["n_images"]
+    assert rows["online"]["teacher_passes"] == n * res["A"] * res["epochs"]
+    assert rows["offline V=2 float16"]["teacher_passes"] == n * 2 * res["A"]
+    best_v = res["best_views"]
+    assert rows[f"offline V={best_v} top8"]["store_bytes"] < rows[f"offline V={best_v} float16"]["store_bytes"]
+    assert all(r["vs_online"]["n"] == rows["online"]["vs_online"]["n"] > 0 for r in res["rows"])
+
+
+def test_domain_gain_smoke(tmp_path: Path) -> None:
+    """The domain-shift benchmark on tiny data: B's training images enter (c) as unlabelled
+    `images` rows and (d) as labelled ones; every student is compared with (a) on both domains."""
+    out = _run(["benchmarks/domain_gain.py", str(tmp_path / "dg"), "--smoke"], timeout=900)
+    assert out.strip().splitlines()[-1].startswith("gap closed ((a)-(c))/((a)-(d)) on B: ")
+    res = json.loads((tmp_path / "dg" / "domain_gain.json").read_text())
+    rows = {name: r["rows"] for name, r in res["results"].items() if "rows" in r}
+    a, c, d = rows["a: A labels, no KD"], rows["c: KD, A + unlabelled B"], rows["d: KD, A + labelled B (ceiling)"]
+    assert a["unlabelled"] == 0 and a["unlabelled_left_out"] == c["unlabelled"] > 0
+    assert d["unlabelled"] == 0 and d["labelled"] == c["labelled"] + c["unlabelled"]
+    assert all(set(r) >= {"A", "B"} for r in res["results"].values())
+    assert (tmp_path / "dg" / "domains.png").is_file()

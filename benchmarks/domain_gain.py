@@ -1,0 +1,233 @@
+"""Unlabelled faces from the user's own domain: do they help a student there?
+
+Domain A is the synthetic default (faces in the wild, ``synthesize.domain: wild``) with all its
+labels; domain B is the lab look (``domain: lab``: a few people, one wall, one light, a cheap
+camera, docs in pipeline/synth/domain.py) — N unlabelled training images indexed as a user's
+``format: images`` folder, and a labelled B test set. One stage-1 teacher, trained on A's labels.
+Students of one recipe and backbone (the default ``train_student``):
+
+  (a) A's labels, no distillation (``kd_weight: 0``);
+  (b) KD on A only (``unlabelled: false``);
+  (c) KD on A + the unlabelled B images (the default recipe);
+  (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling.
+
+All go through the real pipeline code (synthesize, index, relabel with the default detector,
+train_teacher, teacher-labels, train_student, evaluate). Printed: MAE per angle on B's and A's
+test faces, the paired bootstrap 95 % interval of each student's mean-MAE difference to (a) on
+the same faces, and the fraction of the A→B gap that the unlabelled images close,
+((a) − (c)) / ((a) − (d)), with its bootstrap interval over B's test faces. Last line: that
+fraction and the ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
+domains' contact sheet to ``OUT/domains.png``.
+
+    python benchmarks/domain_gain.py OUT [--n-b 1000] [--a-root data/synthetic --teacher models/teacher.pt]
+    python benchmarks/domain_gain.py OUT --smoke      # tiny, 1 epoch: the test suite's run
+
+``--a-root``/``--teacher``: reuse the default pipeline's synthetic data and teacher as domain A
+(it is what a default ``dvc repro`` trains on A's labels); without them both are made here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from _common import default_params, machine
+
+STUDENTS = {
+    "a: A labels, no KD": ("c", {"kd_weight": 0.0}),
+    "b: KD, A only": ("c", {"unlabelled": False}),
+    "c: KD, A + unlabelled B": ("c", {}),
+    "d: KD, A + labelled B (ceiling)": ("d", {}),
+}
+SETS = {"B": "lab_test", "A": "wild_test"}
+
+
+def index_and_relabel(p: dict, a_root: Path, b_root: Path, b_labelled: bool, out: Path) -> str:
+    """The boxes table of one variant: A (300W-LP/AFLW2000 layouts), B's training images as
+    unlabelled ``images`` (or, ``b_labelled``, in their labelled layout), B's test set."""
+    from pipeline.core.config import config_from_mapping
+    from pipeline.manifest.index import IndexConfig, build_manifest
+    from pipeline.relabel.config import RelabelConfig
+    from pipeline.relabel.job import relabel, write_boxes
+
+    b_train = ({"name": "lab_train", "format": "300w_lp", "root": str(b_root / "train"), "split": "train",
+                "subsets": ["SYNTH"]} if b_labelled else
+               {"name": "lab_train", "format": "images", "root": str(b_root / "train" / "SYNTH")})
+    datasets = [
+        {"name": "wild_train", "format": "300w_lp", "root": str(a_root / "train"), "split": "train", "subsets": ["SYNTH"]},
+        {"name": "wild_test", "format": "aflw2000", "root": str(a_root / "test"), "split": "test"},
+        b_train,
+        {"name": "lab_test", "format": "aflw2000", "root": str(b_root / "test"), "split": "test"},
+    ]
+    manifest = build_manifest(config_from_mapping(IndexConfig, {**p["index"], "datasets": datasets}, "index",
+                                                  require_all=True))
+    relabel_cfg = config_from_mapping(RelabelConfig, p["relabel"], "relabel", require_all=True)
+    boxes, _ = relabel(manifest, relabel_cfg, cache_dir=out / "relabel_cache", progress=False)
+    path = out / f"boxes_{'d' if b_labelled else 'c'}.parquet"
+    write_boxes(boxes, path)
+    return str(path)
+
+
+def contact(a_root: Path, b_root: Path, path: Path) -> None:
+    """Six training faces of each domain, A above B."""
+    from pipeline.synth.generate import SUBSET, contact_sheet, sample_name
+
+    def picks(root: Path) -> list[tuple[str, tuple[float, float, float]]]:
+        import scipy.io
+
+        out = []
+        for i in range(6):
+            mat = scipy.io.loadmat(root / "train" / SUBSET / f"{sample_name('train', i)}.mat")
+            pose = tuple(float(v) for v in np.degrees(mat["Pose_Para"][0, :3]))
+            out.append((str((root / "train" / SUBSET / f"{sample_name('train', i)}.jpg").resolve()), pose))
+        return out
+
+    sheet = contact_sheet(Path("/"), picks(a_root) + picks(b_root), tile=160, cols=6)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+def gap_closed(a: np.ndarray, c: np.ndarray, d: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """((a) − (c)) / ((a) − (d)) of per-face mean errors on the same faces, with the 95 %
+    interval of a bootstrap over the faces (resampled together: paired)."""
+    a, c, d = (np.asarray(x, np.float64).mean(1) for x in (a, c, d))
+    frac = (a.mean() - c.mean()) / (a.mean() - d.mean())
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    boot = (a[idx].mean(1) - c[idx].mean(1)) / (a[idx].mean(1) - d[idx].mean(1))
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return {"fraction": round(float(frac), 4), "ci_low": round(float(low), 4), "ci_high": round(float(high), 4),
+            "n": len(a)}
+
+
+def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bool) -> dict:
+    from pipeline.core.config import config_from_mapping
+    from pipeline.evaluation.errors import ERR, read_errors
+    from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
+    from pipeline.evaluation.uncertainty import paired_difference
+    from pipeline.synth import synthesize
+    from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+    from pipeline.training.outputs import RunPaths
+    from pipeline.training.stage1 import Stage1Config, train_teacher
+    from pipeline.training.stage2 import StudentConfig, train_student
+
+    p = default_params(smoke)
+    s = p["synthesize"]
+    minutes: dict[str, float] = {}
+
+    def timed(name: str, fn, *a, **kw):
+        t0 = time.perf_counter()
+        res = fn(*a, **kw)
+        minutes[name] = round((time.perf_counter() - t0) / 60, 2)
+        logging.info("%s: %.2f min", name, minutes[name])
+        return res
+
+    if a_root is None:
+        a_root = out / "wild"
+        timed("synthesize A", synthesize, a_root, n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
+              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
+    b_root = out / "lab"
+    n_b_test = max(8, s["n_test"] // 2)
+    timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1, size=s["size"],
+          workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False, domain="lab")
+    contact(a_root, b_root, out / "domains.png")
+    tables = {"c": timed("index + relabel (B unlabelled)", index_and_relabel, p, a_root, b_root, False, out),
+              "d": timed("index + relabel (B labelled)", index_and_relabel, p, a_root, b_root, True, out)}
+    if teacher is None:
+        teacher = str(out / "teacher.pt")
+        t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher", require_all=True)
+        timed("stage 1 on A's labels", train_teacher, t_cfg, tables["c"], RunPaths(teacher), progress=False)
+    l_cfg = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels", require_all=True)
+    for k, table in tables.items():
+        timed(f"teacher labels ({k})", run_teacher_labels, l_cfg, teacher, table, str(out / f"labels_{k}.zarr"))
+    e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate", require_all=True)
+    base = dataclasses.replace(config_from_mapping(StudentConfig, p["train_student"], "train_student",
+                                                   require_all=True), backbone=p["students"][0])
+
+    def evaluate(model: str, tag: str) -> dict:
+        res = {}
+        for dom, name in SETS.items():
+            errs = out / f"{tag}_{dom}_errors.parquet"
+            r = evaluate_checkpoint(model, tables["c"], "test", [name], e_cfg, EvalOutputs(errors=errs))["all"]
+            res[dom] = {**{k: r[k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
+                        "_errors": read_errors(errs)[list(ERR.values())].to_numpy()}
+        return res
+
+    results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
+    for k, (name, (table, over)) in enumerate(STUDENTS.items()):
+        tag = "abcd"[k]
+        cfg = dataclasses.replace(base, **over)
+        model = out / f"student_{tag}.pt"
+        timed(f"student {name}", train_student, cfg, str(out / f"labels_{table}.zarr"), tables[table],
+              RunPaths(model, out / f"student_{tag}.json"), progress=False)
+        results[name] = evaluate(str(model), tag)
+        results[name]["rows"] = json.loads((out / f"student_{tag}.json").read_text())["rows"]
+    names = list(STUDENTS)
+    ref = results[names[0]]
+    for r in results.values():
+        for dom in SETS:
+            r[dom]["vs_a"] = paired_difference(r[dom]["_errors"], ref[dom]["_errors"]).to_dict()
+    gap = gap_closed(*(results[n]["B"]["_errors"] for n in (names[0], names[2], names[3])))
+    for r in results.values():
+        for dom in SETS:
+            r[dom].pop("_errors")
+    a_b, c_b = results[names[0]]["B"]["mae_mean"], results[names[2]]["B"]["mae_mean"]
+    return {"smoke": smoke, "machine": machine(), "n_b_unlabelled": n_b, "n_b_test": n_b_test,
+            "epochs": base.epochs, "minutes": minutes, "results": results, "gap_closed": gap,
+            "ratio_c_over_a_B": round(c_b / a_b, 4)}
+
+
+def print_report(rep: dict) -> None:
+    print(f"{rep['machine']}; {rep['n_b_unlabelled']} unlabelled B images, {rep['n_b_test']} B test faces, "
+          f"{rep['epochs']} epochs; minutes: {rep['minutes']}")
+    print("| model | B pitch | B yaw | B roll | B MAE | B Δ vs (a) [95 % CI] | A pitch | A yaw | A roll | A MAE "
+          "| A Δ vs (a) [95 % CI] |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rep["results"].items():
+        cells = []
+        for dom in ("B", "A"):
+            x = r[dom]
+            d = x["vs_a"]
+            ci = "—" if name.startswith("a:") else f"{d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+            cells.append(f"{x['mae_pitch']:.2f} | {x['mae_yaw']:.2f} | {x['mae_roll']:.2f} | {x['mae_mean']:.2f} | {ci}")
+        print(f"| {name} | {' | '.join(cells)} |")
+    g = rep["gap_closed"]
+    print(f"gap closed ((a)-(c))/((a)-(d)) on B: {g['fraction']:.3f} [95 % CI {g['ci_low']:.3f}, {g['ci_high']:.3f}]; "
+          f"ratio (c)/(a) on B: {rep['ratio_c_over_a_B']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", help="work folder (default: a temporary one)")
+    ap.add_argument("--n-b", type=int, default=1000, help="unlabelled training images of domain B")
+    ap.add_argument("--a-root", default=None, help="domain A: an existing synthetic (wild) folder, e.g. data/synthetic")
+    ap.add_argument("--teacher", default=None, help="stage-1 checkpoint trained on --a-root's labels")
+    ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (the test suite's run)")
+    args = ap.parse_args(argv)
+    if (args.a_root is None) != (args.teacher is None):
+        ap.error("--a-root and --teacher go together (the teacher must be trained on that data)")
+    if args.n_b < 1:
+        ap.error(f"--n-b must be >= 1, got {args.n_b}")
+    for f in filter(None, (args.a_root, args.teacher)):
+        if not Path(f).exists():
+            ap.error(f"{f} not found: run `python3 dev.py repro` first, or leave out --a-root/--teacher")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("pipeline", "distributed", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="domain_gain_"))
+    out.mkdir(parents=True, exist_ok=True)
+    n_b = min(args.n_b, 24) if args.smoke else args.n_b
+    rep = run(out, n_b, Path(args.a_root) if args.a_root else None, args.teacher, args.smoke)
+    (out / "domain_gain.json").write_text(json.dumps(rep, indent=2) + "\n")
+    print_report(rep)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
