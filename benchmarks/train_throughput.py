@@ -65,6 +65,7 @@ class TrainBench:
 def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed: int = 0):
     """Student model, its eq. 7 loss and dataset, over an in-memory store of random distributions."""
     from pipeline.manifest.rows import split_rows
+    from pipeline.teacher.encoding import Encoding
     from pipeline.teacher.labelread import TeacherLabels
     from pipeline.training.stage2 import StudentConfig, TeacherTable, student_dataset, student_fns
 
@@ -74,7 +75,8 @@ def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed:
     q = cfg.spec().grids["bin1"].count
     logits = np.random.default_rng(seed).normal(size=(len(rows), views, 3, q)).astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    labels = TeacherLabels("in-memory", {"manifest": {"split": "train"}}, probs.astype(np.float16),
+    enc = Encoding("float16", q)
+    labels = TeacherLabels("in-memory", {"manifest": {"split": "train"}}, enc, enc.encode(probs),
                            views_array(list(ids), views, seed), ids.astype(object), rows.astype(np.int64))
     ds = student_dataset(labels, boxes, (size, size), cfg)
     loss_fn, _ = student_fns(cfg.spec(), TeacherTable(labels, len(boxes)), cfg.ce_weight)
