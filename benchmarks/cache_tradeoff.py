@@ -19,7 +19,9 @@ teacher-compute ratio. Everything also goes to ``OUT/cache_tradeoff.json``.
 
 Without ``--smoke`` it reads the default pipeline's ``data/boxes.parquet`` and
 ``models/teacher.pt`` (run ``python3 dev.py repro`` first; paths relative to the working
-directory). On 2 CPU cores the full run takes about an hour.
+directory). On 2 CPU cores the full run takes over an hour; run it again with the same OUT to
+continue an interrupted run (finished students and stores are kept, a student cut off mid-way
+resumes from its last epoch).
 """
 
 from __future__ import annotations
@@ -78,19 +80,23 @@ def student(name: str, out: Path, train, boxes: str, e_cfg) -> dict:
     from pipeline.training.outputs import RunPaths
 
     tag = name.replace(" ", "_").replace(",", "").replace("=", "")
+    done = out / f"{tag}_result.json"
+    if done.is_file():  # a rerun of an interrupted benchmark keeps the students it finished
+        logging.info("%s: kept from %s", name, done)
+        return {**json.loads(done.read_text()), "_errors": read_errors(out / f"{tag}_errors.parquet")}
     paths = RunPaths(out / f"{tag}.pt", out / f"{tag}.json", None, out / f"{tag}_timing.csv")
     t0 = time.perf_counter()
-    train(paths)
+    train(paths)  # with resume: a student cut off mid-training continues from its last epoch
     minutes = (time.perf_counter() - t0) / 60
     res = evaluate_checkpoint(paths.out, boxes, "test", None, e_cfg, EvalOutputs(errors=out / f"{tag}_errors.parquet"))
     with open(paths.timing) as f:
         epoch_s = statistics.median(float(r["seconds"]) for r in csv.DictReader(f))
-    errors = read_errors(out / f"{tag}_errors.parquet")
     logging.info("%s: MAE %.3f, %.1f min", name, res["all"]["mae_mean"], minutes)
-    return {"name": name, **{k: res["all"][k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
-            "epoch_s": round(epoch_s, 2), "minutes": round(minutes, 2),
-            "teacher": json.loads(Path(paths.metrics).read_text())["teacher"],
-            "_errors": errors}
+    row = {"name": name, **{k: res["all"][k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
+           "epoch_s": round(epoch_s, 2), "minutes": round(minutes, 2),
+           "teacher": json.loads(Path(paths.metrics).read_text())["teacher"]}
+    done.write_text(json.dumps(row, indent=2) + "\n")
+    return {**row, "_errors": read_errors(out / f"{tag}_errors.parquet")}
 
 
 def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: tuple[int, ...],
@@ -113,7 +119,7 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
     tl = dataclasses.replace(tl, views=max(views), encoding="float16")
     full = out / f"labels_V{tl.views}.zarr"
     t0 = time.perf_counter()
-    job = run_teacher_labels(tl, teacher, boxes, str(full))
+    job = run_teacher_labels(tl, teacher, boxes, str(full))  # resumes an interrupted job's store
     job_min = (time.perf_counter() - t0) / 60
     logging.info("teacher job: V=%d, %d crops in %.1f min", tl.views, job.crops, job_min)
     e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate", require_all=True)
@@ -125,9 +131,10 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
 
     def offline(v: int, enc: str) -> dict:
         store = out / f"labels_V{v}_{enc}.zarr"
-        convert_store(str(full), str(store), enc, v)
+        if not (store / "zarr.json").is_file():  # convert_store writes aside, then renames: whole or absent
+            convert_store(str(full), str(store), enc, v)
         r = student(f"offline V={v} {enc}", out,
-                    lambda paths: train_student(cfg, str(store), boxes, paths, progress=False), boxes, e_cfg)
+                    lambda paths: train_student(cfg, str(store), boxes, paths, resume=True, progress=False), boxes, e_cfg)
         size = store_bytes(store)
         r.update(views=v, encoding=enc, store_bytes=size, bytes_per_image_view=round(size / (n_images * v), 1))
         return r
@@ -139,7 +146,7 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
         rows.append(offline(best_v, enc))
     # the online student last: the slowest, and the reference every row is compared with
     rows.insert(0, student("online", out, lambda paths: train_student_online(cfg, online, boxes, paths,
-                                                                              progress=False), boxes, e_cfg))
+                                                                              resume=True, progress=False), boxes, e_cfg))
     rows[0].update(views=None, encoding=None, store_bytes=0, bytes_per_image_view=None)
 
     ref = rows[0]["_errors"]

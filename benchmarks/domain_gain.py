@@ -24,6 +24,7 @@ domains' contact sheet to ``OUT/domains.png``.
 
 ``--a-root``/``--teacher``: reuse the default pipeline's synthetic data and teacher as domain A
 (it is what a default ``dvc repro`` trains on A's labels); without them both are made here.
+Run again with the same OUT to continue an interrupted run: finished steps are kept.
 """
 
 from __future__ import annotations
@@ -134,8 +135,14 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
               size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
     b_root = out / "lab"
     n_b_test = max(8, s["n_test"] // 2)
-    timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1, size=s["size"],
-          workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False, domain="lab")
+    b_done = out / "lab.done"  # a rerun of an interrupted benchmark keeps what it finished
+    if not b_done.is_file():
+        timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1,
+              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
+              domain="lab")
+        b_done.write_text(f"{n_b} {n_b_test}\n")
+    elif b_done.read_text().split() != [str(n_b), str(n_b_test)]:
+        raise SystemExit(f"{b_root} was made with other sizes ({b_done.read_text().strip()}): use another OUT")
     contact(a_root, b_root, out / "domains.png")
     tables = {"c": timed("index + relabel (B unlabelled)", index_and_relabel, p, a_root, b_root, False, out),
               "d": timed("index + relabel (B labelled)", index_and_relabel, p, a_root, b_root, True, out)}
@@ -164,8 +171,12 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
         tag = "abcd"[k]
         cfg = dataclasses.replace(base, **over)
         model = out / f"student_{tag}.pt"
-        timed(f"student {name}", train_student, cfg, str(out / f"labels_{table}.zarr"), tables[table],
-              RunPaths(model, out / f"student_{tag}.json"), progress=False)
+        done = out / f"student_{tag}.done"
+        if not done.is_file():  # resume: a student cut off mid-training continues from its last epoch
+            timed(f"student {name}", train_student, cfg, str(out / f"labels_{table}.zarr"), tables[table],
+                  RunPaths(model, out / f"student_{tag}.json"), resume=True, progress=False)
+            done.write_text(f"{minutes[f'student {name}']}\n")
+        minutes.setdefault(f"student {name}", float(done.read_text()))
         results[name] = evaluate(str(model), tag)
         results[name]["rows"] = json.loads((out / f"student_{tag}.json").read_text())["rows"]
     names = list(STUDENTS)
