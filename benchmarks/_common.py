@@ -3,6 +3,7 @@
 * :func:`alternate` runs the compared measurements A, B, … in turn, several rounds in one
   process, and :class:`Comparison` reports their medians and the ratio of medians — robust to a
   shared, noisy machine (a sequential A-then-B run measures the neighbours, not A and B).
+* :class:`StepTimer`: runs a benchmark's named steps and keeps their minutes for its report.
 * :func:`cpu_seconds`, :func:`peak_rss_mb`: CPU time (this process and its finished children) and
   peak resident memory.
 * :func:`synth_boxes`: a ``boxes.parquet`` of 450-px JPEGs from the project's synthesizer, through
@@ -50,6 +51,23 @@ def cpu_seconds() -> float:
     """CPU time of this process and its finished children (e.g. DataLoader workers)."""
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+class StepTimer:
+    """``timed(name, fn, *a, **kw)`` runs ``fn`` and records its wall minutes under ``name`` in
+    ``timed.minutes`` (logged as it goes: long benchmarks show where they are)."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        import logging
+
+        t0 = time.perf_counter()
+        res = fn(*a, **kw)
+        self.minutes[name] = round((time.perf_counter() - t0) / 60, 2)
+        logging.info("%s: %.2f min", name, self.minutes[name])
+        return res
 
 
 def peak_rss_mb(children: bool = False) -> float:

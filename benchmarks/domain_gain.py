@@ -35,12 +35,11 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import default_params, machine
+from _common import StepTimer, default_params, machine
 
 STUDENTS = {
     "a: A labels, no KD": ("c", {"kd_weight": 0.0}),
@@ -120,14 +119,8 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
 
     p = default_params(smoke)
     s = p["synthesize"]
-    minutes: dict[str, float] = {}
-
-    def timed(name: str, fn, *a, **kw):
-        t0 = time.perf_counter()
-        res = fn(*a, **kw)
-        minutes[name] = round((time.perf_counter() - t0) / 60, 2)
-        logging.info("%s: %.2f min", name, minutes[name])
-        return res
+    timed = StepTimer()
+    minutes = timed.minutes
 
     if a_root is None:
         a_root = out / "wild"

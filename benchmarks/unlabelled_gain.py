@@ -30,12 +30,11 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import default_params
+from _common import StepTimer, default_params
 
 from pipeline.manifest.rows import image_paths, ok_mask, split_mask
 
@@ -77,14 +76,8 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     from pipeline.training.stage2 import StudentConfig, train_student
 
     p = default_params(smoke)
-    minutes: dict[str, float] = {}
-
-    def timed(name: str, fn, *a, **kw):
-        t0 = time.perf_counter()
-        res = fn(*a, **kw)
-        minutes[name] = round((time.perf_counter() - t0) / 60, 2)
-        logging.info("%s: %.2f min", name, minutes[name])
-        return res
+    timed = StepTimer()
+    minutes = timed.minutes
 
     s = p["synthesize"]
     timed("synthesize", synthesize, out / "synthetic", n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
