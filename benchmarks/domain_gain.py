@@ -15,8 +15,10 @@ All go through the real pipeline code (synthesize, index, relabel with the defau
 train_teacher, teacher-labels, train_student, evaluate). Printed: MAE per angle on B's and A's
 test faces, the paired bootstrap 95 % interval of each student's mean-MAE difference to (a) on
 the same faces, and the fraction of the A→B gap that the unlabelled images close,
-((a) − (c)) / ((a) − (d)), with its bootstrap interval over B's test faces. Last line: that
-fraction and the ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
+((a) − (c)) / ((a) − (d)), with its bootstrap interval over B's test faces. Since (a) has no
+distillation, that fraction also counts what KD on A alone gives; the line before the last
+separates it: (c) − (b) on B and ((b) − (c)) / ((b) − (d)). Last line: the fraction and the
+ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
 domains' contact sheet to ``OUT/domains.png``.
 
     python benchmarks/domain_gain.py OUT [--n-b 1000] [--a-root data/synthetic --teacher models/teacher.pt]
@@ -178,12 +180,18 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
         for dom in SETS:
             r[dom]["vs_a"] = paired_difference(r[dom]["_errors"], ref[dom]["_errors"]).to_dict()
     gap = gap_closed(*(results[n]["B"]["_errors"] for n in (names[0], names[2], names[3])))
+    # (a) has no distillation at all, so the fraction above also counts what KD on A alone gives;
+    # what the unlabelled B images add is (c) against (b), and the share of (b)'s gap they close
+    err_b = {n: results[n]["B"]["_errors"] for n in names}
+    unlabelled = {"c_minus_b": paired_difference(err_b[names[2]], err_b[names[1]]).to_dict(),
+                  "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]])}
     for r in results.values():
         for dom in SETS:
             r[dom].pop("_errors")
     a_b, c_b = results[names[0]]["B"]["mae_mean"], results[names[2]]["B"]["mae_mean"]
     return {"smoke": smoke, "machine": machine(), "n_b_unlabelled": n_b, "n_b_test": n_b_test,
             "epochs": base.epochs, "minutes": minutes, "results": results, "gap_closed": gap,
+            "unlabelled_beyond_kd": unlabelled,
             "ratio_c_over_a_B": round(c_b / a_b, 4)}
 
 
@@ -201,6 +209,11 @@ def print_report(rep: dict) -> None:
             ci = "—" if name.startswith("a:") else f"{d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
             cells.append(f"{x['mae_pitch']:.2f} | {x['mae_yaw']:.2f} | {x['mae_roll']:.2f} | {x['mae_mean']:.2f} | {ci}")
         print(f"| {name} | {' | '.join(cells)} |")
+    u = rep["unlabelled_beyond_kd"]
+    d, gb = u["c_minus_b"], u["gap_after_b"]
+    print(f"what the unlabelled B images add to KD on A, on B: (c) - (b) {d['delta']:+.2f} "
+          f"[95 % CI {d['ci_low']:+.2f}, {d['ci_high']:+.2f}]; share of (b)'s gap closed ((b)-(c))/((b)-(d)) "
+          f"{gb['fraction']:.3f} [95 % CI {gb['ci_low']:.3f}, {gb['ci_high']:.3f}]")
     g = rep["gap_closed"]
     print(f"gap closed ((a)-(c))/((a)-(d)) on B: {g['fraction']:.3f} [95 % CI {g['ci_low']:.3f}, {g['ci_high']:.3f}]; "
           f"ratio (c)/(a) on B: {rep['ratio_c_over_a_B']:.3f}")

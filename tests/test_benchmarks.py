@@ -118,4 +118,7 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     assert a["unlabelled"] == 0 and a["unlabelled_left_out"] == c["unlabelled"] > 0
     assert d["unlabelled"] == 0 and d["labelled"] == c["labelled"] + c["unlabelled"]
     assert all(set(r) >= {"A", "B"} for r in res["results"].values())
+    u = res["unlabelled_beyond_kd"]  # (c) against (b): what the unlabelled images add beyond KD on A
+    assert u["c_minus_b"]["n"] == u["gap_after_b"]["n"] == res["gap_closed"]["n"] > 0
+    assert out.strip().splitlines()[-2].startswith("what the unlabelled B images add to KD on A, on B: (c) - (b) ")
     assert (tmp_path / "dg" / "domains.png").is_file()
