@@ -201,7 +201,8 @@ def write_results(out_dir: Path, name: str, results: Mapping[str, Any], markdown
 SMOKE_PARAMS = {
     "synthesize": {"n_train": 24, "n_test": 8, "size": 96, "workers": 1},
     "train_teacher": {"epochs": 1, "input_size": 32, "batch_size": 8, "workers": 0},
-    "teacher_labels": {"shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0, "loader_workers": 0},
+    "teacher_labels": {"views": 2, "shard_rows": 16, "chunk_rows": 8, "batch_size": 8, "workers": 0,
+                       "loader_workers": 0},
     "train_student": {"epochs": 1, "batch_size": 8, "workers": 0},
     "evaluate": {"batch_size": 16, "workers": 0},
 }
