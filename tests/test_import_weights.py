@@ -90,7 +90,7 @@ def test_evaluate_and_teacher_labels_run_on_an_imported_model(tmp_path: Path) ->
     params = write_params(tmp_path / "params.yaml", {
         "evaluate": {"batch_size": 4, "workers": 0, "device": "cpu", "grid_faces": 2, "grid_size": 64},
         "teacher_labels": {"p": 0, "s": 1, "views": 2, "shard_rows": 4, "chunk_rows": 2, "batch_size": 2,
-                           "loader_workers": 0, "device": "cpu"}})
+                           "loader_workers": 0, "device": "cpu", "encoding": "float16"}})  # probs read as stored
     runner = CliRunner()
     metrics = tmp_path / "metrics" / "kd-resnet18.json"
     r = runner.invoke(main, ["evaluate", "--model", str(ck), "--boxes", str(boxes), "--metrics", str(metrics),

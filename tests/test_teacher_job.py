@@ -33,8 +33,9 @@ from tests.helpers.params import full_params, write_params
 from tests.helpers.teacher import make_teacher_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = dict(p=2, s=2, views=2, view_seed=7, shard_rows=2, chunk_rows=2, batch_size=2, chunk=64,
-              loader_workers=0, threads=1, device="cpu")
+# float16: these tests read the store's `probs` array as it is (tests/test_encoding.py covers the others)
+PARAMS = dict(p=2, s=2, views=2, view_seed=7, encoding="float16", shard_rows=2, chunk_rows=2, batch_size=2,
+              chunk=64, loader_workers=0, threads=1, device="cpu")
 N_TRAIN = 16
 
 
