@@ -3,7 +3,8 @@
 * :func:`alternate` runs the compared measurements A, B, … in turn, several rounds in one
   process, and :class:`Comparison` reports their medians and the ratio of medians — robust to a
   shared, noisy machine (a sequential A-then-B run measures the neighbours, not A and B).
-* :class:`StepTimer`: runs a benchmark's named steps and keeps their minutes for its report.
+* :class:`StepTimer`: runs a benchmark's named steps and keeps their minutes for its report;
+  :func:`pipeline_run_dir`: the logging and work folder of a benchmark that runs the pipeline.
 * :func:`cpu_seconds`, :func:`peak_rss_mb`: CPU time (this process and its finished children) and
   peak resident memory.
 * :func:`synth_boxes`: a ``boxes.parquet`` of 450-px JPEGs from the project's synthesizer, through
@@ -68,6 +69,20 @@ class StepTimer:
         self.minutes[name] = round((time.perf_counter() - t0) / 60, 2)
         logging.info("%s: %.2f min", name, self.minutes[name])
         return res
+
+
+def pipeline_run_dir(out: str | None, prefix: str) -> Path:
+    """Log the benchmark's own steps at INFO (the pipeline's, dask's and numcodecs' at WARNING)
+    and return its work folder, created: ``out``, or a new temporary one named ``prefix``."""
+    import logging
+    import tempfile
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("pipeline", "distributed", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    path = Path(out) if out else Path(tempfile.mkdtemp(prefix=prefix))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -33,11 +33,10 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import default_params, machine
+from _common import default_params, machine, pipeline_run_dir
 
 SCALE_IMAGES = 122_450  # 300W-LP
 VIEWS = (1, 2, 4, 8, 16)
@@ -202,17 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encodings", nargs="+", default=list(ENCODINGS), help="compact encodings of (c)")
     ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (the test suite's run)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("pipeline", "distributed", "numcodecs"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.smoke:
         for f in (args.boxes, args.teacher):
             if not Path(f).is_file():
                 ap.error(f"{f} not found: run `python3 dev.py repro` first (or pass --boxes/--teacher)")
     views = (1, 2) if args.smoke and args.views == list(VIEWS) else tuple(sorted(set(args.views)))
     encodings = ("uint8", "top8") if args.smoke and args.encodings == list(ENCODINGS) else tuple(args.encodings)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="cache_tradeoff_"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = pipeline_run_dir(args.out, "cache_tradeoff_")
     rep = run(out, None if args.smoke else args.boxes, None if args.smoke else args.teacher, args.smoke, views,
               encodings)
     (out / "cache_tradeoff.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")

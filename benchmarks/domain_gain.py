@@ -34,14 +34,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import StepTimer, default_params, machine
+from _common import StepTimer, default_params, machine, pipeline_run_dir
 
 STUDENTS = {
     "a: A labels, no KD": ("c", {"kd_weight": 0.0}),
@@ -234,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in filter(None, (args.a_root, args.teacher)):
         if not Path(f).exists():
             ap.error(f"{f} not found: run `python3 dev.py repro` first, or leave out --a-root/--teacher")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("pipeline", "distributed", "numcodecs"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="domain_gain_"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = pipeline_run_dir(args.out, "domain_gain_")
     n_b = min(args.n_b, 24) if args.smoke else args.n_b
     rep = run(out, n_b, Path(args.a_root) if args.a_root else None, args.teacher, args.smoke)
     (out / "domain_gain.json").write_text(json.dumps(rep, indent=2) + "\n")

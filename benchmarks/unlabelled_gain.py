@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import StepTimer, default_params
+from _common import StepTimer, default_params, pipeline_run_dir
 
 from pipeline.manifest.rows import image_paths, ok_mask, split_mask
 
@@ -128,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.fraction < 1:
         ap.error(f"--fraction must be in (0, 1), got {args.fraction}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("pipeline", "distributed", "numcodecs"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unlabelled_gain_"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = pipeline_run_dir(args.out, "unlabelled_gain_")
     rep = run(out, args.fraction, args.seed, args.smoke)
     n = rep["counts"]
     print(f"{n['train_labelled']} labelled + {n['train_unlabelled']} unlabelled training faces "
