@@ -164,7 +164,7 @@ def test_cli(tmp_path: Path) -> None:
     ("  n_trian: 3\n", r"unknown key\(s\) \['n_trian'\]"),  # as written: the unknown key is named first
     ({"size": 10}, "size must be >= 64"),
     ({"occluder_prob": 2}, r"occluder_prob must be in \[0, 1\]"),
-    ({"domain": "studio"}, r"synthesize.domain 'studio' is unknown; choose one of wild, lab"),
+    ({"domain": "studio"}, r"synthesize.domain 'studio' is unknown; choose one of wild, lab, car"),
 ])
 def test_cli_bad_params(tmp_path: Path, section: str | dict, message: str) -> None:
     """A wrong value in otherwise complete params, or a misspelt key, is one line and nothing is written."""
@@ -221,3 +221,25 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     synthesize(wild, n_train=1, n_test=0, seed=3, size=SIZE, progress=False)
     rel = "train/SYNTH/SYNTH_000000.jpg"
     assert (wild / rel).read_bytes() != (out / rel).read_bytes()
+
+
+def test_car_domain_same_labels_infrared_look(tmp_path: Path) -> None:
+    """``domain: car``: the same label conventions, 8 drivers who repeat, and an infrared camera:
+    grayscale images (R = G = B up to JPEG), darker than the wild ones."""
+    from pipeline.synth.domain import CAR_IDENTITIES
+
+    out = tmp_path / "car"
+    synthesize(out, n_train=10, n_test=2, seed=4, size=SIZE, progress=False, domain="car")
+    for i in (0, 9):
+        spec = draw_sample(4, "train", i, SIZE, domain="car")
+        mat = scipy.io.loadmat(out / "train" / "SYNTH" / f"{sample_name('train', i)}.mat")
+        pp = mat["Pose_Para"]
+        assert tuple(np.degrees(pp[0, :3])) == spec.pose
+        proj = project_3ddfa(landmarks_model(spec.head), *spec.pose, scale=pp[0, 6], t=pp[0, 3:6], height=SIZE)
+        np.testing.assert_allclose(proj, mat["pt2d"], atol=1e-6)
+    same = draw_sample(4, "train", 2, SIZE, domain="car").head
+    assert draw_sample(4, "train", 2 + CAR_IDENTITIES, SIZE, domain="car").head == same
+    assert draw_sample(4, "train", 3, SIZE, domain="car").head != same
+    img = read_image(out / "train" / "SYNTH" / f"{sample_name('train', 0)}.jpg").astype(float)
+    assert np.abs(img - img.mean(2, keepdims=True)).max() < 8  # grey: no colour beyond JPEG's
+    assert json.loads((out / "synth_info.json").read_text())["config"]["domain"] == "car"
