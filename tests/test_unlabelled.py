@@ -131,6 +131,70 @@ def test_student_trains_on_unlabelled_rows_and_counts_them(mixed: dict, tmp_path
     assert m0["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": 0, "unlabelled_left_out": N_UNL}
 
 
+def test_unlabelled_weight_scales_only_the_unlabelled_rows_kl() -> None:
+    """``unlabelled_weight`` w: an unlabelled row's KL counts w times (still / B); 1 is eq. 7."""
+    torch.manual_seed(1)
+    grid = BinGrid(1)
+    logits = torch.randn(4, 3, grid.count)
+    teacher = torch.softmax(torch.randn(4, 3, grid.count) * 3, -1)
+    target = torch.tensor([[10.0, -20.0, 5.0], [0.0, 40.0, -3.0], [math.nan] * 3, [math.nan] * 3])
+    labelled = torch.tensor([True, True, False, False])
+    logp = F.log_softmax(logits, -1)
+    row_kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="none").sum(-1) for a in range(3))
+    one, _ = student_loss(logits, target, teacher, grid, 0.5, 1.0, labelled=labelled)
+    for w in (0.0, 0.5, 3.0):
+        loss, parts = student_loss(logits, target, teacher, grid, 0.5, 1.0, labelled=labelled, unlabelled_weight=w)
+        kl = (row_kl[:2].sum() + w * row_kl[2:].sum()) / 4
+        torch.testing.assert_close(parts["kl"], kl)
+        torch.testing.assert_close(loss - one, (kl - row_kl.sum() / 4) / 2)
+    # with every row labelled the weight changes nothing
+    all_l = torch.ones(4, dtype=torch.bool)
+    full = target.nan_to_num(1.0)
+    torch.testing.assert_close(student_loss(logits, full, teacher, grid, 0.5, 1.0, labelled=all_l, unlabelled_weight=3.0)[0],
+                               student_loss(logits, full, teacher, grid, 0.5, 1.0)[0])
+
+
+def test_unlabelled_keep_keeps_the_rows_the_teacher_is_surest_of(mixed: dict, tmp_path: Path) -> None:
+    from pipeline.teacher.labelread import load_teacher_labels
+    from pipeline.training.stage2 import student_dataset
+
+    df = read_boxes(mixed["boxes"])
+    labels = load_teacher_labels(str(mixed["store"]))
+    entropy = labels.entropy()
+    p = labels.targets(slice(None), slice(None)).astype(np.float64)  # by hand: [N, V, 3, Q]
+    by_hand = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1).mean((1, 2))
+    np.testing.assert_allclose(entropy, by_hand, rtol=1e-5)
+    np.testing.assert_allclose(labels.entropy(chunk=3), entropy)  # chunking changes nothing
+    full = student_dataset(labels, df, (32, 32), StudentConfig(workers=0, device="cpu"))
+    half = student_dataset(labels, df, (32, 32), StudentConfig(workers=0, device="cpu", unlabelled_keep=0.5))
+    assert int(half.labelled.sum()) == N_TRAIN - N_UNL and int((~half.labelled).sum()) == N_UNL // 2
+    assert half.unlabelled_left_out == N_UNL - N_UNL // 2
+    pos = labels.positions(len(df))
+    unl_rows = full.rows[~full.labelled]
+    kept = half.rows[~half.labelled]
+    dropped = np.setdiff1d(unl_rows, kept)
+    assert entropy[pos[kept]].max() <= entropy[pos[dropped]].min()
+    # the kept rows stay aligned: each position's path, box and row still belong together
+    i = int(np.flatnonzero(~half.labelled)[0])
+    j = int(np.flatnonzero(full.rows == half.rows[i])[0])
+    assert half.paths[i] == full.paths[j] and np.array_equal(half.boxes[i], full.boxes[j])
+    cfg = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False, unlabelled_keep=0.5,
+                        unlabelled_weight=2.0)
+    train_student(cfg, mixed["store"], mixed["boxes"], RunPaths(tmp_path / "k.pt", tmp_path / "k.json"), progress=False)
+    m = json.loads((tmp_path / "k.json").read_text())
+    assert m["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": N_UNL // 2, "unlabelled_left_out": N_UNL // 2}
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"unlabelled_weight": -1.0}, r"unlabelled_weight -1.0 must be >= 0"),
+    ({"unlabelled_keep": 0.0}, r"unlabelled_keep 0.0 must be in \(0, 1\]"),
+    ({"unlabelled_keep": 1.5}, r"unlabelled_keep 1.5 must be in \(0, 1\]"),
+])
+def test_unlabelled_knobs_refuse_bad_values(bad: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StudentConfig(**bad)
+
+
 # --------------------------------------------------------------------------- dvc repro, end to end
 
 DVC_YAML = """\
