@@ -1,15 +1,17 @@
 """Unlabelled faces from the user's own domain: do they help a student there?
 
 Domain A is the synthetic default (faces in the wild, ``synthesize.domain: wild``) with all its
-labels; domain B is the lab look (``domain: lab``: a few people, one wall, one light, a cheap
-camera, docs in pipeline/synth/domain.py) — N unlabelled training images indexed as a user's
+labels; domain B is another look (``--domain``: ``car``, in-car infrared, or ``lab``, BIWI-like
+lab video; docs in pipeline/synth/domain.py) — N unlabelled training images indexed as a user's
 ``format: images`` folder, and a labelled B test set. One stage-1 teacher, trained on A's labels.
 Students of one recipe and backbone (the default ``train_student``):
 
   (a) A's labels, no distillation (``kd_weight: 0``);
   (b) KD on A only (``unlabelled: false``);
   (c) KD on A + the unlabelled B images (the default recipe);
-  (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling.
+  (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling;
+  (e), (f) as (c) with one recipe knob each: ``unlabelled_keep: 0.5`` (only the half of the B
+      images the teacher is surest of) and ``unlabelled_weight: 2`` (their KL counts double).
 
 All go through the real pipeline code (synthesize, index, relabel with the default detector,
 train_teacher, teacher-labels, train_student, evaluate). Printed: MAE per angle on B's and A's
@@ -17,13 +19,16 @@ test faces, the paired bootstrap 95 % interval of each student's mean-MAE differ
 the same faces, and the fraction of the A→B gap that the unlabelled images close,
 ((a) − (c)) / ((a) − (d)), with its bootstrap interval over B's test faces. Since (a) has no
 distillation, that fraction also counts what KD on A alone gives; the line before the last
-separates it: (c) − (b) on B and ((b) − (c)) / ((b) − (d)). Last line: the fraction and the
-ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
+separates it: (c) − (b) on B and ((b) − (c)) / ((b) − (d)). Each knob is compared with (c)
+on B, paired. Last line: the fraction and the ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
 domains' contact sheet to ``OUT/domains.png``.
 
     python benchmarks/domain_gain.py OUT [--n-b 1000] [--a-root data/synthetic --teacher models/teacher.pt]
+        [--domain car|lab] [--views V]
     python benchmarks/domain_gain.py OUT --smoke      # tiny, 1 epoch: the test suite's run
 
+``--domain``: B's look (``car``, the default: in-car infrared; ``lab``: BIWI-like lab video).
+``--views``: teacher views per image (default: ``teacher_labels.views`` of the default params).
 ``--a-root``/``--teacher``: reuse the default pipeline's synthetic data and teacher as domain A
 (it is what a default ``dvc repro`` trains on A's labels); without them both are made here.
 Run again with the same OUT to continue an interrupted run: finished steps are kept.
@@ -46,8 +51,11 @@ STUDENTS = {
     "b: KD, A only": ("c", {"unlabelled": False}),
     "c: KD, A + unlabelled B": ("c", {}),
     "d: KD, A + labelled B (ceiling)": ("d", {}),
+    "e: (c), unlabelled_keep 0.5": ("c", {"unlabelled_keep": 0.5}),
+    "f: (c), unlabelled_weight 2": ("c", {"unlabelled_weight": 2.0}),
 }
-SETS = {"B": "lab_test", "A": "wild_test"}
+KNOBS = ["e: (c), unlabelled_keep 0.5", "f: (c), unlabelled_weight 2"]
+SETS = {"B": "b_test", "A": "wild_test"}
 
 
 def index_and_relabel(p: dict, a_root: Path, b_root: Path, b_labelled: bool, out: Path) -> str:
@@ -58,14 +66,14 @@ def index_and_relabel(p: dict, a_root: Path, b_root: Path, b_labelled: bool, out
     from pipeline.relabel.config import RelabelConfig
     from pipeline.relabel.job import relabel, write_boxes
 
-    b_train = ({"name": "lab_train", "format": "300w_lp", "root": str(b_root / "train"), "split": "train",
+    b_train = ({"name": "b_train", "format": "300w_lp", "root": str(b_root / "train"), "split": "train",
                 "subsets": ["SYNTH"]} if b_labelled else
-               {"name": "lab_train", "format": "images", "root": str(b_root / "train" / "SYNTH")})
+               {"name": "b_train", "format": "images", "root": str(b_root / "train" / "SYNTH")})
     datasets = [
         {"name": "wild_train", "format": "300w_lp", "root": str(a_root / "train"), "split": "train", "subsets": ["SYNTH"]},
         {"name": "wild_test", "format": "aflw2000", "root": str(a_root / "test"), "split": "test"},
         b_train,
-        {"name": "lab_test", "format": "aflw2000", "root": str(b_root / "test"), "split": "test"},
+        {"name": "b_test", "format": "aflw2000", "root": str(b_root / "test"), "split": "test"},
     ]
     manifest = build_manifest(config_from_mapping(IndexConfig, {**p["index"], "datasets": datasets}, "index",
                                                   require_all=True))
@@ -106,7 +114,8 @@ def gap_closed(a: np.ndarray, c: np.ndarray, d: np.ndarray, n_boot: int = 2000, 
             "n": len(a)}
 
 
-def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bool) -> dict:
+def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bool, domain: str = "car",
+        views: int | None = None) -> dict:
     from pipeline.core.config import config_from_mapping
     from pipeline.evaluation.errors import ERR, read_errors
     from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
@@ -126,13 +135,15 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
         a_root = out / "wild"
         timed("synthesize A", synthesize, a_root, n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
               size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
-    b_root = out / "lab"
+    if views is not None:
+        p["teacher_labels"]["views"] = views
+    b_root = out / domain
     n_b_test = max(8, s["n_test"] // 2)
-    b_done = out / "lab.done"  # a rerun of an interrupted benchmark keeps what it finished
+    b_done = out / f"{domain}.done"  # a rerun of an interrupted benchmark keeps what it finished
     if not b_done.is_file():
         timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1,
               size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-              domain="lab")
+              domain=domain)
         b_done.write_text(f"{n_b} {n_b_test}\n")
     elif b_done.read_text().split() != [str(n_b), str(n_b_test)]:
         raise SystemExit(f"{b_root} was made with other sizes ({b_done.read_text().strip()}): use another OUT")
@@ -161,7 +172,7 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
 
     results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
     for k, (name, (table, over)) in enumerate(STUDENTS.items()):
-        tag = "abcd"[k]
+        tag = "abcdef"[k]
         cfg = dataclasses.replace(base, **over)
         model = out / f"student_{tag}.pt"
         done = out / f"student_{tag}.done"
@@ -182,19 +193,20 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     # what the unlabelled B images add is (c) against (b), and the share of (b)'s gap they close
     err_b = {n: results[n]["B"]["_errors"] for n in names}
     unlabelled = {"c_minus_b": paired_difference(err_b[names[2]], err_b[names[1]]).to_dict(),
-                  "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]])}
+                  "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]]),
+                  "knobs_vs_c": {n: paired_difference(err_b[n], err_b[names[2]]).to_dict() for n in KNOBS}}
     for r in results.values():
         for dom in SETS:
             r[dom].pop("_errors")
     a_b, c_b = results[names[0]]["B"]["mae_mean"], results[names[2]]["B"]["mae_mean"]
-    return {"smoke": smoke, "machine": machine(), "n_b_unlabelled": n_b, "n_b_test": n_b_test,
+    return {"smoke": smoke, "machine": machine(), "domain": domain, "views": l_cfg.views, "n_b_unlabelled": n_b, "n_b_test": n_b_test,
             "epochs": base.epochs, "minutes": minutes, "results": results, "gap_closed": gap,
             "unlabelled_beyond_kd": unlabelled,
             "ratio_c_over_a_B": round(c_b / a_b, 4)}
 
 
 def print_report(rep: dict) -> None:
-    print(f"{rep['machine']}; {rep['n_b_unlabelled']} unlabelled B images, {rep['n_b_test']} B test faces, "
+    print(f"{rep['machine']}; domain B {rep['domain']}, V = {rep['views']}; {rep['n_b_unlabelled']} unlabelled B images, {rep['n_b_test']} B test faces, "
           f"{rep['epochs']} epochs; minutes: {rep['minutes']}")
     print("| model | B pitch | B yaw | B roll | B MAE | B Δ vs (a) [95 % CI] | A pitch | A yaw | A roll | A MAE "
           "| A Δ vs (a) [95 % CI] |")
@@ -208,6 +220,8 @@ def print_report(rep: dict) -> None:
             cells.append(f"{x['mae_pitch']:.2f} | {x['mae_yaw']:.2f} | {x['mae_roll']:.2f} | {x['mae_mean']:.2f} | {ci}")
         print(f"| {name} | {' | '.join(cells)} |")
     u = rep["unlabelled_beyond_kd"]
+    for name, k in u["knobs_vs_c"].items():
+        print(f"knob {name} against (c), on B: {k['delta']:+.2f} [95 % CI {k['ci_low']:+.2f}, {k['ci_high']:+.2f}]")
     d, gb = u["c_minus_b"], u["gap_after_b"]
     print(f"what the unlabelled B images add to KD on A, on B: (c) - (b) {d['delta']:+.2f} "
           f"[95 % CI {d['ci_low']:+.2f}, {d['ci_high']:+.2f}]; share of (b)'s gap closed ((b)-(c))/((b)-(d)) "
@@ -223,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-b", type=int, default=1000, help="unlabelled training images of domain B")
     ap.add_argument("--a-root", default=None, help="domain A: an existing synthetic (wild) folder, e.g. data/synthetic")
     ap.add_argument("--teacher", default=None, help="stage-1 checkpoint trained on --a-root's labels")
+    ap.add_argument("--domain", default="car", choices=["car", "lab"], help="domain B's look (default: car)")
+    ap.add_argument("--views", type=int, default=None, help="teacher views per image (default: the params')")
     ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch (the test suite's run)")
     args = ap.parse_args(argv)
     if (args.a_root is None) != (args.teacher is None):
         ap.error("--a-root and --teacher go together (the teacher must be trained on that data)")
+    if args.views is not None and args.views < 1:
+        ap.error(f"--views must be >= 1, got {args.views}")
     if args.n_b < 1:
         ap.error(f"--n-b must be >= 1, got {args.n_b}")
     for f in filter(None, (args.a_root, args.teacher)):
@@ -234,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{f} not found: run `python3 dev.py repro` first, or leave out --a-root/--teacher")
     out = pipeline_run_dir(args.out, "domain_gain_")
     n_b = min(args.n_b, 24) if args.smoke else args.n_b
-    rep = run(out, n_b, Path(args.a_root) if args.a_root else None, args.teacher, args.smoke)
+    rep = run(out, n_b, Path(args.a_root) if args.a_root else None, args.teacher, args.smoke, args.domain, args.views)
     (out / "domain_gain.json").write_text(json.dumps(rep, indent=2) + "\n")
     print_report(rep)
     return 0

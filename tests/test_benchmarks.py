@@ -121,4 +121,10 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     u = res["unlabelled_beyond_kd"]  # (c) against (b): what the unlabelled images add beyond KD on A
     assert u["c_minus_b"]["n"] == u["gap_after_b"]["n"] == res["gap_closed"]["n"] > 0
     assert out.strip().splitlines()[-2].startswith("what the unlabelled B images add to KD on A, on B: (c) - (b) ")
+    # the knobs: (e) keeps the half of B's images the teacher is surest of, (f) doubles their KL
+    e, f = rows["e: (c), unlabelled_keep 0.5"], rows["f: (c), unlabelled_weight 2"]
+    assert e["unlabelled"] == round(0.5 * c["unlabelled"]) and e["labelled"] == c["labelled"]
+    assert f == c
+    assert set(u["knobs_vs_c"]) == {"e: (c), unlabelled_keep 0.5", "f: (c), unlabelled_weight 2"}
+    assert any(line.startswith("knob e: (c), unlabelled_keep 0.5 against (c), on B: ") for line in out.splitlines())
     assert (tmp_path / "dg" / "domains.png").is_file()
