@@ -11,7 +11,10 @@ Students of one recipe and backbone (the default ``train_student``):
   (c) KD on A + the unlabelled B images (the default recipe);
   (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling;
   (e), (f) as (c) with one recipe knob each: ``unlabelled_keep: 0.5`` (only the half of the B
-      images the teacher is surest of) and ``unlabelled_weight: 2`` (their KL counts double).
+      images the teacher is surest of) and ``unlabelled_weight: 2`` (their KL counts double);
+  (g), (h) a second round: student (b) is the teacher (its label store made by the same teacher
+      job), then (g) KD on A + unlabelled B and (h) KD on A only — what the unlabelled images
+      give once the teacher is as good on B as the best first-round student.
 
 All go through the real pipeline code (synthesize, index, relabel with the default detector,
 train_teacher, teacher-labels, train_student, evaluate). Printed: MAE per angle on B's and A's
@@ -46,15 +49,20 @@ import cv2
 import numpy as np
 from _common import StepTimer, default_params, machine, pipeline_run_dir
 
+# name: (boxes table, label store, train_student overrides). Store "c2" is made by student (b)
+# as the teacher: a second round whose teacher has the student's accuracy on B
 STUDENTS = {
-    "a: A labels, no KD": ("c", {"kd_weight": 0.0}),
-    "b: KD, A only": ("c", {"unlabelled": False}),
-    "c: KD, A + unlabelled B": ("c", {}),
-    "d: KD, A + labelled B (ceiling)": ("d", {}),
-    "e: (c), unlabelled_keep 0.5": ("c", {"unlabelled_keep": 0.5}),
-    "f: (c), unlabelled_weight 2": ("c", {"unlabelled_weight": 2.0}),
+    "a: A labels, no KD": ("c", "c", {"kd_weight": 0.0}),
+    "b: KD, A only": ("c", "c", {"unlabelled": False}),
+    "c: KD, A + unlabelled B": ("c", "c", {}),
+    "d: KD, A + labelled B (ceiling)": ("d", "d", {}),
+    "e: (c), unlabelled_keep 0.5": ("c", "c", {"unlabelled_keep": 0.5}),
+    "f: (c), unlabelled_weight 2": ("c", "c", {"unlabelled_weight": 2.0}),
+    "g: round 2, (b) teaches, A + unlabelled B": ("c", "c2", {}),
+    "h: round 2, (b) teaches, A only": ("c", "c2", {"unlabelled": False}),
 }
 KNOBS = ["e: (c), unlabelled_keep 0.5", "f: (c), unlabelled_weight 2"]
+ROUND2 = ["g: round 2, (b) teaches, A + unlabelled B", "h: round 2, (b) teaches, A only"]
 SETS = {"B": "b_test", "A": "wild_test"}
 
 
@@ -171,13 +179,17 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
         return res
 
     results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
-    for k, (name, (table, over)) in enumerate(STUDENTS.items()):
-        tag = "abcdef"[k]
+    for k, (name, (table, store, over)) in enumerate(STUDENTS.items()):
+        tag = "abcdefgh"[k]
         cfg = dataclasses.replace(base, **over)
         model = out / f"student_{tag}.pt"
         done = out / f"student_{tag}.done"
+        if store == "c2" and not (out / "labels_c2.done").is_file():  # the teacher job resumes a cut-off store
+            timed("teacher labels (c2, student b)", run_teacher_labels, l_cfg, str(out / "student_b.pt"), tables["c"],
+                  str(out / "labels_c2.zarr"))
+            (out / "labels_c2.done").write_text("ok\n")
         if not done.is_file():  # resume: a student cut off mid-training continues from its last epoch
-            timed(f"student {name}", train_student, cfg, str(out / f"labels_{table}.zarr"), tables[table],
+            timed(f"student {name}", train_student, cfg, str(out / f"labels_{store}.zarr"), tables[table],
                   RunPaths(model, out / f"student_{tag}.json"), resume=True, progress=False)
             done.write_text(f"{minutes[f'student {name}']}\n")
         minutes.setdefault(f"student {name}", float(done.read_text()))
@@ -194,7 +206,10 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     err_b = {n: results[n]["B"]["_errors"] for n in names}
     unlabelled = {"c_minus_b": paired_difference(err_b[names[2]], err_b[names[1]]).to_dict(),
                   "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]]),
-                  "knobs_vs_c": {n: paired_difference(err_b[n], err_b[names[2]]).to_dict() for n in KNOBS}}
+                  "knobs_vs_c": {n: paired_difference(err_b[n], err_b[names[2]]).to_dict() for n in KNOBS},
+                  # round 2: do the unlabelled B images help once the teacher is as good on B as (b)?
+                  "round2_g_minus_h": paired_difference(err_b[ROUND2[0]], err_b[ROUND2[1]]).to_dict(),
+                  "round2_g_minus_b": paired_difference(err_b[ROUND2[0]], err_b[names[1]]).to_dict()}
     for r in results.values():
         for dom in SETS:
             r[dom].pop("_errors")
@@ -222,6 +237,9 @@ def print_report(rep: dict) -> None:
     u = rep["unlabelled_beyond_kd"]
     for name, k in u["knobs_vs_c"].items():
         print(f"knob {name} against (c), on B: {k['delta']:+.2f} [95 % CI {k['ci_low']:+.2f}, {k['ci_high']:+.2f}]")
+    gh, gb2 = u["round2_g_minus_h"], u["round2_g_minus_b"]
+    print(f"round 2, (b) as the teacher, on B: (g) - (h) {gh['delta']:+.2f} [95 % CI {gh['ci_low']:+.2f}, "
+          f"{gh['ci_high']:+.2f}]; (g) - (b) {gb2['delta']:+.2f} [95 % CI {gb2['ci_low']:+.2f}, {gb2['ci_high']:+.2f}]")
     d, gb = u["c_minus_b"], u["gap_after_b"]
     print(f"what the unlabelled B images add to KD on A, on B: (c) - (b) {d['delta']:+.2f} "
           f"[95 % CI {d['ci_low']:+.2f}, {d['ci_high']:+.2f}]; share of (b)'s gap closed ((b)-(c))/((b)-(d)) "

@@ -126,5 +126,10 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     assert e["unlabelled"] == round(0.5 * c["unlabelled"]) and e["labelled"] == c["labelled"]
     assert f == c
     assert set(u["knobs_vs_c"]) == {"e: (c), unlabelled_keep 0.5", "f: (c), unlabelled_weight 2"}
+    # round 2: student (b) teaches; (g) takes the unlabelled B rows, (h) does not
+    g, h = rows["g: round 2, (b) teaches, A + unlabelled B"], rows["h: round 2, (b) teaches, A only"]
+    assert g == c and h == rows["b: KD, A only"]
+    assert u["round2_g_minus_h"]["n"] == u["c_minus_b"]["n"]
+    assert any(line.startswith("round 2, (b) as the teacher, on B: (g) - (h) ") for line in out.splitlines())
     assert any(line.startswith("knob e: (c), unlabelled_keep 0.5 against (c), on B: ") for line in out.splitlines())
     assert (tmp_path / "dg" / "domains.png").is_file()
