@@ -10,8 +10,6 @@ Students of one recipe and backbone (the default ``train_student``):
   (b) KD on A only (``unlabelled: false``);
   (c) KD on A + the unlabelled B images (the default recipe);
   (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling;
-  (e), (f) as (c) with one recipe knob each: ``unlabelled_keep: 0.5`` (only the half of the B
-      images the teacher is surest of) and ``unlabelled_weight: 2`` (their KL counts double);
   (g), (h) a second round: student (b) is the teacher (its label store made by the same teacher
       job), then (g) KD on A + unlabelled B and (h) KD on A only — what the unlabelled images
       give once the teacher is as good on B as the best first-round student.
@@ -22,9 +20,9 @@ test faces, the paired bootstrap 95 % interval of each student's mean-MAE differ
 the same faces, and the fraction of the A→B gap that the unlabelled images close,
 ((a) − (c)) / ((a) − (d)), with its bootstrap interval over B's test faces. Since (a) has no
 distillation, that fraction also counts what KD on A alone gives; the line before the last
-separates it: (c) − (b) on B and ((b) − (c)) / ((b) − (d)). Each knob is compared with (c)
-on B, paired. Last line: the fraction and the ratio (c)/(a) on B. Everything goes to ``OUT/domain_gain.json`` and the two
-domains' contact sheet to ``OUT/domains.png``.
+separates it: (c) − (b) on B and ((b) − (c)) / ((b) − (d)). Round 2 is compared on B, paired:
+(g) − (h) and (g) − (b). Last line: the fraction and the ratio (c)/(a) on B. Everything goes to
+``OUT/domain_gain.json`` and the two domains' contact sheet to ``OUT/domains.png``.
 
     python benchmarks/domain_gain.py OUT [--n-b 1000] [--a-root data/synthetic --teacher models/teacher.pt]
         [--domain car|lab] [--views V]
@@ -56,12 +54,9 @@ STUDENTS = {
     "b: KD, A only": ("c", "c", {"unlabelled": False}),
     "c: KD, A + unlabelled B": ("c", "c", {}),
     "d: KD, A + labelled B (ceiling)": ("d", "d", {}),
-    "e: (c), unlabelled_keep 0.5": ("c", "c", {"unlabelled_keep": 0.5}),
-    "f: (c), unlabelled_weight 2": ("c", "c", {"unlabelled_weight": 2.0}),
     "g: round 2, (b) teaches, A + unlabelled B": ("c", "c2", {}),
     "h: round 2, (b) teaches, A only": ("c", "c2", {"unlabelled": False}),
 }
-KNOBS = ["e: (c), unlabelled_keep 0.5", "f: (c), unlabelled_weight 2"]
 ROUND2 = ["g: round 2, (b) teaches, A + unlabelled B", "h: round 2, (b) teaches, A only"]
 SETS = {"B": "b_test", "A": "wild_test"}
 
@@ -180,7 +175,7 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
 
     results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
     for k, (name, (table, store, over)) in enumerate(STUDENTS.items()):
-        tag = "abcdefgh"[k]
+        tag = "abcdgh"[k]  # e, f: the recipe knobs measured at commit f03da27 and removed (BENCHMARKS.md)
         cfg = dataclasses.replace(base, **over)
         model = out / f"student_{tag}.pt"
         done = out / f"student_{tag}.done"
@@ -206,7 +201,6 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     err_b = {n: results[n]["B"]["_errors"] for n in names}
     unlabelled = {"c_minus_b": paired_difference(err_b[names[2]], err_b[names[1]]).to_dict(),
                   "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]]),
-                  "knobs_vs_c": {n: paired_difference(err_b[n], err_b[names[2]]).to_dict() for n in KNOBS},
                   # round 2: do the unlabelled B images help once the teacher is as good on B as (b)?
                   "round2_g_minus_h": paired_difference(err_b[ROUND2[0]], err_b[ROUND2[1]]).to_dict(),
                   "round2_g_minus_b": paired_difference(err_b[ROUND2[0]], err_b[names[1]]).to_dict()}
@@ -235,8 +229,6 @@ def print_report(rep: dict) -> None:
             cells.append(f"{x['mae_pitch']:.2f} | {x['mae_yaw']:.2f} | {x['mae_roll']:.2f} | {x['mae_mean']:.2f} | {ci}")
         print(f"| {name} | {' | '.join(cells)} |")
     u = rep["unlabelled_beyond_kd"]
-    for name, k in u["knobs_vs_c"].items():
-        print(f"knob {name} against (c), on B: {k['delta']:+.2f} [95 % CI {k['ci_low']:+.2f}, {k['ci_high']:+.2f}]")
     gh, gb2 = u["round2_g_minus_h"], u["round2_g_minus_b"]
     print(f"round 2, (b) as the teacher, on B: (g) - (h) {gh['delta']:+.2f} [95 % CI {gh['ci_low']:+.2f}, "
           f"{gh['ci_high']:+.2f}]; (g) - (b) {gb2['delta']:+.2f} [95 % CI {gb2['ci_low']:+.2f}, {gb2['ci_high']:+.2f}]")

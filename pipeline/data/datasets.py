@@ -137,18 +137,6 @@ class PoseDataset(Dataset):
         other.size = (int(size[0]), int(size[1]))
         return other
 
-    def subset(self, keep: np.ndarray) -> PoseDataset:
-        """A shallow copy with only the positions where ``keep`` (bool [len(self)]) is true."""
-        keep = np.asarray(keep, dtype=bool)
-        if keep.shape != (len(self),):
-            raise ValueError(f"subset mask has shape {keep.shape}, expected ({len(self)},)")
-        other = copy.copy(self)
-        for name in ("rows", "boxes", "angles", "labelled", "dataset_names", "sample_ids"):
-            if getattr(self, name) is not None:
-                setattr(other, name, getattr(self, name)[keep])
-        other.paths = [p for p, k in zip(self.paths, keep) if k]
-        return other
-
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 

@@ -81,7 +81,6 @@ def student_loss(
     ce_weight: float = 0.05,
     kd_weight: float = 1.0,
     labelled: torch.Tensor | None = None,
-    unlabelled_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 7: ``(ce_weight · Σ_angles CE(gt, out) + kd_weight · Σ_angles KL(teacher ‖ softmax(out))) / 2``
     (``kd_weight`` = 1 is the paper; 0 is the control student trained twice without distillation).
@@ -90,8 +89,7 @@ def student_loss(
     ground truth in degrees (classified with ``grid``; NaN allowed on unlabelled rows);
     ``teacher_probs``: [B, 3, Q] ensemble distributions (eq. 6, e.g. float16 from the label
     store; rows sum to 1, zeros allowed — ``0·log 0`` counts as 0). ``labelled``: bool [B]
-    (default: every row), the rows with ground truth. ``unlabelled_weight``: the KL term of an
-    unlabelled row is multiplied by it (1: every row alike, as in eq. 7).
+    (default: every row), the rows with ground truth.
 
     Normalisation: the loss is the mean over the B rows of each row's eq. 7 loss, and an
     unlabelled row's loss has no cross-entropy part. So the CE term is Σ_labelled CE / B (not
@@ -111,12 +109,6 @@ def student_loss(
     ce = _ce_sum(logits, target, grid, mask=labelled)
     logp = F.log_softmax(logits, dim=-1)
     teacher = teacher_probs.float()
-    if labelled is None or unlabelled_weight == 1.0:
-        kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))
-    else:  # per-row KL, weighted; still / B. Only here: the eq. 7 path above keeps its exact sums
-        rows = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="none").sum(-1) for a in range(3))
-        mask = labelled.to(device=logits.device, dtype=torch.bool).reshape(-1)
-        weight = torch.where(mask, torch.ones_like(rows), torch.full_like(rows, float(unlabelled_weight)))
-        kl = (rows * weight).sum() / logits.shape[0]
+    kl = sum(F.kl_div(logp[:, a], teacher[:, a], reduction="batchmean") for a in range(3))
     total = (ce_weight * ce + kd_weight * kl) / 2
     return total, {"ce": ce.detach(), "kl": kl.detach(), "loss": total.detach()}  # type: ignore[union-attr]

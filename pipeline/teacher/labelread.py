@@ -76,16 +76,6 @@ class TeacherLabels:
         """Decoded distributions of store rows ``pos``, views ``view``: float32 [..., 3, Q]."""
         return self.encoding.decode({k: a[pos, view] for k, a in self.parts.items()})
 
-    def entropy(self, chunk: int = 4096) -> np.ndarray:
-        """float32 [N]: each store row's mean entropy (nats) over its views and three angles,
-        the teacher's uncertainty about the sample (decoded in chunks: RAM stays small)."""
-        out = np.empty(len(self.rows), dtype=np.float32)
-        for a in range(0, len(self.rows), chunk):
-            p = self.targets(slice(a, a + chunk), slice(None)).astype(np.float64)  # type: ignore[arg-type]
-            h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
-            out[a:a + chunk] = h.reshape(len(h), -1).mean(1)
-        return out
-
     @property
     def split(self) -> str:
         return store_split(self.attrs)

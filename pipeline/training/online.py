@@ -95,9 +95,6 @@ def online_dataset(boxes: pd.DataFrame, size: tuple[int, int], cfg: StudentConfi
                    split: str = "train") -> OnlineDataset:
     """The training rows the offline student would take (``split``, ``cfg.datasets``, the
     unlabelled rows when it distils), each with a fresh view and its region Z."""
-    if cfg.unlabelled_keep < 1:  # the ranking needs the teacher's distributions of every row before training
-        raise ValueError(f"train_student.unlabelled_keep {cfg.unlabelled_keep!r} needs a label store to rank the "
-                         "unlabelled rows: use the offline student, or set it to 1 for the online one")
     rows = RowQuery(split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
     ds = OnlineDataset(boxes, rows, size, train=True, augment=cfg.augment(),
                        view_fn=FreshView(teacher.flip_prob, teacher.max_angle), seed=cfg.seed)
@@ -125,7 +122,7 @@ def check_teacher(state: Mapping[str, Any], checkpoint: str, spec: ModelSpec,
 
 
 def online_fns(spec: ModelSpec, teacher_model: torch.nn.Module, teacher: OnlineTeacher, size: tuple[int, int],
-               ce_weight: float, kd_weight: float, device: torch.device, unlabelled_weight: float = 1.0):
+               ce_weight: float, kd_weight: float, device: torch.device):
     """Eq. 7 on the bin-1 head with the ensemble of the batch's own regions Z as the soft target."""
     grid = spec.grids[LABEL_HEAD]
 
@@ -133,7 +130,7 @@ def online_fns(spec: ModelSpec, teacher_model: torch.nn.Module, teacher: OnlineT
         target = ensemble_probs(teacher_model, batch["z"], size, teacher.p, teacher.s, head=LABEL_HEAD,
                                 chunk=teacher.chunk, device=device, amp=teacher.amp)
         return student_loss(outputs[LABEL_HEAD], batch["target"], target, grid, ce_weight, kd_weight,
-                            labelled=batch.get("labelled"), unlabelled_weight=unlabelled_weight)
+                            labelled=batch.get("labelled"))
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return grid.decode(outputs[LABEL_HEAD])
@@ -184,7 +181,7 @@ def train_student_online(
         net = model.to(rt.device)
         if rt.device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
-        return online_fns(spec, net, teacher, size, cfg.ce_weight, cfg.kd_weight, rt.device, cfg.unlabelled_weight)
+        return online_fns(spec, net, teacher, size, cfg.ce_weight, cfg.kd_weight, rt.device)
 
     per_epoch = len(train_set) * teacher.A
     log.info("online teacher %s: A=%d crops per sample, %d teacher passes per epoch", teacher.checkpoint, teacher.A,

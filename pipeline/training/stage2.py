@@ -92,8 +92,6 @@ class StudentConfig(TrainConfig):
     max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
     unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
-    unlabelled_weight: float = 1.0  # KL weight of an unlabelled row against a labelled row's (eq. 7: 1)
-    unlabelled_keep: float = 1.0  # share of unlabelled rows kept: those the teacher is surest of (lowest entropy)
 
     def __post_init__(self) -> None:
         self._check_backbone()
@@ -101,10 +99,6 @@ class StudentConfig(TrainConfig):
             raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
         if not self.kd_weight >= 0 or (self.kd_weight == 0 and self.ce_weight == 0):
             raise ValueError(f"kd_weight {self.kd_weight!r} must be >= 0, and not 0 together with ce_weight")
-        if not self.unlabelled_weight >= 0:
-            raise ValueError(f"unlabelled_weight {self.unlabelled_weight!r} must be >= 0")
-        if not 0 < self.unlabelled_keep <= 1:
-            raise ValueError(f"unlabelled_keep {self.unlabelled_keep!r} must be in (0, 1]")
         if not self.max_label_memory_gb > 0:
             raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
         self.size  # validates input_size
@@ -250,15 +244,14 @@ class TeacherTable:
         return self.encoding.decode_torch({k: a[p, v].to(device, non_blocking=True) for k, a in self.parts.items()})
 
 
-def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weight: float = 1.0,
-                unlabelled_weight: float = 1.0):
+def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weight: float = 1.0):
     """Eq. 7 loss on the bin-1 head with the replayed view's soft target, and eq. 2 prediction."""
     grid = spec.grids[LABEL_HEAD]
 
     def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
         teacher = table(batch["index"], batch["view_id"], outputs[LABEL_HEAD].device)
         return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight, kd_weight,
-                            labelled=batch.get("labelled"), unlabelled_weight=unlabelled_weight)
+                            labelled=batch.get("labelled"))
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return grid.decode(outputs[LABEL_HEAD])
@@ -270,22 +263,10 @@ def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int,
                     train: bool = True) -> PoseDataset:
     """Training rows of the store, replaying its views (``train=False``: no photometric).
     Unlabelled rows are included when the student distils (``kd_weight > 0``) and
-    ``cfg.unlabelled`` is on; with ``cfg.unlabelled_keep`` < 1 only that share of them, the
-    ones whose stored distributions have the lowest mean entropy (ties: table order)."""
+    ``cfg.unlabelled`` is on."""
     rows = RowQuery(labels.split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
-    data = PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
+    return PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
                        seed=cfg.seed)
-    unl = np.flatnonzero(~data.labelled)
-    if cfg.unlabelled_keep < 1 and unl.size:
-        entropy = labels.entropy()[labels.positions(len(boxes))[data.rows[unl]]]
-        n_keep = max(1, int(round(cfg.unlabelled_keep * unl.size)))
-        keep = np.ones(len(data), dtype=bool)
-        keep[unl[np.argsort(entropy, kind="stable")[n_keep:]]] = False
-        data = data.subset(keep)
-        data.unlabelled_left_out += unl.size - n_keep
-        log.info("unlabelled_keep %.2f: %d of %d unlabelled row(s) kept (mean teacher entropy <= %.3f nats)",
-                 cfg.unlabelled_keep, n_keep, unl.size, float(np.sort(entropy)[n_keep - 1]))
-    return data
 
 
 def row_counts(train_set: PoseDataset) -> dict[str, int]:
@@ -348,8 +329,7 @@ def train_student(
     passes = len(labels.rows) * labels.n_views * int(ens.get("A", 0))
     table = TeacherTable(labels, len(boxes))
     return run_student(
-        cfg, boxes, size, train_set,
-        lambda rt: student_fns(spec, table, cfg.ce_weight, cfg.kd_weight, cfg.unlabelled_weight), paths,
+        cfg, boxes, size, train_set, lambda rt: student_fns(spec, table, cfg.ce_weight, cfg.kd_weight), paths,
         resume=resume, progress=progress,
         extra_state={"labels": {"path": str(labels_path), "provenance": provenance}},
         teacher={"mode": "offline", "encoding": labels.encoding.name, "views": labels.n_views,
@@ -378,7 +358,7 @@ def run_student(
     metrics JSON beside the row counts."""
     counts = row_counts(train_set)
     log.info("student trains on %d labelled and %d unlabelled row(s)%s", counts["labelled"], counts["unlabelled"],
-             f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0, unlabelled: false or unlabelled_keep)"
+             f" ({counts['unlabelled_left_out']} unlabelled left out: kd_weight 0 or unlabelled: false)"
              if counts["unlabelled_left_out"] else "")
     test_set = PoseDataset(boxes, "test", size, train=False, seed=cfg.seed) if has_rows(boxes, "test") else None
     engine = dataclasses.replace(cfg.engine(), progress=progress)
