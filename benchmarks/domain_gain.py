@@ -12,7 +12,9 @@ Students of one recipe and backbone (the default ``train_student``):
   (d) as (c) with B's labels (B indexed in its labelled layout): the ceiling;
   (g), (h) a second round: student (b) is the teacher (its label store made by the same teacher
       job), then (g) KD on A + unlabelled B and (h) KD on A only — what the unlabelled images
-      give once the teacher is as good on B as the best first-round student.
+      give once the teacher is as good on B as the best first-round student;
+  (i) as (a) with B's labels: what B's labels give without a teacher (in (d) they weigh
+      ce_weight = 0.05 against the teacher's KL on the same rows).
 
 All go through the real pipeline code (synthesize, index, relabel with the default detector,
 train_teacher, teacher-labels, train_student, evaluate). Printed: MAE per angle on B's and A's
@@ -56,6 +58,7 @@ STUDENTS = {
     "d: KD, A + labelled B (ceiling)": ("d", "d", {}),
     "g: round 2, (b) teaches, A + unlabelled B": ("c", "c2", {}),
     "h: round 2, (b) teaches, A only": ("c", "c2", {"unlabelled": False}),
+    "i: A + labelled B, no KD": ("d", "d", {"kd_weight": 0.0}),
 }
 ROUND2 = ["g: round 2, (b) teaches, A + unlabelled B", "h: round 2, (b) teaches, A only"]
 SETS = {"B": "b_test", "A": "wild_test"}
@@ -175,7 +178,7 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
 
     results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
     for k, (name, (table, store, over)) in enumerate(STUDENTS.items()):
-        tag = "abcdgh"[k]  # e, f: the recipe knobs measured at commit f03da27 and removed (BENCHMARKS.md)
+        tag = "abcdghi"[k]  # e, f: the recipe knobs measured at commit f03da27 and removed (BENCHMARKS.md)
         cfg = dataclasses.replace(base, **over)
         model = out / f"student_{tag}.pt"
         done = out / f"student_{tag}.done"
