@@ -61,6 +61,7 @@ STUDENTS = {
     "i: A + labelled B, no KD": ("d", "d", {"kd_weight": 0.0}),
 }
 ROUND2 = ["g: round 2, (b) teaches, A + unlabelled B", "h: round 2, (b) teaches, A only"]
+NO_KD_B = "i: A + labelled B, no KD"
 SETS = {"B": "b_test", "A": "wild_test"}
 
 
@@ -206,7 +207,9 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
                   "gap_after_b": gap_closed(err_b[names[1]], err_b[names[2]], err_b[names[3]]),
                   # round 2: do the unlabelled B images help once the teacher is as good on B as (b)?
                   "round2_g_minus_h": paired_difference(err_b[ROUND2[0]], err_b[ROUND2[1]]).to_dict(),
-                  "round2_g_minus_b": paired_difference(err_b[ROUND2[0]], err_b[names[1]]).to_dict()}
+                  "round2_g_minus_b": paired_difference(err_b[ROUND2[0]], err_b[names[1]]).to_dict(),
+                  # (d) learns B's labels at ce_weight against the A teacher's KL; (i) learns them alone
+                  "gap_closed_vs_i": gap_closed(err_b[names[0]], err_b[names[2]], err_b[NO_KD_B])}
     for r in results.values():
         for dom in SETS:
             r[dom].pop("_errors")
@@ -235,6 +238,9 @@ def print_report(rep: dict) -> None:
     gh, gb2 = u["round2_g_minus_h"], u["round2_g_minus_b"]
     print(f"round 2, (b) as the teacher, on B: (g) - (h) {gh['delta']:+.2f} [95 % CI {gh['ci_low']:+.2f}, "
           f"{gh['ci_high']:+.2f}]; (g) - (b) {gb2['delta']:+.2f} [95 % CI {gb2['ci_low']:+.2f}, {gb2['ci_high']:+.2f}]")
+    gi = u["gap_closed_vs_i"]
+    print(f"gap closed against (i), B's labels without a teacher, ((a)-(c))/((a)-(i)) on B: {gi['fraction']:.3f} "
+          f"[95 % CI {gi['ci_low']:.3f}, {gi['ci_high']:.3f}]")
     d, gb = u["c_minus_b"], u["gap_after_b"]
     print(f"what the unlabelled B images add to KD on A, on B: (c) - (b) {d['delta']:+.2f} "
           f"[95 % CI {d['ci_low']:+.2f}, {d['ci_high']:+.2f}]; share of (b)'s gap closed ((b)-(c))/((b)-(d)) "

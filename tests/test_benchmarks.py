@@ -124,6 +124,6 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     # round 2: student (b) teaches; (g) takes the unlabelled B rows, (h) does not
     g, h = rows["g: round 2, (b) teaches, A + unlabelled B"], rows["h: round 2, (b) teaches, A only"]
     assert g == c and h == rows["b: KD, A only"] and rows["i: A + labelled B, no KD"] == d
-    assert u["round2_g_minus_h"]["n"] == u["c_minus_b"]["n"]
+    assert u["round2_g_minus_h"]["n"] == u["gap_closed_vs_i"]["n"] == u["c_minus_b"]["n"]
     assert any(line.startswith("round 2, (b) as the teacher, on B: (g) - (h) ") for line in out.splitlines())
     assert (tmp_path / "dg" / "domains.png").is_file()
