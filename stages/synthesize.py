@@ -21,7 +21,7 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
     """Render procedural 3D heads at 300W-LP-like poses (3DDFA rotation and projection).
 
     Reads section `synthesize` of params.yaml (seed, n_train, n_test, size, occluder_prob,
-    workers, domain: wild = faces in the wild, lab = a lab-video look with the same labels) and writes OUT/train (300W-LP layout: SYNTH/*.jpg + .mat with Pose_Para, pt2d,
+    workers, domain: wild = faces in the wild, lab = a lab-video look, car = an in-car infrared look; labels alike) and writes OUT/train (300W-LP layout: SYNTH/*.jpg + .mat with Pose_Para, pt2d,
     pt3d_68; landmarks/SYNTH/*_pts.mat), OUT/test (AFLW2000 flat layout), OUT/contact_sheet.png
     and OUT/synth_info.json. The same seed always gives the same files.
     """
