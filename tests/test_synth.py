@@ -23,6 +23,7 @@ from pipeline.synth import (
     sample_name,
     synthesize,
 )
+from pipeline.synth.generate import SampleSpec
 from pipeline.synth.raster import rasterize
 from stages.cli import main
 from tests.helpers.params import write_params
@@ -190,6 +191,18 @@ def test_config_validation() -> None:
     assert res.exit_code == 1 and "--workers must be >= 1" in res.output
 
 
+def _labels_as_drawn(out: Path, seed: int, i: int, domain: str) -> SampleSpec:
+    """Training image ``i`` of a synthesized ``domain`` folder: its .mat angles are the drawn pose and
+    its landmarks project with the 3DDFA formula. Returns the drawn sample."""
+    spec = draw_sample(seed, "train", i, SIZE, domain=domain)
+    mat = scipy.io.loadmat(out / "train" / "SYNTH" / f"{sample_name('train', i)}.mat")
+    pp = mat["Pose_Para"]
+    assert tuple(np.degrees(pp[0, :3])) == spec.pose
+    proj = project_3ddfa(landmarks_model(spec.head), *spec.pose, scale=pp[0, 6], t=pp[0, 3:6], height=SIZE)
+    np.testing.assert_allclose(proj, mat["pt2d"], atol=1e-6)
+    return spec
+
+
 def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     """``domain: lab``: the labels follow the same conventions (the .mat angles are the rendered
     pose, the landmarks project with the 3DDFA formula), the people repeat (12 identities), the
@@ -199,12 +212,7 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     out = tmp_path / "lab"
     synthesize(out, n_train=14, n_test=2, seed=3, size=SIZE, progress=False, domain="lab")
     for i in (0, 5, 13):
-        spec = draw_sample(3, "train", i, SIZE, domain="lab")
-        mat = scipy.io.loadmat(out / "train" / "SYNTH" / f"{sample_name('train', i)}.mat")
-        pp = mat["Pose_Para"]
-        assert tuple(np.degrees(pp[0, :3])) == spec.pose
-        proj = project_3ddfa(landmarks_model(spec.head), *spec.pose, scale=pp[0, 6], t=pp[0, 3:6], height=SIZE)
-        np.testing.assert_allclose(proj, mat["pt2d"], atol=1e-6)
+        spec = _labels_as_drawn(out, 3, i, "lab")
         assert not spec.occluder and 0.40 * SIZE <= spec.face_size <= 0.44 * SIZE
     same = draw_sample(3, "train", 1, SIZE, domain="lab").head
     assert draw_sample(3, "train", 1 + LAB_IDENTITIES, SIZE, domain="lab").head == same  # the same person
@@ -225,18 +233,13 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
 
 def test_car_domain_same_labels_infrared_look(tmp_path: Path) -> None:
     """``domain: car``: the same label conventions, 8 drivers who repeat, and an infrared camera:
-    grayscale images (R = G = B up to JPEG), darker than the wild ones."""
+    grayscale images (R = G = B up to JPEG)."""
     from pipeline.synth.domain import CAR_IDENTITIES
 
     out = tmp_path / "car"
     synthesize(out, n_train=10, n_test=2, seed=4, size=SIZE, progress=False, domain="car")
     for i in (0, 9):
-        spec = draw_sample(4, "train", i, SIZE, domain="car")
-        mat = scipy.io.loadmat(out / "train" / "SYNTH" / f"{sample_name('train', i)}.mat")
-        pp = mat["Pose_Para"]
-        assert tuple(np.degrees(pp[0, :3])) == spec.pose
-        proj = project_3ddfa(landmarks_model(spec.head), *spec.pose, scale=pp[0, 6], t=pp[0, 3:6], height=SIZE)
-        np.testing.assert_allclose(proj, mat["pt2d"], atol=1e-6)
+        _labels_as_drawn(out, 4, i, "car")
     same = draw_sample(4, "train", 2, SIZE, domain="car").head
     assert draw_sample(4, "train", 2 + CAR_IDENTITIES, SIZE, domain="car").head == same
     assert draw_sample(4, "train", 3, SIZE, domain="car").head != same

@@ -20,6 +20,9 @@ A domain only changes appearance: every image still draws its pose with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -47,19 +50,6 @@ def check_domain(domain: str) -> str:
     return domain
 
 
-def lab_head(seed: int, index: int) -> HeadParams:
-    """Identity ``index % LAB_IDENTITIES`` of the lab set: the same face in every image of it."""
-    return sample_head(np.random.default_rng([int(seed), 7, index % LAB_IDENTITIES]))
-
-
-def lab_placement(rng: np.random.Generator, size: int) -> tuple[tuple[float, float], float]:
-    """(center, face width) of a lab image: a fixed camera distance, the subject centred."""
-    face_size = float(rng.uniform(0.40, 0.44) * size)
-    center = (float((size - 1) / 2 + rng.uniform(-0.02, 0.02) * size),
-              float((size - 1) / 2 + rng.uniform(-0.02, 0.02) * size))
-    return center, face_size
-
-
 def lab_wall(rng: np.random.Generator, size: int) -> np.ndarray:
     """The plain wall: one colour, a soft vertical light fall-off, a little exposure drift."""
     t = np.linspace(1.06, 0.9, size, dtype=np.float32)[:, None, None]
@@ -77,19 +67,6 @@ def render_lab(head: HeadParams, pose: tuple[float, float, float], size: int, ce
                      interpolation=cv2.INTER_LINEAR)
     noisy = img.astype(np.float32) + rng.normal(0.0, LAB_NOISE, img.shape).astype(np.float32)
     return RenderedHead(np.clip(noisy, 0, 255).astype(np.uint8), placed.pt2d, placed.pt3d_68, placed.pose_para)
-
-
-def car_head(seed: int, index: int) -> HeadParams:
-    """Driver ``index % CAR_IDENTITIES`` of the car set."""
-    return sample_head(np.random.default_rng([int(seed), 11, index % CAR_IDENTITIES]))
-
-
-def car_placement(rng: np.random.Generator, size: int) -> tuple[tuple[float, float], float]:
-    """(center, face width) of a car image: the driver's seat, the head moving a little."""
-    face_size = float(rng.uniform(0.32, 0.42) * size)
-    center = (float((size - 1) / 2 + rng.uniform(-0.08, 0.08) * size),
-              float((size - 1) / 2 + rng.uniform(-0.06, 0.04) * size))
-    return center, face_size
 
 
 def car_cabin(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -160,4 +137,35 @@ def render_car(head: HeadParams, pose: tuple[float, float, float], size: int, ce
     return RenderedHead(out, placed.pt2d, placed.pt3d_68, placed.pose_para)
 
 
-__all__ = ["CAR_IDENTITIES", "car_head", "car_placement", "render_car", "DOMAINS", "LAB_IDENTITIES", "check_domain", "lab_head", "lab_placement", "lab_wall", "render_lab"]
+@dataclass(frozen=True)
+class Look:
+    """A domain of a fixed set of people under a fixed camera: who is in image ``index``, where the
+    camera puts the face, and how the image is rendered."""
+
+    identities: int  # image ``index`` shows person ``index % identities``
+    salt: int  # keeps each set's people apart from another set's
+    width: tuple[float, float]  # face width, share of the image side (the camera distance)
+    dx: tuple[float, float]  # face centre offset from the image centre, share of the side
+    dy: tuple[float, float]
+    render: Callable[..., RenderedHead]  # (head, pose, size, center, face width, rng)
+
+    def head(self, seed: int, index: int) -> HeadParams:
+        """The same face in every image of one person."""
+        return sample_head(np.random.default_rng([int(seed), self.salt, index % self.identities]))
+
+    def placement(self, rng: np.random.Generator, size: int) -> tuple[tuple[float, float], float]:
+        """(center, face width) of one image."""
+        face_size = float(rng.uniform(*self.width) * size)
+        center = (float((size - 1) / 2 + rng.uniform(*self.dx) * size),
+                  float((size - 1) / 2 + rng.uniform(*self.dy) * size))
+        return center, face_size
+
+
+# the lab: a fixed camera distance, the subject centred; the car: the driver's seat, the head moving a little
+LOOKS = {
+    "lab": Look(LAB_IDENTITIES, 7, (0.40, 0.44), (-0.02, 0.02), (-0.02, 0.02), render_lab),
+    "car": Look(CAR_IDENTITIES, 11, (0.32, 0.42), (-0.08, 0.08), (-0.06, 0.04), render_car),
+}
+
+__all__ = ["CAR_IDENTITIES", "DOMAINS", "LAB_IDENTITIES", "LOOKS", "Look", "check_domain", "lab_wall", "render_car",
+           "render_lab"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pipeline.core.io import atomic_path, write_json
 
-from .domain import car_head, car_placement, check_domain, lab_head, lab_placement, render_car, render_lab
+from .domain import LOOKS, check_domain
 from .head import HeadParams, sample_head
 from .matio import write_label_mat, write_pts_mat
 from .scene import RenderedHead, render_head, sample_pose
@@ -90,11 +90,11 @@ def draw_sample(seed: int, split: str, index: int, size: int, occluder_prob: flo
                 domain: str = "wild") -> SampleSpec:
     """The random choices of image ``index`` of ``split`` (deterministic)."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    if check_domain(domain) in ("lab", "car"):  # one of the set's people, its camera distance
+    look = LOOKS.get(check_domain(domain))
+    if look is not None:  # one of the set's people, its camera distance, no occluder
         pose = tuple(float(v) for v in np.degrees(np.radians(sample_pose(rng))))
-        who, where = (lab_head, lab_placement) if domain == "lab" else (car_head, car_placement)
-        center, face_size = where(rng, size)
-        return SampleSpec(who(seed, index), pose, center, face_size, False,  # type: ignore[arg-type]
+        center, face_size = look.placement(rng, size)
+        return SampleSpec(look.head(seed, index), pose, center, face_size, False,  # type: ignore[arg-type]
                           (seed, SPLITS[split], index, 1), domain)
     head = sample_head(rng)
     pose = tuple(float(v) for v in np.degrees(np.radians(sample_pose(rng))))
@@ -106,9 +106,9 @@ def draw_sample(seed: int, split: str, index: int, size: int, occluder_prob: flo
 
 
 def render_sample(spec: SampleSpec, size: int) -> RenderedHead:
-    if spec.domain in ("lab", "car"):
-        render = render_lab if spec.domain == "lab" else render_car
-        return render(spec.head, spec.pose, size, spec.center, spec.face_size, np.random.default_rng(list(spec.scene_seed)))
+    if spec.domain in LOOKS:
+        return LOOKS[spec.domain].render(spec.head, spec.pose, size, spec.center, spec.face_size,
+                                         np.random.default_rng(list(spec.scene_seed)))
     return render_head(spec.head, *spec.pose, size=size, center=spec.center, face_size=spec.face_size,
                        occluder=spec.occluder, rng=np.random.default_rng(list(spec.scene_seed)))
 
