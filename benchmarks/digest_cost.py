@@ -4,7 +4,7 @@ Builds a store of ``--rows`` rows (default 10,000) × V views × 3 angles × 198
 distributions, then alternates, in one process:
 
 - ``raw``: ``g["probs"][:]`` — the plain zarr read the student used before the checks;
-- ``verified``: :func:`pipeline.teacher.labelstore.load_probs` — the same read shard by shard,
+- ``verified``: :func:`pipeline.teacher.labelread.load_teacher_labels` (``.probs()``) — the same read shard by shard,
   plus each shard's sha256 compared with the one recorded by its writer, and every
   distribution checked for finite, non-negative values summing to 1.
 
@@ -27,15 +27,20 @@ from _common import alternate, machine, ratio_line
 
 from pipeline.teacher import labelstore
 from pipeline.teacher.encoding import Encoding
+from pipeline.teacher.ensemble import ensemble_size
+from pipeline.teacher.labelread import load_teacher_labels
+from pipeline.teacher.provenance import Bins, Ensemble, Manifest, TeacherInfo, Views, store_provenance
 
 
 def make_store(path: Path, rows: int, views: int, shard_rows: int) -> str:
     lay = labelstore.Layout(rows, views, 198, shard_rows, 64)
-    attrs = labelstore.provenance(
-        checkpoint_sha256="0" * 64, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1", bin_size=1,
-        theta=99, n_bins=198, p=2, s=2, input_size=(64, 64), normalization={}, manifest_sha256="0" * 64,
-        manifest_name="boxes.parquet", split="train", n_labelled=rows, n_unlabelled=0, view_seed=0, n_views=views, flip_prob=0.5, max_angle=15.0,
-        layout=lay, encoding=Encoding("float16", 198))
+    attrs = store_provenance(
+        teacher=TeacherInfo("0" * 64, "stage1", {"backbone": "resnet18"}, "resnet18", "bin1"),
+        bins=Bins(1, 99, 198), ensemble=Ensemble(2, 2, ensemble_size(2, 2)), input_size=(64, 64),
+        manifest=Manifest("0" * 64, "boxes.parquet", "train", "ok", rows, 0),
+        views=Views(0, views, 0.5, 15.0, "identity", ["flip", "angle_deg"]),
+        layout=lay.to_dict(), encoding=Encoding("float16", 198).to_dict(), package="bench",
+    ).to_attrs()
     ids = [f"synth/{i:06d}.jpg#0" for i in range(rows)]
     g = labelstore.create_layout(str(path), attrs, ids, np.arange(rows, dtype=np.int64),
                                  np.zeros((rows, views, 2), np.float32))
@@ -66,7 +71,7 @@ def main() -> None:
 
         def verified() -> float:
             t = time.perf_counter()
-            labelstore.load_probs(store)
+            load_teacher_labels(store).probs()
             return (time.perf_counter() - t) * 1000 * per10k
 
         comp = alternate("label store load", "ms per 10k rows", {"raw": raw, "verified": verified}, args.rounds)

@@ -67,7 +67,8 @@ def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed:
     from pipeline.manifest.rows import split_rows
     from pipeline.teacher.encoding import Encoding
     from pipeline.teacher.labelread import TeacherLabels
-    from pipeline.training.stage2 import StudentConfig, TeacherTable, student_dataset, student_fns
+    from pipeline.training.stage2 import StudentConfig, StudentDataset, student_fns
+    from pipeline.training.targets import TeacherTable, ViewReplay
 
     rows = split_rows(boxes, "train")
     ids = boxes["sample_id"].astype(str).to_numpy()[rows]
@@ -78,8 +79,10 @@ def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed:
     enc = Encoding("float16", q)
     labels = TeacherLabels("in-memory", {"manifest": {"split": "train"}}, enc, enc.encode(probs),
                            views_array(list(ids), views, seed), ids.astype(object), rows.astype(np.int64))
-    ds = student_dataset(labels, boxes, (size, size), cfg)
-    loss_fn, _ = student_fns(cfg.spec(), TeacherTable(labels, len(boxes)), cfg.ce_weight)
+    ds = StudentDataset(boxes, "train", (size, size), train=True, augment=cfg.augment(),
+                        view_fn=ViewReplay(labels, len(boxes)), seed=cfg.seed)
+    table = TeacherTable(labels, len(boxes))
+    loss_fn, _ = student_fns(cfg.spec(), lambda dev, b: table(b["index"], b["view_id"], dev), cfg.ce_weight)
     return cfg.spec(), loss_fn, ds, cfg.lr
 
 

@@ -42,20 +42,26 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, metrics_path: str | None,
         plots_path: str | None, teacher_path: str | None, resume: bool, no_progress: bool, timing_path: str | None,
         kd_weight: float | None, online_path: str | None, params_path: str) -> None:
-    """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
+    """Train a student (params section `train_student`) with eq. 7 on the teacher's soft labels: the label
+    store (--labels), the teacher run at every step (--online-teacher), or, with --kd-weight 0, none (the
+    control without distillation)."""
     from pipeline.training.outputs import RunPaths
     from pipeline.training.stage2 import train_student
     check_outputs(checkpoint=out_path, metrics=metrics_path, plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None, kd_weight=kd_weight)
     paths = RunPaths(out_path, metrics_path, plots_path, timing_path)
-    if online_path is not None:
-        from pipeline.training.online import OnlineTeacher, train_student_online
-
-        tl = load_config(params_path, "teacher_labels")
-        online = OnlineTeacher(online_path, tl.p, tl.s, tl.flip_prob, tl.max_angle, tl.chunk, tl.amp)
-        res = train_student_online(cfg, online, boxes_path, paths, resume=resume, progress=not no_progress)
-    else:
-        res = train_student(cfg, labels_path, boxes_path, paths, resume=resume, teacher=teacher_path,
-                            progress=not no_progress)
+    targets = _targets(cfg, params_path, labels_path, online_path, teacher_path)
+    res = train_student(cfg, targets, boxes_path, paths, resume=resume, progress=not no_progress)
     click.echo(json.dumps({"out": out_path, "backbone": cfg.backbone, **res}, default=float))
+
+
+def _targets(cfg, params_path: str, labels_path: str, online_path: str | None, teacher_path: str | None):
+    """The student's one soft-target source, from the options."""
+    if online_path is not None:
+        from pipeline.training.online import OnlineTargets, OnlineTeacher
+
+        return OnlineTargets(OnlineTeacher.from_config(online_path, load_config(params_path, "teacher_labels")))
+    from pipeline.training.targets import StoreTargets
+
+    return StoreTargets(labels_path, cfg.max_label_memory_gb, teacher_path)

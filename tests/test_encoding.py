@@ -18,7 +18,8 @@ from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.encoding import Encoding, encoding_from_attrs
 from pipeline.teacher.labelread import load_teacher_labels
 from pipeline.training.outputs import RunPaths
-from pipeline.training.stage2 import StudentConfig, TeacherTable, train_student
+from pipeline.training.stage2 import StudentConfig, train_student
+from pipeline.training.targets import StoreTargets, TeacherTable
 from stages.cli import main
 from tests.helpers.student import make_oracle_store, oracle_probs
 
@@ -139,7 +140,7 @@ def test_compact_store_verifies_reads_and_trains_one_epoch(tiny: Path, tmp_path:
     rec = labelread.info(str(store))
     assert rec["encoding"] == name and 0 < rec["label_bytes"] < labelread.info(str(ref))["label_bytes"]
 
-    labels, dense = load_teacher_labels(store), labelstore.load_probs(str(ref))
+    labels, dense = load_teacher_labels(store), load_teacher_labels(str(ref)).probs()
     pos, views = np.arange(3), np.array([0, 1, 1])
     want = labels.targets(pos, views)
     # close to the float16 store's distributions (Gaussians of σ = 3 bins: 16 bins hold > 99 %)
@@ -150,7 +151,7 @@ def test_compact_store_verifies_reads_and_trains_one_epoch(tiny: Path, tmp_path:
     assert labels.nbytes < load_teacher_labels(ref).nbytes  # compact in RAM as well
 
     cfg = StudentConfig(input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
-    res = train_student(cfg, store, tiny, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
+    res = train_student(cfg, StoreTargets(str(store)), tiny, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert math.isfinite(res["final"]["loss"]) and res["final"]["kl"] > 0
 
 
@@ -161,10 +162,10 @@ def test_resume_on_a_store_with_another_encoding_is_refused(tiny: Path, tmp_path
     cfg = StudentConfig(input_size=SIZE, batch_size=8, epochs=2, workers=0, device="cpu", photometric=False)
     paths = RunPaths(tmp_path / "s.pt", tmp_path / "m.json")
     one = StudentConfig(input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
-    train_student(one, a, tiny, paths, progress=False)
+    train_student(one, StoreTargets(str(a)), tiny, paths, progress=False)
     with pytest.raises(ValueError, match=r"cannot resume .*other soft labels \(encoding"):
-        train_student(cfg, b, tiny, paths, resume=True, progress=False)
-    res = train_student(cfg, a, tiny, paths, resume=True, progress=False)  # the same store: continues
+        train_student(cfg, StoreTargets(str(b)), tiny, paths, resume=True, progress=False)
+    res = train_student(cfg, StoreTargets(str(a)), tiny, paths, resume=True, progress=False)  # the same store: continues
     assert res["final"]["epoch"] == 2
 
 
@@ -177,7 +178,7 @@ def test_convert_cli_views_and_encoding(tiny: Path, tmp_path: Path) -> None:
     res = runner.invoke(main, ["labels", "convert", str(src), "--out", str(dst), "--encoding", "top16", "--views", "2"])
     assert res.exit_code == 0, res.output
     assert labelread.verify(str(dst), str(tiny)) == []
-    got, want = labelstore.load_probs(str(dst)), labelstore.load_probs(str(src))[:, :2]
+    got, want = load_teacher_labels(str(dst)).probs(), load_teacher_labels(str(src)).probs()[:, :2]
     assert got.shape == want.shape and (np.abs(got - want).sum(-1) < 0.02).all()
     a = labelstore.open_store(str(dst)).attrs
     assert a["views"]["V"] == 2 and a["encoding"]["name"] == "top16" and a["layout"]["n_views"] == 2

@@ -22,6 +22,7 @@ from pipeline.core.io import atomic_path, sha256_file, sweep_temporaries
 from pipeline.manifest.rows import row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelread, labelstore
+from pipeline.teacher.labelread import load_teacher_labels
 from stages.cli import main
 from tests.helpers.params import write_params
 from tests.helpers.student import make_oracle_store
@@ -164,7 +165,7 @@ def test_verified_load_returns_exactly_what_was_written(good: tuple[Path, Path])
     _, store = good
     g = labelstore.open_store(str(store))
     raw = np.asarray(g["probs"][:])
-    np.testing.assert_array_equal(labelstore.load_probs(str(store)), raw)
+    np.testing.assert_array_equal(load_teacher_labels(str(store)).probs(), raw)
 
 
 # ----------------------------------------------------------------------------- params and paths

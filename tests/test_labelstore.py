@@ -9,17 +9,21 @@ import zarr
 from pipeline.core.views import views_array
 from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.encoding import Encoding
+from pipeline.teacher.ensemble import ensemble_size
+from pipeline.teacher.labelread import load_teacher_labels
+from pipeline.teacher.provenance import Bins, Ensemble, Manifest, TeacherInfo, Views, diff_attrs, store_provenance
 
 
-def _attrs(n=10, v=2, shard=4, chunk=2, **over):
+def _attrs(n=10, v=2, shard=4, chunk=2, p=2, encoding="float16"):
     lay = labelstore.Layout(n, v, 198, shard, chunk)
-    kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
-              bin_size=1, theta=99, n_bins=198, p=2, s=1, input_size=(32, 32), normalization={},
-              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=n, n_unlabelled=0, view_seed=0,
-              n_views=v, flip_prob=0.5, max_angle=15.0, layout=lay,
-              encoding=Encoding("float16", 198))
-    kw.update(over)
-    return labelstore.provenance(**kw), lay
+    prov = store_provenance(
+        teacher=TeacherInfo("ab" * 32, "stage1", {"backbone": "resnet18"}, "resnet18", "bin1"),
+        bins=Bins(1, 99, 198), ensemble=Ensemble(p, 1, ensemble_size(p, 1)), input_size=(32, 32),
+        manifest=Manifest("cd" * 32, "boxes.parquet", "train", "ok", n, 0),
+        views=Views(0, v, 0.5, 15.0, "identity", ["flip", "angle_deg"]),
+        layout=lay.to_dict(), encoding=Encoding(encoding, 198).to_dict(), package="test",
+    )
+    return prov.to_attrs(), lay
 
 
 def _probs(rows, v, seed):
@@ -42,10 +46,10 @@ def test_layout_write_read_any_fsspec_path(tmp_path, url):
     rec = labelread.info(path)
     assert (rec["shards_done"], rec["rows_done"], rec["complete"]) == (2, 6, False)
     with pytest.raises(ValueError, match=r"shards \[1\] not done"):
-        labelstore.load_probs(path)
+        load_teacher_labels(path).probs()
     labelstore.write_shard(g, 1, blocks[1])
-    np.testing.assert_array_equal(labelstore.load_probs(path), np.concatenate(blocks))
-    assert labelstore.load_sample_ids(path) == ids
+    np.testing.assert_array_equal(load_teacher_labels(path).probs(), np.concatenate(blocks))
+    assert list(load_teacher_labels(path).sample_ids) == ids
     assert labelread.verify(path) == []
     # plain zarr reads it too
     z = zarr.open_group(labelstore.store_for(path, read_only=True), mode="r")
@@ -68,9 +72,9 @@ def test_file_count_is_small(tmp_path):
 def test_provenance_diff_names_fields():
     a, _ = _attrs()
     b, _ = _attrs(p=4)
-    diffs = labelstore.diff_provenance(a, b)
+    diffs = diff_attrs(a, b)
     assert len(diffs) == 2 and diffs[0].startswith("ensemble.A") and any(d.startswith("ensemble.p (2 vs 4)") for d in diffs)
-    assert labelstore.diff_provenance(a, _attrs()[0]) == []  # created/package do not count
+    assert diff_attrs(a, _attrs()[0]) == []  # created/package do not count
 
 
 def test_open_errors(tmp_path):
@@ -92,17 +96,12 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path, encoding):
     ts = pytest.importorskip("tensorstore")
     import numpy as np
 
-    lay = labelstore.Layout(6, 2, 198, 4, 2)
-    kw = dict(checkpoint_sha256="ab" * 32, model_spec={"backbone": "resnet18"}, checkpoint_kind="stage1",
-              bin_size=1, theta=99, n_bins=198, p=2, s=2, input_size=(32, 32),
-              normalization={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-              manifest_sha256="cd" * 32, manifest_name="boxes.parquet", split="train", n_labelled=6, n_unlabelled=0,
-              view_seed=0, n_views=2, flip_prob=0.5, max_angle=15.0, layout=lay, encoding=Encoding(encoding, 198))
+    attrs, lay = _attrs(n=6, v=2, shard=4, chunk=2, encoding=encoding)
     ids = [f"ds/img_{i}.jpg#0" for i in range(6)]
     ids[3] = "ds/ünïcode_é.jpg#1"
     views = np.random.default_rng(0).random((6, 2, 2)).astype(np.float32)
     path = str(tmp_path / "s.zarr")
-    g = labelstore.create_layout(path, labelstore.provenance(**kw), ids, np.arange(6, dtype=np.int64) * 2, views)
+    g = labelstore.create_layout(path, attrs, ids, np.arange(6, dtype=np.int64) * 2, views)
     probs = np.random.default_rng(1).dirichlet(np.ones(198), size=(6, 2, 3)).astype(np.float16)
     for k in range(lay.n_shards):
         a, b = lay.shard_range(k)
@@ -114,7 +113,7 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path, encoding):
         raw_arrays[name] = arr.read().result()
         np.testing.assert_array_equal(raw_arrays[name], np.asarray(g[name][:]), err_msg=name)
     raw = raw_arrays["sample_id"]
-    assert [bytes(r).rstrip(b"\0").decode() for r in raw] == ids == labelstore.load_sample_ids(path)
+    assert [bytes(r).rstrip(b"\0").decode() for r in raw] == ids == list(load_teacher_labels(path).sample_ids)
     # the decode paragraph of docs/design.md §6, by hand
     if encoding == "float16":
         by_hand = raw_arrays["probs"].astype(np.float32)
@@ -125,5 +124,5 @@ def test_every_array_reads_the_same_in_tensorstore(tmp_path, encoding):
         values = raw_arrays["topk_values"].astype(np.float32)
         by_hand = np.zeros((6, 2, 3, 198), np.float32)
         np.put_along_axis(by_hand, raw_arrays["topk_bins"].astype(np.int64), values / values.sum(-1, keepdims=True), -1)
-    np.testing.assert_allclose(labelstore.load_probs(path), by_hand, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(load_teacher_labels(path).probs(), by_hand, rtol=1e-6, atol=1e-7)
     assert g.attrs["encoding"]["name"] == encoding

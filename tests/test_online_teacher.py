@@ -15,17 +15,18 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 from torch.utils.data import default_collate
 
-import pipeline.training.online as online
 from pipeline.core.config import config_from_mapping
 from pipeline.core.views import view_from_row
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint
-from pipeline.teacher import labelstore
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
-from pipeline.training.online import OnlineTeacher, check_teacher, online_dataset, online_fns, train_student_online
+from pipeline.teacher.labelread import load_teacher_labels
+from pipeline.teacher.provenance import Requirements
+from pipeline.training.online import OnlineTargets, OnlineTeacher
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import Runtime, prepare_batch
-from pipeline.training.stage2 import StudentConfig, train_student
+from pipeline.training.stage2 import StudentConfig, student_dataset, student_fns, train_student
+from pipeline.training.targets import StoreTargets, student_bins
 from stages.cli import main
 from tests.helpers.params import full_params, write_params
 from tests.helpers.teacher import make_teacher_checkpoint
@@ -49,6 +50,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "boxes": boxes, "ck": ck, "store": store}
 
 
+def _teacher(env, **kw) -> OnlineTeacher:
+    recipe = config_from_mapping(TeacherLabelsConfig, full_params({"teacher_labels": {**TL, **kw}})["teacher_labels"],
+                                 "test", require_all=True)
+    return OnlineTeacher.from_config(str(env["ck"]), recipe)
+
+
+def _plan(env, teacher: OnlineTeacher, cfg: StudentConfig, ck=None):
+    targets = OnlineTargets(teacher if ck is None else OnlineTeacher(str(ck), teacher.recipe))
+    plan = targets.plan(read_boxes(env["boxes"]), env["boxes"], Requirements(student_bins(cfg.spec()), cfg.size), 0)
+    return targets, plan
+
+
 def _cfg(**kw) -> StudentConfig:
     base = dict(input_size=None, batch_size=6, epochs=1, workers=0, device="cpu", photometric=False, lr=1e-3)
     return StudentConfig(**{**base, **kw})
@@ -58,14 +71,13 @@ def test_online_ensemble_equals_the_teacher_job_for_the_same_view(env, monkeypat
     """Build the online student's batch for the views the job stored, run the online loss, and
     catch the soft target it hands to eq. 7: it is the store's distribution of that view (the
     store keeps float16, hence the tolerance)."""
-    teacher = OnlineTeacher(str(env["ck"]), TL["p"], TL["s"], chunk=64)
+    teacher = _teacher(env)
     cfg = _cfg()
-    state = load_checkpoint(env["ck"])
-    size = check_teacher(state, str(env["ck"]), cfg.spec(), None)
-    ds = online_dataset(read_boxes(env["boxes"]), size, cfg, teacher)
-    labels_views = labelstore.load_views(str(env["store"]))
-    rows = labelstore.load_rows(str(env["store"]))
-    stored = labelstore.load_probs(str(env["store"]))
+    targets, plan = _plan(env, teacher, cfg)
+    ds = student_dataset(read_boxes(env["boxes"]), plan, cfg, targets)
+    labels_views = load_teacher_labels(str(env["store"])).views
+    rows = load_teacher_labels(str(env["store"])).rows
+    stored = load_teacher_labels(str(env["store"])).probs()
     picks = [(pos, v) for pos in range(len(rows)) for v in range(labels_views.shape[1])][::2]
     items = []
     for pos, v in picks:
@@ -79,21 +91,22 @@ def test_online_ensemble_equals_the_teacher_job_for_the_same_view(env, monkeypat
         seen["t"] = teacher_probs
         return logits.sum(), {}
 
-    monkeypatch.setattr(online, "student_loss", catch)
-    model = online.model_from_checkpoint(state)[0].eval()
-    loss_fn, _ = online_fns(cfg.spec(), model, teacher, size, cfg.ce_weight, cfg.kd_weight, torch.device("cpu"))
+    import pipeline.training.stage2 as stage2
+
+    monkeypatch.setattr(stage2, "student_loss", catch)
+    loss_fn, _ = student_fns(cfg.spec(), plan.make_target(Runtime(torch.device("cpu"))), cfg.ce_weight, cfg.kd_weight)
     loss_fn({"bin1": torch.zeros(len(items), 3, 198)}, batch)
     want = np.stack([stored[pos, v] for pos, v in picks])
     np.testing.assert_allclose(seen["t"].numpy(), want, rtol=1e-3, atol=1e-6)  # float16: 2^-11 relative
     # and the student's image is the center crop of that region Z
-    p = teacher.p
+    p = teacher.recipe.p
     np.testing.assert_array_equal(items[0]["image"].numpy().transpose(1, 2, 0),
                                   items[0]["z"].numpy()[p : p + SIZE, p : p + SIZE])
 
 
 def test_fresh_views_are_seeded_and_vary_by_epoch(env) -> None:
-    teacher = OnlineTeacher(str(env["ck"]), 2, 2)
-    ds = online_dataset(read_boxes(env["boxes"]), (SIZE, SIZE), _cfg(), teacher)
+    targets, plan = _plan(env, _teacher(env), _cfg())
+    ds = student_dataset(read_boxes(env["boxes"]), plan, _cfg(), targets)
     a = [(bool(ds[(0, i)]["flip"]), float(ds[(0, i)]["angle"])) for i in range(len(ds))]
     b = [(bool(ds[(0, i)]["flip"]), float(ds[(0, i)]["angle"])) for i in range(len(ds))]
     c = [(bool(ds[(1, i)]["flip"]), float(ds[(1, i)]["angle"])) for i in range(len(ds))]
@@ -103,30 +116,32 @@ def test_fresh_views_are_seeded_and_vary_by_epoch(env) -> None:
 
 def test_bad_online_teacher_named(env, tmp_path: Path) -> None:
     state = load_checkpoint(env["ck"])
-    spec = _cfg().spec()
-    with pytest.raises(ValueError, match=r"takes 32x32 inputs, train_student.input_size is 48x48"):
-        check_teacher(state, "t.pt", spec, (48, 48))
-    no_bin1 = dict(state, model_spec={**state["model_spec"], "bin_sizes": [3]})
+    with pytest.raises(ValueError, match=r"input\.size differs \(teacher \[32, 32\], here \[48, 48\]\)"):
+        _plan(env, _teacher(env), _cfg(input_size=48))
+
+    def variant(name: str, **spec) -> Path:
+        torch.save(dict(state, model_spec={**state["model_spec"], **spec}), tmp_path / name)
+        return tmp_path / name
+
     with pytest.raises(ValueError, match="has no bin-1 head"):
-        check_teacher(no_bin1, "t.pt", spec, None)
-    wide = dict(state, model_spec={**state["model_spec"], "theta": 90.0})
-    with pytest.raises(ValueError, match=r"has bins b=1 theta=90 Q=180, the student expects b=1 theta=99 Q=198"):
-        check_teacher(wide, "t.pt", spec, None)
+        _plan(env, _teacher(env), _cfg(), ck=variant("nobin1.pt", bin_sizes=[3]))
+    with pytest.raises(ValueError, match=r"bins\.theta differs \(teacher 90\.0, here 99"):
+        _plan(env, _teacher(env), _cfg(), ck=variant("wide.pt", theta=90.0))
     with pytest.raises(ValueError, match="multiple of the stride"):
-        OnlineTeacher("t.pt", 3, 2)
+        _teacher(env, p=3, s=2)
 
 
 def test_online_student_trains_resumes_and_refuses_offline_resume(env, tmp_path: Path) -> None:
-    teacher = OnlineTeacher(str(env["ck"]), 2, 2, chunk=64)
+    targets = OnlineTargets(_teacher(env))
     paths = RunPaths(tmp_path / "s.pt", tmp_path / "m.json")
-    res = train_student_online(_cfg(), teacher, env["boxes"], paths, progress=False)
+    res = train_student(_cfg(), targets, env["boxes"], paths, progress=False)
     assert math.isfinite(res["final"]["loss"]) and res["final"]["kl"] > 0
     metrics = json.loads(Path(paths.metrics).read_text())
     assert metrics["teacher"] == {"mode": "online", "encoding": None, "views": None, "network_passes": 12 * 9}
-    res2 = train_student_online(_cfg(epochs=2), teacher, env["boxes"], paths, resume=True, progress=False)
+    res2 = train_student(_cfg(epochs=2), targets, env["boxes"], paths, resume=True, progress=False)
     assert res2["final"]["epoch"] == 2
     with pytest.raises(ValueError, match="cannot resume .* other soft labels"):
-        train_student(_cfg(epochs=3), env["store"], env["boxes"], paths, resume=True, progress=False)
+        train_student(_cfg(epochs=3), StoreTargets(str(env["store"])), env["boxes"], paths, resume=True, progress=False)
 
 
 def test_cli_online_teacher(env, tmp_path: Path) -> None:

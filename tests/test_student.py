@@ -24,19 +24,12 @@ from pipeline.model.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.job import ZDataset
 from pipeline.teacher.labelread import check_memory, load_teacher_labels
+from pipeline.teacher.provenance import Requirements
 from pipeline.training.engine import evaluate
 from pipeline.training.outputs import RunPaths
 from pipeline.training.runtime import Runtime
-from pipeline.training.stage2 import (
-    StudentConfig,
-    TeacherTable,
-    ViewReplay,
-    check_provenance,
-    student_dataset,
-    student_fns,
-    teacher_input,
-    train_student,
-)
+from pipeline.training.stage2 import StudentConfig, student_dataset, student_fns, teacher_input, train_student
+from pipeline.training.targets import StoreTargets, TeacherTable, ViewReplay, student_bins
 from stages.train_student import cli
 from tests.helpers.params import full_params, write_params
 from tests.helpers.student import make_oracle_store
@@ -49,6 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("student")
     boxes = make_tiny_dataset(root, n_train=32, n_test=12, size=SIZE, seed=3)
     store = make_oracle_store(boxes, root / "labels.zarr", size=SIZE, n_views=3)
+
     return boxes, store
 
 
@@ -61,7 +55,7 @@ def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
     labels = load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE)
     table = TeacherTable(labels, len(read_boxes(boxes)))
-    loss_fn, predict_fn = student_fns(cfg.spec(), table, cfg.ce_weight)
+    loss_fn, predict_fn = student_fns(cfg.spec(), lambda dev, b: table(b["index"], b["view_id"], dev), cfg.ce_weight)
     grid = BinGrid(1)
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, grid.count, generator=g)
@@ -92,6 +86,13 @@ def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
 # ----------------------------------------------------------------------------- view replay
 
 
+def _dataset(store: Path, boxes: Path, cfg: StudentConfig):
+    """The student's training set on the store, as train_student builds it."""
+    targets, df = StoreTargets(str(store)), read_boxes(boxes)
+    plan = targets.plan(df, boxes, Requirements(student_bins(cfg.spec()), cfg.size), cfg.seed)
+    return student_dataset(df, plan, cfg, targets)
+
+
 def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
     """Before photometric augmentation, the student's image for view k is the teacher's view k:
     the center crop of the region Z the teacher job built, and its target is View.pose(gt)."""
@@ -99,7 +100,7 @@ def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
     df = read_boxes(boxes)
     labels = load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE, photometric=False)
-    ds = student_dataset(labels, df, (SIZE, SIZE), cfg)
+    ds = _dataset(store, boxes, cfg)
     p = 4
     paths = [str(Path(r) / ip) for r, ip in zip(df["root"], df["image_path"])]
     zset = ZDataset([paths[r] for r in labels.rows], df[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)[labels.rows],
@@ -143,16 +144,15 @@ def test_store_is_opened_once_and_indexed_once(data: tuple[Path, Path], monkeypa
 
 def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
     boxes, store = data
-    df, labels = read_boxes(boxes), load_teacher_labels(store)
     cfg = StudentConfig(input_size=SIZE)
-    a = student_dataset(labels, df, (SIZE, SIZE), cfg)
-    b = student_dataset(labels, df, (SIZE, SIZE), cfg)
+    a = _dataset(store, boxes, cfg)
+    b = _dataset(store, boxes, cfg)
     va = [int(a[(1, i)]["view_id"]) for i in range(len(a))]
     assert va == [int(b[(1, i)]["view_id"]) for i in range(len(b))]
     assert va != [int(a[(2, i)]["view_id"]) for i in range(len(a))]  # a fresh draw per epoch
     # photometric augmentation changes pixels, not the view or the target
     aug = a[(1, 0)]
-    plain = student_dataset(labels, df, (SIZE, SIZE), StudentConfig(input_size=SIZE, photometric=False))[(1, 0)]
+    plain = _dataset(store, boxes, StudentConfig(input_size=SIZE, photometric=False))[(1, 0)]
     assert int(aug["view_id"]) == int(plain["view_id"])
     assert torch.equal(aug["target"], plain["target"])
 
@@ -160,10 +160,10 @@ def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
 # ----------------------------------------------------------------------------- provenance
 
 
-def _check(store: Path, boxes: Path, **kw) -> None:
-    labels = load_teacher_labels(store)
-    cfg = StudentConfig(input_size=kw.pop("size", SIZE))
-    check_provenance(labels, boxes, read_boxes(boxes), cfg.spec(), cfg.size, **kw)
+def _check(store: Path, boxes: Path, size: int = SIZE, teacher: Path | None = None) -> None:
+    cfg = StudentConfig(input_size=size)
+    StoreTargets(str(store), teacher=teacher).plan(read_boxes(boxes), boxes,
+                                                   Requirements(student_bins(cfg.spec()), cfg.size), 0)
 
 
 def test_matching_store_accepted(data: tuple[Path, Path]) -> None:
@@ -310,6 +310,6 @@ def test_train_student_function_small(data: tuple[Path, Path], tmp_path: Path) -
     """One epoch through the library entry point, photometric on, DVC metrics written."""
     boxes, store = data
     cfg = StudentConfig(input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
-    res = train_student(cfg, store, boxes, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
+    res = train_student(cfg, StoreTargets(str(store)), boxes, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert set(res["final"]) >= {"loss", "ce", "kl", "mae_mean"}
     assert math.isfinite(res["final"]["loss"])

@@ -28,6 +28,7 @@ from pipeline.core.views import view_from_row
 from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.ensemble import ensemble_probs
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.teacher.labelread import load_teacher_labels
 from stages.cli import main
 from tests.helpers.params import full_params, write_params
 from tests.helpers.teacher import make_teacher_checkpoint
@@ -75,7 +76,7 @@ def root_attrs(path: Path) -> dict:
 
 def test_store_content_and_provenance(env):
     g = labelstore.open_store(str(env["ref"]))
-    probs = labelstore.load_probs(str(env["ref"]))
+    probs = load_teacher_labels(str(env["ref"])).probs()
     assert probs.shape == (N_TRAIN, 2, 3, 198) and g["probs"].dtype == np.float16
     np.testing.assert_allclose(probs.astype(np.float32).sum(-1), 1.0, atol=2e-3)
     a = dict(g.attrs)
@@ -88,8 +89,8 @@ def test_store_content_and_provenance(env):
     assert a["encoding"]["name"] == "float16" and a["encoding"]["bytes_per_image_view"] == 1188
     df = pd.read_parquet(env["boxes"])
     train = df[df.split == "train"]
-    assert labelstore.load_sample_ids(str(env["ref"])) == train.sample_id.tolist()
-    views = labelstore.load_views(str(env["ref"]))
+    assert list(load_teacher_labels(str(env["ref"])).sample_ids) == train.sample_id.tolist()
+    views = load_teacher_labels(str(env["ref"])).views
     assert (views[:, 0] == 0).all() and views.shape == (N_TRAIN, 2, 2)
     # file count stays small: 8 probs shards + 8 done flags + views/row/sample_id + metadata
     assert len(store_files(env["ref"])) < 30
@@ -151,7 +152,7 @@ def test_two_dask_workers_same_store_as_one(env, tmp_path):
 def test_fsspec_memory_store(env):
     url = "memory://hpekd-test/labels.zarr"
     run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), url)
-    np.testing.assert_array_equal(labelstore.load_probs(url), labelstore.load_probs(str(env["ref"])))
+    np.testing.assert_array_equal(load_teacher_labels(url).probs(), load_teacher_labels(str(env["ref"])).probs())
     assert labelread.verify(url, str(env["boxes"])) == []
     res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), url)
     assert res.computed == []
@@ -192,7 +193,7 @@ def test_labels_info_and_verify_cli(env, tmp_path):
     r = runner.invoke(main, ["labels", "verify", str(unfinished)])
     assert r.exit_code != 0 and "not done: [1]" in r.output
     with pytest.raises(ValueError, match="incomplete"):
-        labelstore.load_probs(str(unfinished))
+        load_teacher_labels(str(unfinished)).probs()
     assert "NO" in runner.invoke(main, ["labels", "info", str(unfinished)]).output
 
     # a manifest that does not match
@@ -265,7 +266,7 @@ def test_rerun_recomputes_only_a_damaged_shard(env, tmp_path):
     data[-40:] = bytes(40)
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"shard 5 \(rows 10\.\.11\)"):
-        labelstore.load_probs(str(out))
+        load_teacher_labels(str(out)).probs()
     res = run_teacher_labels(_config(), str(env["ck"]), str(env["boxes"]), str(out))
     assert res.computed == [5]
     assert store_files(out) == store_files(env["ref"])
@@ -408,7 +409,7 @@ def test_shard_write_stops_when_the_lease_is_lost(env, tmp_path):
     mine, other = new_lease(str(out), "x"), new_lease(str(out), "y")
     other.acquire()
     g = labelstore.open_store(str(out), "r+")
-    block = labelstore.load_probs(str(out))[:2]
+    block = load_teacher_labels(str(out)).probs()[:2]
     with pytest.raises(ValueError, match="no longer holds the lease"):
         labelstore.write_shard(g, 0, block, lease=mine)
     other.release()

@@ -28,8 +28,10 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.losses import student_loss
 from pipeline.teacher import labelstore
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+from pipeline.teacher.labelread import load_teacher_labels
 from pipeline.training.outputs import RunPaths
 from pipeline.training.stage2 import StudentConfig, train_student
+from pipeline.training.targets import StoreTargets
 from tests.helpers.params import full_params
 from tests.helpers.teacher import make_teacher_checkpoint
 
@@ -73,16 +75,16 @@ def test_teacher_store_holds_unlabelled_rows_with_their_views(mixed: dict) -> No
     rows = split_rows(df, "train")
     assert len(rows) == N_TRAIN and (~df["labelled"].to_numpy()[rows]).sum() == N_UNL
     path = str(mixed["store"])
-    ids = labelstore.load_sample_ids(path)
+    ids = list(load_teacher_labels(path).sample_ids)
     assert ids == df["sample_id"].to_numpy()[rows].tolist()
     attrs = dict(labelstore.open_store(path).attrs)
     assert (attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"]) == (N_TRAIN - N_UNL, N_UNL)
-    views = labelstore.load_views(path)
+    views = load_teacher_labels(path).views
     unl = np.flatnonzero(~df["labelled"].to_numpy()[rows])
     # an unlabelled row keeps every drawn view (no label to keep in range)
     np.testing.assert_array_equal(views[unl], views_array([ids[i] for i in unl], 3, 1)[:, :, :])
     assert (np.abs(views[unl, 1:, 1]) > 0).all()
-    probs = labelstore.load_probs(path)[unl].astype(np.float64)
+    probs = load_teacher_labels(path).probs()[unl].astype(np.float64)
     assert np.isfinite(probs).all() and np.allclose(probs.sum(-1), 1.0, atol=2e-2)
 
 
@@ -118,14 +120,14 @@ def test_student_loss_of_an_unlabelled_row_has_no_cross_entropy() -> None:
 
 def test_student_trains_on_unlabelled_rows_and_counts_them(mixed: dict, tmp_path: Path) -> None:
     cfg = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
-    res = train_student(cfg, mixed["store"], mixed["boxes"], RunPaths(tmp_path / "s.pt", tmp_path / "m.json"),
+    res = train_student(cfg, StoreTargets(str(mixed["store"])), mixed["boxes"], RunPaths(tmp_path / "s.pt", tmp_path / "m.json"),
                         progress=False)
     assert math.isfinite(res["final"]["loss"]) and math.isfinite(res["final"]["mae_mean"])
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": N_UNL, "unlabelled_left_out": 0}
     # the no-KD control has nothing to learn from an unlabelled row: it leaves them out
     cfg0 = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False, kd_weight=0.0)
-    train_student(cfg0, mixed["store"], mixed["boxes"], RunPaths(tmp_path / "s0.pt", tmp_path / "m0.json"),
+    train_student(cfg0, StoreTargets(str(mixed["store"])), mixed["boxes"], RunPaths(tmp_path / "s0.pt", tmp_path / "m0.json"),
                   progress=False)
     m0 = json.loads((tmp_path / "m0.json").read_text())
     assert m0["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": 0, "unlabelled_left_out": N_UNL}

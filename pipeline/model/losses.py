@@ -76,7 +76,7 @@ def stage1_loss(
 def student_loss(
     logits_bin1: torch.Tensor,
     target_angles: torch.Tensor,
-    teacher_probs: torch.Tensor,
+    teacher_probs: torch.Tensor | None,
     grid: BinGrid,
     ce_weight: float = 0.05,
     kd_weight: float = 1.0,
@@ -88,7 +88,8 @@ def student_loss(
     ``logits_bin1``: [B, 3, Q] logits of the student's one RvC head; ``target_angles``: [B, 3]
     ground truth in degrees (classified with ``grid``; NaN allowed on unlabelled rows);
     ``teacher_probs``: [B, 3, Q] ensemble distributions (eq. 6, e.g. float16 from the label
-    store; rows sum to 1, zeros allowed — ``0·log 0`` counts as 0). ``labelled``: bool [B]
+    store; rows sum to 1, zeros allowed — ``0·log 0`` counts as 0), or ``None`` with
+    ``kd_weight`` 0 (no soft target: the CE term alone). ``labelled``: bool [B]
     (default: every row), the rows with ground truth.
 
     Normalisation: the loss is the mean over the B rows of each row's eq. 7 loss, and an
@@ -99,6 +100,13 @@ def student_loss(
 
     Parts: ``ce`` and ``kl`` (each summed over angles, unweighted) and ``loss``.
     """
+    if teacher_probs is None:  # no soft target (the student without distillation): no KL term
+        if kd_weight:
+            raise ValueError(f"kd_weight {kd_weight!r} needs teacher probabilities; without them it must be 0")
+        ce = _ce_sum(logits_bin1.float(), target_angles.float(), grid, mask=labelled)
+        total = ce_weight * ce / 2
+        zero = torch.zeros((), device=ce.device)
+        return total, {"ce": ce.detach(), "kl": zero, "loss": total.detach()}
     if logits_bin1.shape != teacher_probs.shape:
         raise ValueError(
             f"student logits {tuple(logits_bin1.shape)} and teacher probabilities "

@@ -14,6 +14,7 @@ conversion never leaves a half-written store at ``dst``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from pipeline.teacher import labelstore
 from pipeline.teacher.encoding import Encoding
 from pipeline.teacher.labelread import load_teacher_labels
+from pipeline.teacher.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +41,14 @@ def convert_store(src: str, dst: str, encoding: str | None = None, views: int | 
     if not 1 <= n_views <= labels.n_views:
         raise ValueError(f"views={views!r}: the store {src!r} has {labels.n_views} view(s); choose 1..{labels.n_views}")
     enc = Encoding(encoding or labels.encoding.name, labels.n_bins)
-    attrs = dict(labels.attrs)
-    attrs.pop("content", None)
-    old = attrs["layout"]
+    prov = Provenance.from_attrs(labels.attrs)
+    old = prov.layout or {}
     layout = labelstore.Layout(old["n_rows"], n_views, old["n_bins"], old["shard_rows"], old["chunk_rows"])
-    attrs["layout"] = layout.to_dict()
-    attrs["views"] = {**attrs["views"], "V": n_views}
-    attrs["encoding"] = {**enc.to_dict(), **({"converted_from": labels.encoding.name}
-                                              if labels.encoding.name != "float16" and enc.name != labels.encoding.name
-                                              else {})}
+    converted = ({"converted_from": labels.encoding.name}
+                 if labels.encoding.name != "float16" and enc.name != labels.encoding.name else {})
+    extra = {k: v for k, v in prov.extra.items() if k != "content"}  # create_layout writes the new content
+    attrs = dataclasses.replace(prov, layout=layout.to_dict(), views=dataclasses.replace(prov.views, V=n_views),
+                                encoding={**enc.to_dict(), **converted}, extra=extra).to_attrs()
     tmp = out.with_name(out.name + ".converting")
     shutil.rmtree(tmp, ignore_errors=True)
     g = labelstore.create_layout(str(tmp), attrs, list(labels.sample_ids), labels.rows, labels.views[:, :n_views])

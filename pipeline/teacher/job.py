@@ -39,10 +39,9 @@ import zarr
 
 from pipeline.core import numerics
 from pipeline.core.device import resolve_device
-from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import views_array
-from pipeline.manifest.rows import image_paths, labelled_mask, row_angles, row_boxes, row_ids, split_rows
+from pipeline.manifest.rows import OK, image_paths, labelled_mask, row_angles, row_boxes, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher import labelstore
@@ -51,6 +50,7 @@ from pipeline.teacher.encoding import Encoding
 from pipeline.teacher.ensemble import ensemble_probs, ensemble_size, validate_ensemble
 from pipeline.teacher.inputs import check_inputs
 from pipeline.teacher.lease import Lease, new_lease
+from pipeline.teacher.provenance import Bins, Ensemble, Manifest, TeacherInfo, Views, store_provenance
 from pipeline.teacher.target import choose_target, finish_interrupted_swap, swap_in
 from pipeline.teacher.writer import ShardWriter
 
@@ -248,16 +248,15 @@ def plan_job(cfg: TeacherLabelsConfig, checkpoint: str, boxes: str, out: str) ->
     rows = _training_rows(cfg, boxes)
     layout = labelstore.Layout(len(rows.rows), cfg.views, grid.count, cfg.shard_rows, cfg.chunk_rows)
     ck_sha = sha256_file(checkpoint)
-    attrs = labelstore.provenance(
-        checkpoint_sha256=ck_sha, model_spec=spec.to_dict(), checkpoint_kind=kind,
-        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=cfg.p, s=cfg.s,
-        input_size=input_size, normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                                              "scale": "1/255", "channels": "RGB"},
-        manifest_sha256=sha256_file(boxes), manifest_name=Path(boxes).name, split=cfg.split,
-        n_labelled=rows.n_labelled, n_unlabelled=rows.n_unlabelled,
-        view_seed=cfg.view_seed, n_views=cfg.views, flip_prob=cfg.flip_prob, max_angle=cfg.max_angle,
-        layout=layout, encoding=Encoding(cfg.encoding, grid.count),
-    )
+    attrs = store_provenance(
+        teacher=TeacherInfo(ck_sha, kind, spec.to_dict(), spec.to_dict().get("backbone"), LABEL_HEAD),
+        bins=Bins(grid.size, grid.theta, grid.count), ensemble=Ensemble(cfg.p, cfg.s, ensemble_size(cfg.p, cfg.s)),
+        input_size=input_size,
+        manifest=Manifest(sha256_file(boxes), Path(boxes).name, cfg.split, OK, rows.n_labelled, rows.n_unlabelled),
+        views=Views(cfg.view_seed, cfg.views, cfg.flip_prob, cfg.max_angle, "identity", ["flip", "angle_deg"]),
+        layout=layout.to_dict(), encoding=Encoding(cfg.encoding, grid.count).to_dict(),
+        package=labelstore.package_version(),
+    ).to_attrs()
     log.info("teacher labels for %d %s row(s): %d labelled, %d unlabelled", len(rows.rows), cfg.split,
              attrs["manifest"]["labelled"], attrs["manifest"]["unlabelled"])
     out = str(out)

@@ -72,6 +72,10 @@ class TeacherLabels:
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.parts.values()) + self.views.nbytes + self.rows.nbytes)
 
+    def probs(self) -> np.ndarray:
+        """Every distribution decoded: float32 [N, V, 3, Q] (the whole store; tests and tools)."""
+        return self.encoding.decode(self.parts)
+
     def targets(self, pos: np.ndarray | int, view: np.ndarray | int) -> np.ndarray:
         """Decoded distributions of store rows ``pos``, views ``view``: float32 [..., 3, Q]."""
         return self.encoding.decode({k: a[pos, view] for k, a in self.parts.items()})

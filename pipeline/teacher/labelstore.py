@@ -1,25 +1,7 @@
 """The teacher-label store: one Zarr v3 group per teacher run (docs/design.md §6).
 
-Layout (N = training rows, V = views, Q = bins of the bin-1 head, S = shards)::
-
-    teacher.zarr/
-      zarr.json          group attributes = provenance (see ``provenance`` below)
-      probs/             float16 [N, V, 3, Q]  eq. 6 distributions (pitch, yaw, roll), sharded
-                         along N: one file per shard of ``shard_rows`` rows, inner chunks of
-                         ``chunk_rows`` rows, Blosc-zstd (:data:`COMPRESSOR`). This is the
-                         ``float16`` encoding; ``uint8`` stores ``probs_uint8`` instead and
-                         ``topK`` stores ``topk_values`` + ``topk_bins`` [N, V, 3, K], sharded
-                         alike (:mod:`pipeline.teacher.encoding`, the store's ``encoding``
-                         attribute)
-      views/             float32 [N, V, 2]     (flip flag, rotation angle°) of every view
-      sample_id/         uint8   [N, L]        manifest key of each row, UTF-8, zero-padded to
-                                               L bytes (every Zarr v3 client reads uint8)
-      boxes_row/         int64   [N]           row index of each sample in boxes.parquet
-      done/              uint8   [S, 33]       per shard: [0] = 1 once its probs are complete,
-                                               [1:33] = sha256 of its encoded arrays' bytes,
-                                               in the encoding's array order (one file per
-                                               shard: the flag and the digest are written
-                                               together, in one object)
+The format (arrays, shapes, attributes, digests) is specified once, in docs/design.md §6; this
+module writes and checks it. Its attributes are a :class:`pipeline.teacher.provenance.Provenance`.
 
 The layout (all arrays, views, ids, attributes) is created FIRST, in one place
 (:func:`create_layout`); writers then fill whole shards with :func:`write_shard`, which sets the
@@ -27,12 +9,9 @@ shard's flag and digest last. The group attributes are written last of all durin
 so a store without them is an interrupted creation. The attributes also hold the sha256 of
 ``views``, ``sample_id`` and ``boxes_row`` (``content``).
 
-Every reader that trains or evaluates goes through :func:`load_probs` / :func:`load_views` /
-:func:`load_sample_ids` / :func:`load_rows` (or, on a store opened once, :func:`read_parts` /
-:func:`read_verified`), which check the digests and the encoding's value rules (finite
-distributions summing to 1 for float16), and refuse a damaged store in one line naming the
-store and shard. Reading a whole store
-(``hpekd labels info|verify``, the student's in-memory copy) is :mod:`pipeline.teacher.labelread`.
+Every reader goes through :mod:`pipeline.teacher.labelread` (the one reader: it checks the
+digests and the encoding's value rules and refuses a damaged store in one line naming the store
+and shard), built on :func:`read_parts` / :func:`read_verified` here.
 
 Stores live on any path zarr/fsspec understands: a local directory, ``file://``,
 ``memory://`` (one process only), ``s3://`` … (:func:`store_for`).
@@ -54,25 +33,15 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
-from pipeline.core.angles import ANGLES
-from pipeline.manifest.rows import OK
-from pipeline.model.network import LABEL_HEAD
 from pipeline.teacher.encoding import Encoding, encoding_from_attrs
-from pipeline.teacher.ensemble import ensemble_size
+from pipeline.teacher.provenance import FORMAT, FORMAT_VERSION, IDENTITY_FIELDS
 
 log = logging.getLogger(__name__)
 
-FORMAT = "hpekd-teacher-labels"
-FORMAT_VERSION = 3  # v2: per-shard digests, uint8 sample ids, boxes_row; v3: the encoding attribute
 
 # The one compressor of the store (probs, views, boxes_row); shuffle helps fp16 distributions a lot.
 COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
-# provenance fields that define *what* the store holds; a resume must match them exactly
-IDENTITY_FIELDS = (
-    "format", "format_version", "teacher", "bins", "ensemble", "input", "manifest", "views",
-    "layout", "encoding",
-)
 DIGEST_BYTES = 32
 REPAIR = "rerun `hpekd teacher-labels` with the same inputs: it recomputes only the damaged shards"
 REBUILD = "rebuild it with `hpekd teacher-labels`"
@@ -82,7 +51,7 @@ class StoreDamaged(ValueError):
     """A label store whose bytes do not match what was written (one-line message)."""
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
         from importlib.metadata import version
 
@@ -130,70 +99,6 @@ class Layout:
     def to_dict(self) -> dict[str, int]:
         return dict(n_rows=self.n_rows, n_views=self.n_views, n_bins=self.n_bins,
                     shard_rows=self.shard_rows, chunk_rows=self.chunk_rows, n_shards=self.n_shards)
-
-
-# 21 keyword-only parameters, one per leaf of the record it returns: the signature is the list
-# of what a store's provenance holds, and every caller names each field. Records grouping them
-# would only mirror the nested dict below.
-def provenance(
-    *,
-    checkpoint_sha256: str,
-    model_spec: Mapping[str, Any],
-    checkpoint_kind: str,
-    bin_size: float,
-    theta: float,
-    n_bins: int,
-    p: int,
-    s: int,
-    input_size: tuple[int, int],
-    normalization: Mapping[str, Any],
-    manifest_sha256: str,
-    manifest_name: str,
-    split: str,
-    n_labelled: int,
-    n_unlabelled: int,
-    view_seed: int,
-    n_views: int,
-    flip_prob: float,
-    max_angle: float,
-    layout: Layout,
-    encoding: Encoding,
-) -> dict[str, Any]:
-    """The group attributes (JSON) of a store: a pure function of the inputs (no timestamp, host
-    or absolute path), so the same inputs give the same bytes; ``package`` is informative."""
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "teacher": {"sha256": checkpoint_sha256, "kind": checkpoint_kind, "model_spec": dict(model_spec),
-                    "architecture": model_spec.get("backbone"), "head": LABEL_HEAD},
-        "bins": {"b": bin_size, "theta": theta, "Q": n_bins},
-        "ensemble": {"p": p, "s": s, "A": ensemble_size(p, s)},
-        "input": {"size": [int(input_size[0]), int(input_size[1])], "normalization": dict(normalization)},
-        "manifest": {"sha256": manifest_sha256, "name": manifest_name, "split": split, "status": OK,
-                     "labelled": int(n_labelled), "unlabelled": int(n_unlabelled)},
-        "views": {"seed": view_seed, "V": n_views, "flip_prob": flip_prob, "max_angle": max_angle,
-                  "view0": "identity", "columns": ["flip", "angle_deg"]},
-        "layout": layout.to_dict(),
-        "encoding": encoding.to_dict(),
-        "angles": list(ANGLES),
-        "package": {"name": "hpekd", "version": _package_version()},
-    }
-
-
-def diff_provenance(a: Mapping[str, Any], b: Mapping[str, Any], fields=IDENTITY_FIELDS) -> list[str]:
-    """Dotted names of the identity fields that differ between two attribute sets."""
-    out: list[str] = []
-
-    def walk(x: Any, y: Any, name: str) -> None:
-        if isinstance(x, Mapping) and isinstance(y, Mapping):
-            for k in sorted(set(x) | set(y)):
-                walk(x.get(k), y.get(k), f"{name}.{k}")
-        elif x != y:
-            out.append(f"{name} ({x!r} vs {y!r})")
-
-    for f in fields:
-        walk(a.get(f), b.get(f), f)
-    return out
 
 
 def provenance_sha256(attrs: Mapping[str, Any]) -> str:
@@ -474,23 +379,3 @@ def read_verified(g: zarr.Group, name: str, path: str) -> np.ndarray:
         raise StoreDamaged(f"label store {str(path)!r}: array {name!r} does not match its recorded sha256 "
                            f"(data file damaged or deleted); {REBUILD}")
     return arr
-
-
-def load_probs(path: str, tol: float = 2e-3) -> np.ndarray:
-    """All soft labels in memory, verified shard by shard and decoded: float32 [N, V, 3, Q]."""
-    g = open_store(path)
-    return encoding_of(g, path).decode(read_parts(g, path, tol))
-
-
-def load_views(path: str) -> np.ndarray:
-    """float32 [N, V, 2] (flip flag, angle°) of every stored view, verified."""
-    return read_verified(open_store(path), "views", path)
-
-
-def load_sample_ids(path: str) -> list[str]:
-    return decode_ids(read_verified(open_store(path), "sample_id", path))
-
-
-def load_rows(path: str) -> np.ndarray:
-    """int64 [N]: the boxes.parquet row of each store row, verified."""
-    return read_verified(open_store(path), "boxes_row", path)

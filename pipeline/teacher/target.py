@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.teacher import labelstore
 from pipeline.teacher.labelstore import local_path
+from pipeline.teacher.provenance import diff_attrs
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def beside_path(out: str) -> str:
 def _intact(path: str, attrs: dict[str, Any]) -> bool:
     """A store at ``path`` made for exactly ``attrs`` whose layout opens (shards may be damaged)."""
     old = labelstore.existing_attrs(path)
-    if old is None or labelstore.diff_provenance(old, attrs):
+    if old is None or diff_attrs(old, attrs):
         return False
     try:
         labelstore.open_store(path)
@@ -59,12 +60,12 @@ def choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
         old = labelstore.existing_attrs(out)
         if old is not None:
             log.warning("store %s was made for a different run (%s): rebuilding it in place", out,
-                        "; ".join(labelstore.diff_provenance(old, attrs)[:3]))
+                        "; ".join(diff_attrs(old, attrs)[:3]))
         return out, False
     _guard_foreign(out)
     nxt = beside_path(out)
     old = labelstore.existing_attrs(out)
-    why = "; ".join(labelstore.diff_provenance(old, attrs)[:3]) if old else "its layout is damaged"
+    why = "; ".join(diff_attrs(old, attrs)[:3]) if old else "its layout is damaged"
     log.warning("store %s was made for a different run (%s): building the new store in %s, it replaces the old "
                 "one only when complete", out, why, nxt)
     return nxt, _intact(nxt, attrs)

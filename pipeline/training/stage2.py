@@ -1,29 +1,24 @@
-"""Stage 2: a student with one RvC head (bin size 1) trained on the cached teacher labels.
+"""Stage 2: a student with one RvC head (bin size 1) trained with eq. 7 on soft targets.
 
-The student never runs the teacher: it reads the soft labels of the label store written by
-``hpekd teacher-labels`` (docs/design.md §6) into memory and, for every sample of every epoch,
+One path for every soft-target source (:mod:`pipeline.training.targets`): the cached label store
+(the paper's student), the teacher run online, a teacher-free Gaussian around the label, or none
+(the control without distillation). For every sample of every epoch the student
 
-1. picks one of the store's ``V`` views, uniformly and reproducibly (the sample's generator
-   :func:`pipeline.data.transforms.sample_rng` of ``(seed, epoch, row)``);
-2. replays that view's geometric transform on the image exactly — the same
-   :func:`pipeline.core.geometry.crop` with the stored ``View(flip, angle)`` that built the
-   teacher's region Z, so the student's input is the center crop of Z — and corrects the
-   ground-truth pose with :meth:`View.pose`;
-3. takes the teacher distribution of that view as the soft target and adds fresh
-   photometric augmentation (it does not change the pose);
-4. minimises eq. 7 (:func:`pipeline.model.losses.student_loss`):
-   ``(ce_weight · Σ CE(gt, out) + Σ KL(teacher ‖ out)) / 2``; an unlabelled row (manifest
-   ``labelled = false``, in the store like any training row) has no CE part, so it is learnt
-   from the teacher alone. The control student (``kd_weight: 0``) trains on the labelled rows
-   only, since an unlabelled row would give it nothing to learn.
+1. draws a view as its source says (a stored view replayed, a fresh view, or the store's keyed
+   views without a store), from the sample's generator
+   :func:`pipeline.data.transforms.sample_rng` of ``(seed, epoch, row)``;
+2. crops the image under that view — the same :func:`pipeline.core.geometry.crop` that built
+   the teacher's region Z, so the student's input is the center crop of Z — and corrects the
+   ground-truth pose with :meth:`View.pose`; adds fresh photometric augmentation;
+3. minimises eq. 7 (:func:`pipeline.model.losses.student_loss`):
+   ``(ce_weight · Σ CE(gt, out) + kd_weight · Σ KL(target ‖ out)) / 2``; an unlabelled row
+   (manifest ``labelled = false``) has no CE part, so it is learnt from a teacher alone and is
+   left out by the teacher-free students.
 
 Training runs on the shared engine :func:`pipeline.training.engine.fit` (bf16 AMP + channels-last on
-CUDA, torchrun DDP, exact resume, DVC metrics), like stage 1.
-
-Before training, the store's provenance is checked against what the student is asked to
-train on (:func:`check_provenance`): the boxes table's sha256 and its training sample ids in
-order, the bin grid (b, θ, Q), the input size and normalisation, and optionally the teacher
-checkpoint; a mismatch is a ``ValueError`` naming the field.
+CUDA, torchrun DDP, exact resume, DVC metrics), like stage 1. Before training the source checks
+itself against the boxes table and the student (:func:`pipeline.teacher.provenance.check_targets`);
+the checkpoint records the source's provenance and ``--resume`` refuses another.
 """
 
 from __future__ import annotations
@@ -40,10 +35,9 @@ import pandas as pd
 import torch
 
 from pipeline.core.config import OPTIONAL
+from pipeline.core.decode import read_crop
 from pipeline.core.geometry import crop
-from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.core.io import sha256_file
-from pipeline.core.views import View, view_from_row
+from pipeline.core.views import View
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.transforms import AugmentConfig
 from pipeline.manifest.rows import RowQuery, has_rows
@@ -51,12 +45,12 @@ from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_backbone_weights, load_checkpoint
 from pipeline.model.losses import student_loss
 from pipeline.model.network import LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
-from pipeline.teacher.labelread import Mismatch, TeacherLabels, compare_with_boxes, load_teacher_labels
-from pipeline.teacher.labelstore import diff_provenance
+from pipeline.teacher.provenance import RECORD_FIELDS, Requirements, diff_attrs
 from pipeline.training.config import TrainConfig, input_hw
 from pipeline.training.engine import TrainingRun, fit
 from pipeline.training.outputs import RunPaths
-from pipeline.training.runtime import set_seed, training_runtime
+from pipeline.training.runtime import Runtime, set_seed, training_runtime
+from pipeline.training.targets import SoftTargets, TargetFn, TargetPlan, student_bins
 
 log = logging.getLogger(__name__)
 
@@ -116,106 +110,35 @@ class StudentConfig(TrainConfig):
         return AugmentConfig(flip_p=0.0, max_angle=0.0, photometric=self.photometric)
 
 
-# ----------------------------------------------------------------------------- the label store
-
-
-def _field(attrs: Mapping[str, Any], dotted: str) -> Any:
-    cur: Any = attrs
-    for k in dotted.split("."):
-        if not isinstance(cur, Mapping) or k not in cur:
-            return None
-        cur = cur[k]
-    return cur
-
-
-REBUILD_LABELS = "rebuild the labels with `hpekd teacher-labels` for these inputs (or pass the matching files)"
-
-
-def _mismatch(labels: TeacherLabels, field: str, store: Any, here: Any, hint: str) -> ValueError:
-    return ValueError(f"label store {labels.path!r} does not match this run: {field} differs "
-                      f"(store {store!r}, here {here!r}); {hint}")
-
-
-def _table_error(labels: TeacherLabels, m: Mismatch, boxes_path: str | os.PathLike[str]) -> ValueError:
-    """The student's words for a store that does not match its boxes table."""
-    if m.field == "manifest.sha256":
-        return _mismatch(labels, m.field, m.store, m.table,
-                         f"the store was made from another boxes table than {str(boxes_path)!r}; {REBUILD_LABELS}")
-    if m.field == "sample_id" and m.first is None:
-        return _mismatch(labels, m.field, f"{m.store} rows", f"{m.table} {labels.split} rows with status ok",
-                         REBUILD_LABELS)
-    if m.field == "sample_id":
-        return _mismatch(labels, m.field, f"row {m.first} = {m.store}", f"row {m.first} = {m.table}",
-                         f"{m.count} row(s) differ; {REBUILD_LABELS}")
-    return _mismatch(labels, m.field, m.store, m.table, REBUILD_LABELS)
-
-
-def check_provenance(
-    labels: TeacherLabels,
-    boxes_path: str | os.PathLike[str],
-    boxes: pd.DataFrame,
-    spec: ModelSpec,
-    input_size: tuple[int, int] | None,
-    teacher: str | os.PathLike[str] | None = None,
-) -> None:
-    """Refuse a store made for other data, another teacher or another head/input.
-
-    Checks, in order, naming the first field that differs: ``manifest.sha256`` (the boxes
-    file), ``sample_id`` (the store's rows must be the boxes table's training rows with
-    status ok, in order; :func:`pipeline.teacher.labelread.compare_with_boxes`, as ``hpekd
-    labels verify``), ``bins.b`` / ``bins.theta`` / ``bins.Q`` (the student's bin-1
-    head), ``input.size``, ``input.normalization``, and ``teacher.sha256`` when a teacher
-    checkpoint is given.
-    """
-    attrs = labels.attrs
-    found = compare_with_boxes(attrs, labels.sample_ids, labels.rows, sha256_file(boxes_path), boxes)
-    if found:
-        raise _table_error(labels, found[0], boxes_path)
-    grid = spec.grids[LABEL_HEAD]
-    for key, here in (("b", grid.size), ("theta", grid.theta), ("Q", grid.count)):
-        store = _field(attrs, f"bins.{key}")
-        if store is None or float(store) != float(here):
-            raise _mismatch(labels, f"bins.{key}", store, here, "the student's head is bin size 1 over ±θ; " + REBUILD_LABELS)
-    if labels.n_bins != grid.count:
-        raise _mismatch(labels, "bins.Q", f"distributions of {labels.n_bins} bins", grid.count, REBUILD_LABELS)
-    store_size = _field(attrs, "input.size")
-    if input_size is not None and (store_size is None or tuple(store_size) != tuple(input_size)):
-        raise _mismatch(labels, "input.size", store_size, list(input_size),
-                        "set train_student.input_size to the store's (or null) or rebuild the labels at this size")
-    norm = _field(attrs, "input.normalization") or {}
-    if norm and (list(norm.get("mean", IMAGENET_MEAN)) != list(IMAGENET_MEAN)
-                 or list(norm.get("std", IMAGENET_STD)) != list(IMAGENET_STD)):
-        raise _mismatch(labels, "input.normalization", norm, {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-                        REBUILD_LABELS)
-    if teacher is not None:
-        tsha = sha256_file(teacher)
-        if _field(attrs, "teacher.sha256") != tsha:
-            raise _mismatch(labels, "teacher.sha256", _field(attrs, "teacher.sha256"), tsha,
-                            f"the store was made by another teacher than {str(teacher)!r}; {REBUILD_LABELS}")
-
-
 # ----------------------------------------------------------------------------- data
 
 
-class ViewReplay:
-    """``PoseDataset.view_fn``: a uniformly drawn stored view per sample per epoch.
+class StudentDataset(PoseDataset):
+    """The student's training rows, each with the view its soft-target source draws
+    (``view_fn``). With ``pad`` set (the online teacher) an item also holds ``z``: uint8
+    [h+2p, w+2p, 3], the teacher's region Z of the view, and ``image`` is Z's center crop
+    (exactly the crop read without padding)."""
 
-    ``rng`` is the sample's generator for the epoch (seeded by (seed, epoch, row)); the
-    returned ``view_id`` is the store's view index, used to fetch the soft target.
-    Picklable, so DataLoader workers get it.
-    """
+    pad: int | None = None
 
-    def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
-        self.views = labels.views
-        self.n_views = labels.n_views
-        self.pos = labels.positions(n_boxes_rows)
+    def read_view(self, i: int, view: View) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+        if self.pad is None:
+            return super().read_view(i, view)
+        p = self.pad
+        z = read_crop(self.paths[i], self.boxes[i], self.size, view, pad=p, reduce=self.reduced_decode)
+        h, w = self.size
+        return np.ascontiguousarray(z[p : p + h, p : p + w]), {"z": torch.from_numpy(z)}
 
-    def __call__(self, row: int, rng: np.random.Generator) -> tuple[View, int]:
-        p = int(self.pos[row])
-        if p < 0:
-            raise ValueError(f"boxes row {row} has no teacher labels in the store")
-        v = int(rng.integers(self.n_views))
-        return view_from_row(self.views[p, v]), v
+
+def student_dataset(boxes: pd.DataFrame, plan: TargetPlan, cfg: StudentConfig, targets: SoftTargets,
+                    train: bool = True) -> StudentDataset:
+    """The training rows (``cfg.datasets``; the unlabelled rows too when a teacher gives them a
+    target and ``cfg.unlabelled`` is on), drawn as ``plan`` says (``train=False``: no photometric)."""
+    take_unlabelled = cfg.unlabelled and cfg.kd_weight > 0 and targets.has_teacher
+    ds = StudentDataset(boxes, RowQuery(plan.split, cfg.datasets, unlabelled=take_unlabelled), plan.size, train=train,
+                        augment=cfg.augment(), view_fn=plan.view_fn, seed=cfg.seed)
+    ds.pad = plan.pad
+    return ds
 
 
 def teacher_input(image: np.ndarray, box: Sequence[float], size: tuple[int, int], view: View, p: int) -> np.ndarray:
@@ -224,49 +147,20 @@ def teacher_input(image: np.ndarray, box: Sequence[float], size: tuple[int, int]
     return crop(image, box, size, pad=p, view=view)[p : p + h, p : p + w]
 
 
-class TeacherTable:
-    """Soft-target lookup for a batch: the store's encoded arrays at ``[pos[row], view]``, moved
-    to the device and decoded there (:meth:`pipeline.teacher.encoding.Encoding.decode_torch`)
-    → [B, 3, Q]. The table holds the store encoded: a compact encoding is compact in RAM too."""
-
-    def __init__(self, labels: TeacherLabels, n_boxes_rows: int):
-        self.encoding = labels.encoding
-        self.parts = {k: torch.from_numpy(a) for k, a in labels.parts.items()}  # shares memory with numpy
-        self.pos = torch.from_numpy(labels.positions(n_boxes_rows))
-
-    def __call__(self, rows: torch.Tensor, views: torch.Tensor, device: torch.device) -> torch.Tensor:
-        p = self.pos[rows.cpu()]
-        if (p < 0).any():
-            raise ValueError(f"boxes row {int(rows.cpu()[p < 0][0])} has no teacher labels in the store")
-        v = views.cpu()
-        if (v < 0).any():
-            raise ValueError("batch without view ids: the dataset must replay the stored views")
-        return self.encoding.decode_torch({k: a[p, v].to(device, non_blocking=True) for k, a in self.parts.items()})
-
-
-def student_fns(spec: ModelSpec, table: TeacherTable, ce_weight: float, kd_weight: float = 1.0):
-    """Eq. 7 loss on the bin-1 head with the replayed view's soft target, and eq. 2 prediction."""
+def student_fns(spec: ModelSpec, target_fn: TargetFn, ce_weight: float, kd_weight: float = 1.0):
+    """Eq. 7 loss on the bin-1 head with the batch's soft target (``None``: no KL term), and eq. 2
+    prediction."""
     grid = spec.grids[LABEL_HEAD]
 
     def loss_fn(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]):
-        teacher = table(batch["index"], batch["view_id"], outputs[LABEL_HEAD].device)
-        return student_loss(outputs[LABEL_HEAD], batch["target"], teacher, grid, ce_weight, kd_weight,
+        logits = outputs[LABEL_HEAD]
+        return student_loss(logits, batch["target"], target_fn(logits.device, batch), grid, ce_weight, kd_weight,
                             labelled=batch.get("labelled"))
 
     def predict_fn(outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return grid.decode(outputs[LABEL_HEAD])
 
     return loss_fn, predict_fn
-
-
-def student_dataset(labels: TeacherLabels, boxes: pd.DataFrame, size: tuple[int, int], cfg: StudentConfig,
-                    train: bool = True) -> PoseDataset:
-    """Training rows of the store, replaying its views (``train=False``: no photometric).
-    Unlabelled rows are included when the student distils (``kd_weight > 0``) and
-    ``cfg.unlabelled`` is on."""
-    rows = RowQuery(labels.split, cfg.datasets, unlabelled=cfg.unlabelled and cfg.kd_weight > 0)
-    return PoseDataset(boxes, rows, size, train=train, augment=cfg.augment(), view_fn=ViewReplay(labels, len(boxes)),
-                       seed=cfg.seed)
 
 
 def row_counts(train_set: PoseDataset) -> dict[str, int]:
@@ -278,63 +172,53 @@ def row_counts(train_set: PoseDataset) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- stage 2
 
-# what a student checkpoint records of the store it learnt from (the encoding included: a store
-# rebuilt with another encoding is another set of soft targets)
-PROVENANCE_KEYS = ("teacher", "bins", "ensemble", "input", "manifest", "views", "encoding")
 
-
-def labels_provenance(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: attrs.get(k) for k in PROVENANCE_KEYS}
-
-
-def check_resume_labels(out: str | os.PathLike[str], provenance: Mapping[str, Any], labels_path: str) -> None:
+def check_resume(out: str | os.PathLike[str], record: Mapping[str, Any], source: str) -> None:
     """``--resume`` continues a student only on the soft targets it began with: a checkpoint
-    whose recorded store differs (another teacher, views or encoding) is refused."""
+    whose recorded provenance differs (another teacher, views, encoding or source) is refused."""
     if not os.path.isfile(out):
         return
     old = ((load_checkpoint(out, map_location="cpu").get("labels") or {}).get("provenance")) or {}
-    diff = diff_provenance(old, provenance, PROVENANCE_KEYS)
+    diff = diff_attrs(old, record, RECORD_FIELDS)
     if diff:
         raise ValueError(
-            f"cannot resume {str(out)!r} on label store {labels_path!r}: the checkpoint was trained on other soft "
+            f"cannot resume {str(out)!r} on {source}: the checkpoint was trained on other soft "
             f"labels ({'; '.join(diff[:3])}); train from scratch (delete the checkpoint or drop --resume)"
         )
 
 
 def train_student(
     cfg: StudentConfig,
-    labels_path: str | os.PathLike[str],
+    targets: SoftTargets,
     boxes_path: str | os.PathLike[str],
     paths: RunPaths,
     resume: bool = False,
-    teacher: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Stage 2: check and load the label store, then train the student with eq. 7 on the
-    store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows, writing
-    to ``paths``."""
+    """Stage 2, one path for every soft-target source: check the source against the boxes table
+    and the student, train the student with eq. 7 on the training rows (drawn as the source
+    says) and evaluate on the boxes table's ``test`` rows, writing to ``paths``."""
+    if not targets.distils and cfg.kd_weight > 0:
+        raise ValueError(f"train_student.kd_weight {cfg.kd_weight!r}: {targets.describe()} has nothing to distil; "
+                         "use kd_weight 0, or give the student soft targets (--labels, --gaussian or a teacher)")
     boxes = read_boxes(boxes_path)
-    labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
     spec = cfg.spec()
-    check_provenance(labels, boxes_path, boxes, spec, cfg.size, teacher)
-    size = cfg.size or tuple(int(v) for v in labels.attrs["input"]["size"])
-    train_set = student_dataset(labels, boxes, size, cfg)  # type: ignore[arg-type]
-    n_left = len(labels.rows) - len(train_set) - train_set.unlabelled_left_out
-    if n_left:
-        log.info("%d store row(s) not used (angles outside ±99° or other datasets)", n_left)
-    provenance = labels_provenance(labels.attrs)
+    plan = targets.plan(boxes, boxes_path, Requirements(student_bins(spec), cfg.size), cfg.seed)
+    train_set = student_dataset(boxes, plan, cfg, targets)
+    record = plan.provenance.record()
     if resume:
-        check_resume_labels(paths.out, provenance, str(labels_path))
-    ens = labels.attrs.get("ensemble") or {}
-    passes = len(labels.rows) * labels.n_views * int(ens.get("A", 0))
-    table = TeacherTable(labels, len(boxes))
-    return run_student(
-        cfg, boxes, size, train_set, lambda rt: student_fns(spec, table, cfg.ce_weight, cfg.kd_weight), paths,
-        resume=resume, progress=progress,
-        extra_state={"labels": {"path": str(labels_path), "provenance": provenance}},
-        teacher={"mode": "offline", "encoding": labels.encoding.name, "views": labels.n_views,
-                 "network_passes": passes},
-    )
+        check_resume(paths.out, record, targets.describe())
+    info = dict(plan.info)
+    if "passes_per_sample" in info:  # a teacher run at every step: A passes per sample per epoch
+        info["network_passes"] = len(train_set) * info.pop("passes_per_sample") * cfg.epochs
+    log.info("%s: %d teacher-network passes", targets.describe(), info.get("network_passes", 0))
+
+    def make_fns(rt: Runtime):
+        return student_fns(spec, plan.make_target(rt), cfg.ce_weight, cfg.kd_weight)
+
+    return run_student(cfg, boxes, plan.size, train_set, make_fns, paths, resume=resume, progress=progress,
+                       extra_state={"labels": {"path": targets.describe_path(), "provenance": record}},
+                       teacher=info)
 
 
 # 10 parameters: the run's inputs (config, table, size, training set, loss factory, paths), then
@@ -373,7 +257,6 @@ def run_student(
 
 
 __all__ = [
-    "PROVENANCE_KEYS", "StudentConfig", "TeacherTable", "ViewReplay", "check_provenance", "check_resume_labels",
-    "labels_provenance", "row_counts", "run_student", "student_dataset", "student_fns", "teacher_input",
-    "train_student",
+    "StudentConfig", "StudentDataset", "check_resume", "row_counts", "run_student", "student_dataset", "student_fns",
+    "teacher_input", "train_student",
 ]

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.bins import BinGrid
-from pipeline.core.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.core.io import sha256_file
 from pipeline.core.views import view_from_row, views_array
 from pipeline.manifest.rows import labelled_mask, row_angles, row_ids, split_rows
 from pipeline.manifest.schema import read_boxes
 from pipeline.teacher import labelstore
 from pipeline.teacher.encoding import Encoding
+from pipeline.teacher.ensemble import ensemble_size
+from pipeline.teacher.provenance import Bins, Ensemble, Manifest, TeacherInfo, Views, store_provenance
 
 
 def oracle_probs(poses: np.ndarray, grid: BinGrid, sigma: float = 3.0) -> np.ndarray:
@@ -46,16 +47,14 @@ def make_oracle_store(
             poses[i, v] = view_from_row(views[i, v]).pose(*gt[i])
     labelled = labelled_mask(df)[rows]
     layout = labelstore.Layout(len(rows), n_views, grid.count, shard_rows, 8)
-    attrs = labelstore.provenance(
-        checkpoint_sha256=teacher_sha, model_spec={"backbone": "oracle"}, checkpoint_kind="stage1",
-        bin_size=grid.size, theta=grid.theta, n_bins=grid.count, p=2, s=2, input_size=(size, size),
-        normalization={"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255", "channels": "RGB"},
-        manifest_sha256=sha256_file(boxes), manifest_name=boxes.name, split="train",
-        n_labelled=int(labelled.sum()), n_unlabelled=int((~labelled).sum()),
-        view_seed=view_seed,
-        n_views=n_views, flip_prob=0.5, max_angle=max_angle, layout=layout,
-        encoding=Encoding(encoding, grid.count),
-    )
+    attrs = store_provenance(
+        teacher=TeacherInfo(teacher_sha, "stage1", {"backbone": "oracle"}, "oracle", "bin1"),
+        bins=Bins(grid.size, grid.theta, grid.count), ensemble=Ensemble(2, 2, ensemble_size(2, 2)),
+        input_size=(size, size),
+        manifest=Manifest(sha256_file(boxes), boxes.name, "train", "ok", int(labelled.sum()), int((~labelled).sum())),
+        views=Views(view_seed, n_views, 0.5, max_angle, "identity", ["flip", "angle_deg"]),
+        layout=layout.to_dict(), encoding=Encoding(encoding, grid.count).to_dict(), package="test",
+    ).to_attrs()
     g = labelstore.create_layout(str(out), attrs, ids, rows, views)
     probs = oracle_probs(poses, grid, sigma)
     for k in range(layout.n_shards):
