@@ -45,7 +45,8 @@ def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, 
     """Train a student (params section `train_student`) on the teacher's soft labels (eq. 7)."""
     from pipeline.training.outputs import RunPaths
     from pipeline.training.stage2 import train_student
-    check_outputs(checkpoint=out_path, metrics=metrics_path, plots=plots_path, timing=timing_path)
+    check_outputs([labels_path, boxes_path, teacher_path, online_path, params_path], checkpoint=out_path, metrics=metrics_path,
+                  plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None, kd_weight=kd_weight)
     paths = RunPaths(out_path, metrics_path, plots_path, timing_path)
