@@ -317,3 +317,20 @@ def test_a_file_output_never_replaces_a_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="it is a folder"):
         io.write_json(tmp_path / "m.json", {})
     assert (tmp_path / "m.json" / "keep").read_text() == "x"
+
+
+def test_index_extracts_only_into_its_own_folder(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.manifest.biwi import extract_npz_images
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    out = tmp_path / "extracted" / "biwi"
+    assert extract_npz_images(images, out) == 2 and extract_npz_images(images[:1], out) == 0  # its own: pruned
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "000005.png").write_bytes(b"mine")
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a folder of images extracted by hpekd index"):
+        extract_npz_images(images, tmp_path / "mine")
+    assert (tmp_path / "mine" / "000005.png").read_bytes() == b"mine"
