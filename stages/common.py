@@ -62,13 +62,15 @@ def load_config(params_path: str, section: str, **overrides: Any) -> Any:
     return config_from_mapping(section_class(section), merged, f"{params_path} section {section!r}", require_all=True)
 
 
-def check_outputs(**paths: str | None) -> None:
-    """Check every output path of a stage before any work starts (one line naming the path)."""
+def check_outputs(inputs: tuple[str | None, ...] | list[str | None] = (), **paths: str | None) -> None:
+    """Check every output file of a stage before any work starts (one line naming the path): no
+    folder there, none of the stage's ``inputs`` (docs/outputs.md)."""
     from pipeline.core.io import check_output_path
 
+    given = [p for p in inputs if p and "://" not in str(p)]
     for what, path in paths.items():
         if path and path != "-" and "://" not in str(path):
-            check_output_path(path, what.replace("_", " "))
+            check_output_path(path, what.replace("_", " "), given)
 
 
 def debug_enabled() -> bool:

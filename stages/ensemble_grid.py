@@ -22,7 +22,7 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 def cli(model: str, boxes: str, out_json: str, out_csv: str, out_png: str, out_errors: str | None,
         params_path: str) -> None:
     """Evaluate every (p, s) ensemble with p <= p_max on the test split."""
-    check_outputs(json=out_json, csv=out_csv, png=out_png, errors=out_errors)
+    check_outputs([model, boxes, params_path], json=out_json, csv=out_csv, png=out_png, errors=out_errors)
     cfg = load_config(params_path, "ensemble_grid")
     rows = run_ensemble_grid(cfg, model, boxes, out_errors)
     write_grid(rows, cfg, out_json, out_csv, out_png)

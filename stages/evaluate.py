@@ -27,7 +27,7 @@ def cli(model_path: str, boxes: str, split: str, datasets: tuple[str, ...], metr
     from pipeline.evaluation.evaluate import EvalOutputs, evaluate_checkpoint
     from pipeline.evaluation.schema import ALL, BASELINE_MEAN, DATASETS, DROPPED, MAE, MAE_MEAN, SLOPE, N
 
-    check_outputs(metrics=metrics_path, grid=grid_path, scatter=scatter_path, errors=errors_path)
+    check_outputs([model_path, boxes, params_path], metrics=metrics_path, grid=grid_path, scatter=scatter_path, errors=errors_path)
     cfg = load_config(params_path, "evaluate")
     result = evaluate_checkpoint(model_path, boxes, split, list(datasets) or None, cfg,
                                  EvalOutputs(metrics_path, grid_path, scatter_path, errors_path))

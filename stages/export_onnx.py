@@ -31,7 +31,7 @@ def cli(checkpoint: str, out: str, opset: int, check: bool) -> None:
     """Export CHECKPOINT (stage 1 or stage 2) to OUT (.onnx) with a dynamic batch axis."""
     from pipeline.inference.export import export_onnx
 
-    check_outputs(onnx_file=out)
+    check_outputs([checkpoint], onnx_file=out)
     rep = export_onnx(checkpoint, out, opset=opset, check=check)
     msg = f"wrote {rep.path} (input {rep.input_size[0]}x{rep.input_size[1]}, {rep.bins} bins, opset {rep.opset})"
     if rep.checked:

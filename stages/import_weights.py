@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages.common import user_errors
+from stages.common import check_outputs, user_errors
 
 EPILOG = """\b
 Examples:
@@ -33,6 +33,7 @@ def cli(weights: str, fmt: str, backbone: str, out_path: str) -> None:
     """Convert released WEIGHTS (a .pth state dict) into an hpekd checkpoint."""
     from pipeline.model.import_weights import import_weights
 
+    check_outputs([weights], checkpoint=out_path)
     rep = import_weights(weights, backbone, out_path, fmt=fmt)
     click.echo(f"wrote {rep.out} (student {rep.backbone}, one RvC head of {rep.bins} bins, input "
                f"{rep.input_size[0]}x{rep.input_size[1]}; pitch mirrored to the 300W-LP convention) from {weights}")

@@ -29,8 +29,8 @@ def cli(out_path: str, summary_path: str | None, data_root: str | None, no_progr
     """
     from pipeline.manifest.index import format_summary, index_datasets
 
-    check_outputs(manifest=out_path, summary=summary_path)
     config = load_config(params_path, "index")
+    check_outputs([params_path, *(p for _, p in config.input_paths())], manifest=out_path, summary=summary_path)
     if data_root:
         from pipeline.core.io import check_inside
 

@@ -60,7 +60,7 @@ def verify(path: str, boxes: str | None) -> None:
 
 @cli.command()
 @click.argument("src")
-@click.option("--out", "dst", required=True, help="The new store (a local path; replaced if it exists).")
+@click.option("--out", "dst", required=True, help="The new store (a local path); an existing one is replaced only when it is an hpekd label store.")
 @click.option("--encoding", default=None,
               help="float16 | uint8 | topK (e.g. top16); default: the source's (README \"How many views, which encoding\").")
 @click.option("--views", type=int, default=None, help="Keep the first V views (default: all).")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from stages.common import OTHER_KEYS, SECTIONS, section_class, user_errors
+from stages.common import OTHER_KEYS, SECTIONS, check_outputs, section_class, user_errors
 
 DEFAULT = "configs/default.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -129,6 +129,7 @@ def apply_cmd(overlays: tuple[str, ...], out: str, default: str, no_check_paths:
     """
     from pipeline.core.overlay import compose
 
+    check_outputs([default, *overlays], params_file=out)
     params, changes = compose(default, overlays)
     check_params(params, "the result" if overlays else default, check_paths=not no_check_paths)
     final: dict[str, Any] = {}
@@ -154,6 +155,7 @@ def reset_cmd(out: str, default: str) -> None:
     """Write the default params (the synthetic pipeline) back to params.yaml."""
     from pipeline.core.overlay import compose
 
+    check_outputs([default], params_file=out)
     params, _ = compose(default, ())
     check_params(params, default)
     _write(params, out, default, ())

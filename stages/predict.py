@@ -49,11 +49,15 @@ def cli(inputs: tuple[str, ...], model: str, out: str, fmt: str | None, draw_dir
 
     Faces are found with the relabeling detector and cropped exactly as in training.
     """
+    from pipeline.core.io import check_folder_output
+    from pipeline.inference.drawing import DRAWINGS
     from pipeline.inference.inputs import collect_inputs
     from pipeline.inference.predictor import Predictor
     from pipeline.inference.rows import output_format, write_rows
 
-    check_outputs(predictions=None if out == "-" else out, drawings=draw_dir)
+    check_outputs(list(inputs), predictions=None if out == "-" else out)
+    if draw_dir is not None:
+        check_folder_output(draw_dir, DRAWINGS, "--draw", inputs)
     items = collect_inputs(inputs)  # missing paths fail here, before the model loads
     kind = output_format(None if out == "-" else out, fmt)
     pred = Predictor(model, device=device, detector=detector, batch_size=batch_size, ensemble=ensemble)

@@ -26,8 +26,12 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 def cli(manifest_path: str, out_path: str, summary_path: str, cache_dir: str, no_cache: bool,  # one per click option
         data_root: str | None, no_progress: bool, params_path: str) -> None:
     """Relabel face boxes (params section `relabel`) and write boxes.parquet + a summary."""
-    check_outputs(boxes=out_path, summary=summary_path, cache=None if no_cache else cache_dir)
-    from pipeline.core.io import write_json
+    from pipeline.core.io import check_folder_output, write_json
+    from pipeline.relabel.cache import RELABEL_CACHE
+
+    check_outputs([manifest_path, params_path], boxes=out_path, summary=summary_path)
+    if not no_cache:
+        check_folder_output(cache_dir, RELABEL_CACHE, "--cache", [manifest_path, params_path])
     from pipeline.relabel.job import read_manifest_table, relabel, write_boxes
     from pipeline.relabel.summary import format_summary
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from stages.common import check_outputs, user_errors
@@ -52,7 +54,8 @@ def cli(metrics_dir: str, from_dvc: bool, grid_path: str | None, p: int | None, 
 
     if summary_path and not errors_dir:
         raise click.UsageError("--summary holds the intervals: it needs --errors-dir")
-    check_outputs(report=out_path, plot=plot_path, summary=summary_path)
+    read = [grid_path, *(str(f) for d in (metrics_dir, errors_dir) if d for f in Path(d).rglob("*") if f.is_file())]
+    check_outputs(read, report=out_path, plot=plot_path, summary=summary_path)
     extra = []
     if grid_path:
         extra.append(ensemble_row_from_grid(grid_path, p, s, backbone))

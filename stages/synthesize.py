@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from stages.common import check_outputs, load_config, params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command(name="synthesize")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder (e.g. data/synthetic); replaced atomically.")
+              help="Output folder (e.g. data/synthetic); replaced atomically, and only when it is a synthetic dataset "
+                   "(synth_info.json) or empty.")
 @params_option
 @click.option("--workers", type=int, default=None,
               help="Worker processes (overrides synthesize.workers from params).")
@@ -25,11 +26,12 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
     pt3d_68; landmarks/SYNTH/*_pts.mat), OUT/test (AFLW2000 flat layout), OUT/contact_sheet.png
     and OUT/synth_info.json. The same seed always gives the same files.
     """
-    from pipeline.synth.generate import synthesize
+    from pipeline.core.io import check_folder_output
+    from pipeline.synth.generate import SYNTH_DATASET, synthesize
 
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    check_outputs(output_folder=out_dir)
+    check_folder_output(out_dir, SYNTH_DATASET, "--out", [params_path])
     cfg = load_config(params_path, "synthesize", workers=workers)
     info = synthesize(Path(out_dir), cfg.n_train, cfg.n_test, cfg.seed, size=cfg.size, workers=cfg.workers,
                       occluder_prob=cfg.occluder_prob, progress=not no_progress, domain=cfg.domain)

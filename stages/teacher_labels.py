@@ -8,7 +8,7 @@ import json
 import click
 
 from pipeline.teacher.job import run_teacher_labels
-from stages.common import check_outputs, load_config, params_option, user_errors
+from stages.common import load_config, params_option, user_errors
 
 
 @click.command()
@@ -27,7 +27,12 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 def cli(model: str, boxes: str, out: str, workers: int | None, scheduler: str | None, break_lease: bool,
         params_path: str) -> None:
     """Label every training sample (V views) with the teacher's ensemble distributions."""
-    check_outputs(label_store=out)
+    from pipeline.core.io import check_folder_output
+    from pipeline.teacher.labelstore import local_path
+    from pipeline.teacher.target import LABEL_STORE
+
+    if local_path(out) is not None:
+        check_folder_output(local_path(out), LABEL_STORE, "--out", [model, boxes, params_path])  # type: ignore[arg-type]
     cfg = load_config(params_path, "teacher_labels", workers=workers)
     res = run_teacher_labels(cfg, model, boxes, out, scheduler=scheduler, break_lease=break_lease)
     summary = res.to_dict()

@@ -47,7 +47,8 @@ def cli(labels_path: str, boxes_path: str, backbone: str | None, out_path: str, 
     control without distillation)."""
     from pipeline.training.outputs import RunPaths
     from pipeline.training.stage2 import train_student
-    check_outputs(checkpoint=out_path, metrics=metrics_path, plots=plots_path, timing=timing_path)
+    check_outputs([labels_path, boxes_path, teacher_path, online_path, params_path], checkpoint=out_path, metrics=metrics_path,
+                  plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_student", backbone=backbone or None, kd_weight=kd_weight)
     paths = RunPaths(out_path, metrics_path, plots_path, timing_path)

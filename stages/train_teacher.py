@@ -27,7 +27,7 @@ def cli(boxes: str, out: str, metrics_path: str, plots_path: str, resume: bool, 
         timing_path: str | None, params_path: str) -> None:
     from pipeline.training.outputs import RunPaths
     from pipeline.training.stage1 import train_teacher
-    check_outputs(checkpoint=out, metrics=metrics_path, plots=plots_path, timing=timing_path)
+    check_outputs([boxes, params_path], checkpoint=out, metrics=metrics_path, plots=plots_path, timing=timing_path)
 
     cfg = load_config(params_path, "train_teacher")
     paths = RunPaths(out, metrics_path, plots_path, timing_path)

@@ -222,7 +222,7 @@ def test_teacher_labels_cli_errors(env, tmp_path):
     (foreign / "keep.txt").write_text("x")
     r = CliRunner().invoke(main, ["teacher-labels", "--model", str(env["ck"]), "--boxes", str(env["boxes"]),
                                   "--out", str(foreign), "--params", str(env["params"])])
-    assert r.exit_code != 0 and "not a zarr store" in r.output and (foreign / "keep.txt").exists()
+    assert r.exit_code != 0 and "not an hpekd label store" in r.output and (foreign / "keep.txt").exists()
 
 
 def test_ensemble_grid_cli(env, tmp_path):

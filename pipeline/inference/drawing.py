@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.core.angles import rotation_from_degrees
 from pipeline.core.images import write_image
+from pipeline.core.io import Product, check_folder_output, json_marker, write_json
 from pipeline.inference.inputs import InputItem
 from pipeline.inference.rows import FrameEntry
 
@@ -132,13 +133,20 @@ def draw_caption(
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+# marks a folder as `hpekd predict --draw`'s, so a later run may write into it again
+MARKER = ".hpekd-drawings.json"
+DRAWINGS = Product(f"an hpekd drawings folder ({MARKER})", json_marker(MARKER, ("format",), "hpekd-drawings"))
+
+
 class DrawingWriter:
-    """Writes annotated images under ``root`` (same relative names) and one mp4 per video."""
+    """Writes annotated images under ``root`` (same relative names) and one mp4 per video;
+    ``root`` must be absent, empty or an earlier run's drawings (:data:`DRAWINGS`)."""
 
     def __init__(self, root: Path) -> None:
-        if root.exists() and not root.is_dir():
-            raise ValueError(f"--draw {str(root)!r} exists and is not a directory")
+        check_folder_output(root, DRAWINGS, "--draw")
         root.mkdir(parents=True, exist_ok=True)
+        if not (root / MARKER).is_file():
+            write_json(root / MARKER, {"format": "hpekd-drawings"})
         self.root = root
         self.used: set[Path] = set()
         self.video_item: InputItem | None = None

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from pipeline.core.angles import biwi_angles
+from pipeline.core.io import Product, check_folder_output
 from pipeline.manifest.spec import DatasetSpec, ReadContext, fixed_split, make_row, require_dir
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ POSE_TXT_EXPECTED = "a 3x3 rotation (3 rows of 3 numbers) then a translation row
 NPZ_EXPECTED = "an FSA-Net .npz with 'image' [N,H,W,3] uint8 and 'pose' [N,3] (yaw, pitch, roll degrees)"
 _FRAME = re.compile(r"^frame_(\d+)_rgb\.png$")
 _EXTRACTED = re.compile(r"^\d{6}\.png$")
+_EXTRACTED_OR_TMP = re.compile(r"^(\d{6}\.png|\.\d{6}\.png\.\d+\.tmp)$")  # + a killed write's temporary
+# what `hpekd index` may write into and prune: a folder of only its numbered PNGs
+EXTRACTED = Product("a folder of images extracted by hpekd index (only NNNNNN.png)",
+                    lambda d: all(_EXTRACTED_OR_TMP.match(p.name) for p in d.iterdir()))
 
 
 class PoseFileProblem(Exception):
@@ -135,8 +140,10 @@ def extract_npz_images(images: np.ndarray, out_dir: Path, channels: str = "bgr",
     """Write ``images[i]`` to ``out_dir/<i:06d>.png``; returns the number of files (re)written.
 
     PNG bytes are a function of the pixels only, so a rerun rewrites nothing. Numbered PNGs
-    beyond ``len(images)`` (left from a bigger earlier npz) are removed.
+    beyond ``len(images)`` (left from a bigger earlier npz) are removed. A folder holding
+    anything else is refused (docs/outputs.md).
     """
+    check_folder_output(out_dir, EXTRACTED, "extracted images folder")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def one(i: int) -> bool:

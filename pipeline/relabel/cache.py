@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.core.io import atomic_path
+from pipeline.core.io import Product, atomic_path
 from pipeline.relabel.detect import Detector, backend_version, get_detector
 
 
@@ -36,6 +37,16 @@ def _stat(path: str) -> tuple[int, int]:
         return -1, -1
 
 log = logging.getLogger(__name__)
+
+
+def is_relabel_cache(folder: Path) -> bool:
+    """A relabel cache: only ``<16 hex digits>/`` folders, each with its settings.json."""
+    return all(e.is_dir() and re.fullmatch(r"[0-9a-f]{16}", e.name) is not None and (e / "settings.json").is_file()
+               for e in folder.iterdir())
+
+
+# what `hpekd relabel --cache` may write into (it adds files, never removes any)
+RELABEL_CACHE = Product("an hpekd relabel cache", is_relabel_cache)
 
 _WORKER_DETECTOR: dict[str, Detector] = {}
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.core.io import atomic_path, write_json
+from pipeline.core.io import Product, json_marker, replace_folder, write_json
 
 from .domain import LOOKS, check_domain
 from .head import HeadParams, sample_head
@@ -164,16 +164,21 @@ def contact_sheet(root: Path, names: list[tuple[str, tuple[float, float, float]]
     return sheet
 
 
+# what `hpekd synthesize --out` may replace: a folder whose synth_info.json names this subset
+SYNTH_DATASET = Product("an hpekd synthetic dataset (synth_info.json)", json_marker("synth_info.json", ("subset",), SUBSET))
+
+
 # 9 parameters: the SynthConfig fields (one per params key) and the progress bar; kept flat as
 # the library's one-call entry point (benchmarks and tests call it with a few of them by name)
 def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: int = 450, workers: int = 1,
                occluder_prob: float = 0.2, progress: bool = True, domain: str = "wild") -> dict[str, Any]:
-    """Generate the dataset into ``out_dir`` (replacing it atomically); returns the info dict."""
+    """Generate the dataset into ``out_dir`` (replacing it atomically when it is empty or an earlier
+    synthetic dataset, :data:`SYNTH_DATASET`; anything else is refused); returns the info dict."""
     cfg = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, size=size, occluder_prob=occluder_prob,
                       workers=workers, domain=domain)
     out = Path(out_dir)
     t0 = time.perf_counter()
-    with atomic_path(out) as tmp:
+    with replace_folder(out, SYNTH_DATASET, "--out") as tmp:
         for d in (tmp / "train" / SUBSET, tmp / "train" / "landmarks" / SUBSET, tmp / "test"):
             d.mkdir(parents=True, exist_ok=True)
         jobs = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain)

@@ -5,10 +5,12 @@ complete, or rebuild it in place (other URLs); never overwrite a directory that 
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+from pathlib import Path
 from typing import Any
 
+from pipeline.core.io import Product, check_folder_output, swap_into_place, sweep_leftovers
 from pipeline.teacher import labelstore
 from pipeline.teacher.labelstore import local_path
 from pipeline.teacher.provenance import diff_attrs
@@ -16,13 +18,28 @@ from pipeline.teacher.provenance import diff_attrs
 log = logging.getLogger(__name__)
 
 
+def is_label_store(folder: Path) -> bool:
+    """An hpekd label store: its zarr.json is a zarr v3 group whose ``format`` attribute is
+    :data:`labelstore.FORMAT`, or has no attributes yet (a store a killed job had begun:
+    :func:`labelstore.create_layout` writes them last)."""
+    try:
+        meta = json.loads((folder / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return False
+    attrs = meta.get("attributes") or {}
+    return isinstance(attrs, dict) and (not attrs or attrs.get("format") == labelstore.FORMAT)
+
+
+LABEL_STORE = Product("an hpekd label store", is_label_store)
+
+
 def _guard_foreign(out: str) -> None:
-    """Refuse to overwrite a local directory that is not a zarr store."""
+    """Refuse to overwrite a local path that is not an hpekd label store (one line)."""
     local = local_path(out)
-    if local is None:
-        return
-    if local.exists() and (not local.is_dir() or (any(local.iterdir()) and not (local / "zarr.json").is_file())):
-        raise ValueError(f"--out {out!r} exists and is not a zarr store; refusing to overwrite it")
+    if local is not None:
+        check_folder_output(local, LABEL_STORE)
 
 
 def beside_path(out: str) -> str:
@@ -72,19 +89,12 @@ def choose_target(out: str, attrs: dict[str, Any]) -> tuple[str, bool]:
 
 
 def swap_in(target: str, final: str) -> None:
-    """Replace ``final`` by the complete store ``target`` (local paths)."""
-    import shutil
-
+    """Replace ``final`` by the complete store ``target`` (local paths), old one swapped out
+    rather than deleted first (:func:`pipeline.core.io.swap_into_place`)."""
     dest, src = local_path(final), local_path(target)
     assert dest is not None and src is not None
-    old = dest.parent / f".{dest.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old.exists():
-        shutil.rmtree(old)
+    swap_into_place(src, dest)
+    sweep_leftovers(dest, LABEL_STORE)
     log.info("new store complete: replaced %s", final)
 
 
