@@ -174,6 +174,6 @@ def bar_chart(rows: Sequence[Any], sets: Sequence[str], path: str | os.PathLike[
         ax.set_title(t)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Head pose MAE per model: " + ", ".join(ROLES[n].short for n in by_role))
+    fig.suptitle("Head pose MAE per model and test set")
     fig.tight_layout()
     _save(fig, path)

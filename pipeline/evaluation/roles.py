@@ -47,7 +47,7 @@ ROLES: dict[str, Role] = {r.name: r for r in (  # Table-5 order
     Role("kd", "KD-{b}", "student", "kd-", "students",
          "stage-2 student trained on the ensemble's soft labels from the label store (eq. 7)", "Oranges"),
     Role("online", "KD-online-{b}", "student", "online-", "students_online",
-         "the same student distilled from the teacher run online (no label store)", "Greys"),
+         "the same student distilled from the teacher run online (no label store)", "YlOrBr"),
     Role("nokd", "Student-{b} without KD", "student", "nokd-", "students_control",
          "the same student recipe with the distillation term off (kd_weight 0)", "Purples"),
     Role("soft", "Soft-label-{b} (no teacher)", "student", "soft-", "students_soft",
