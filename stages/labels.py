@@ -62,7 +62,7 @@ def verify(path: str, boxes: str | None) -> None:
 @click.argument("src")
 @click.option("--out", "dst", required=True, help="The new store (a local path); an existing one is replaced only when it is an hpekd label store.")
 @click.option("--encoding", default=None,
-              help="float16 | uint8 | topK (e.g. top16); default: the source's (README \"How many views, which encoding\").")
+              help="float16 | uint8 | topK (e.g. top16); default: the source's (docs/usage.md \"How many views, which encoding\").")
 @click.option("--views", type=int, default=None, help="Keep the first V views (default: all).")
 @user_errors
 def convert(src: str, dst: str, encoding: str | None, views: int | None) -> None:

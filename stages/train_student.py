@@ -34,7 +34,7 @@ from stages.common import check_outputs, load_config, params_option, user_errors
 @click.option("--online-teacher", "online_path", default=None, type=click.Path(dir_okay=False),
               help="Run this stage-1 checkpoint's convolutional ensemble on every training view instead of reading "
                    "--labels: (p, s), flip_prob, max_angle, chunk and amp come from the params section "
-                   "`teacher_labels`. A fresh view per sample per epoch, A teacher passes each (README \"How many "
+                   "`teacher_labels`. A fresh view per sample per epoch, A teacher passes each (docs/usage.md \"How many "
                    "views, which encoding\").")
 @params_option
 @user_errors

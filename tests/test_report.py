@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.evaluation import schema as keys
-from pipeline.evaluation.report import collect, markdown_table, parse_eval, write_report
+from pipeline.evaluation.report import markdown_table, write_report
+from pipeline.evaluation.results import collect, parse_eval
 from stages.report import cli
 
 
@@ -115,7 +116,7 @@ def test_errors(tmp_path: Path) -> None:
         collect(tmp_path / "m")
     _write(tmp_path / "m" / "a", "kd-resnet18.json", _file("student", "resnet18", {"t": _eval(1, 2, 3)}))
     _write(tmp_path / "m" / "b", "kd-resnet18.json", _file("student", "resnet18", {"t": _eval(1, 2, 3)}))
-    with pytest.raises(ValueError, match="two evaluations of KD-resnet18"):
+    with pytest.raises(ValueError, match="two evaluations of KD-ResNet18"):
         collect(tmp_path / "m")
 
 
@@ -151,13 +152,13 @@ def _grid(path: Path) -> Path:
 
 
 def test_ensemble_row_from_grid(metrics: Path, tmp_path: Path) -> None:
-    from pipeline.evaluation.report import ensemble_row_from_grid
+    from pipeline.evaluation.results import ensemble_row_from_grid
 
     row = ensemble_row_from_grid(_grid(tmp_path / "grid.json"), 2, 2, "resnet50")
     assert row.label == "Ensemble-ResNet50" and row.results["AFLW2000"].pitch == pytest.approx(4.2)
     with pytest.raises(ValueError, match="no ensemble with p=15, s=5"):
         ensemble_row_from_grid(tmp_path / "grid.json", 15, 5, "resnet50")
-    with pytest.raises(ValueError, match="two evaluations of Ensemble-resnet50"):
+    with pytest.raises(ValueError, match="two evaluations of Ensemble-ResNet50"):
         collect(metrics, [row])  # metrics already holds ensemble-resnet50.json
     data = json.loads((tmp_path / "grid.json").read_text())
     data["rows"][3]["mae"] = data["rows"][3].pop("mae_mean")
@@ -254,8 +255,9 @@ def test_training_mean_and_no_kd_rows_with_findings(tmp_path: Path) -> None:
     write_report(d, out, None)
     text = out.read_text()
     # without per-face errors there is no interval, so no verdict either
-    assert ("synth: the ensemble has 6.73 against 6.67 for the single network (no per-face errors: no interval, "
-            "no verdict).") in text
+    assert ("synth: Ensemble-ResNet18 has 6.73 against 6.67 for the single network (no per-face errors: no "
+            "interval, no verdict).") in text
+    assert "synth: Student-ResNet18 without KD has 7.17 against 6.67 for the teacher network" in text
     assert "beats" not in text and "Differences in mean MAE" not in text
     assert "| **6.17** |" in text  # the training mean is never the bold best
     sources = text.split("Sources: ")[1]
@@ -393,10 +395,112 @@ def test_online_teacher_row_and_its_comparison(tmp_path: Path) -> None:
     out, summary = tmp_path / "t.md", tmp_path / "report.json"
     write_report(d, out, None, errors_dir=e, summary=summary)
     text = out.read_text()
-    assert ("synth: KD-ResNet18 from the label store is worse than the same student distilled online (5.78 vs 5.38; "
-            "Δ +0.40, 95 % CI [+0.39, +0.41], n = 300).") in text
+    assert ("synth: KD-ResNet18 is worse than the same student distilled online (5.78 vs 5.38; "
+            "Δ +0.40, 95 % CI [+0.39, +0.41], n = 300): what caching the teacher's labels costs.") in text
     assert "| synth | KD-ResNet18 − KD-online-ResNet18 |" in text
     assert json.loads(summary.read_text())["differences"]["synth"]["kd-resnet18 - online-resnet18"]["verdict"] == "higher"
     _write(d, "online-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(1, 2, 3)}))
     with pytest.raises(ValueError, match="its name says 'online'"):
         collect(d)
+
+
+def _controls(tmp_path: Path, roles: tuple[str, ...], n: int = 300) -> tuple[Path, Path]:
+    """Evaluation files and per-face errors of a base network and the given student roles (ResNet18):
+    the students share most of their per-face error, each role shifted by its own amount."""
+    rng = np.random.default_rng(2)
+    ids = [f"synth/{i}.png#0" for i in range(n)]
+    base_err = rng.gamma(2.0, 3.0, size=(n, 3))
+    shift = {"base": 0.0, "kd": -0.5, "nokd": -0.6, "soft": -0.55, "online": -0.5}
+    d, e = tmp_path / "eval", tmp_path / "errors"
+    e.mkdir(parents=True, exist_ok=True)
+    for role in ("base", *roles):
+        err = np.clip(base_err + shift[role] + rng.normal(0, 0.2, (n, 3)), 0, None)
+        _write(d, f"{role}-resnet18.json", _file("stage1" if role == "base" else "student", "resnet18",
+                                                 {"synth": _eval(*err.mean(0), n=n)}))
+        _errors(e / f"{role}-resnet18.parquet", ids, err)
+    return d, e
+
+
+def test_soft_label_row_and_its_comparisons(tmp_path: Path) -> None:
+    """A teacher-free soft-label student (`soft-<backbone>.json`, `students_soft`) gets its row, and
+    Table 5 compares KD with it and it with the student without KD; "without KD − base" is there
+    whether or not a soft row is."""
+    d, e = _controls(tmp_path, ("kd", "nokd", "soft"))
+    assert [r.label for r in collect(d)] == ["Base-ResNet18", "KD-ResNet18", "Student-ResNet18 without KD",
+                                             "Soft-label-ResNet18 (no teacher)"]
+    out, summary = tmp_path / "t.md", tmp_path / "report.json"
+    write_report(d, out, None, errors_dir=e, summary=summary)
+    text = out.read_text()
+    table = text.split("Differences in mean MAE")[1].split("\n- ")[0]
+    lines = [x.split(" | ")[1] for x in table.splitlines() if x.startswith("| synth")]
+    assert lines == ["KD-ResNet18 − Base-ResNet18", "KD-ResNet18 − Student-ResNet18 without KD",
+                     "KD-ResNet18 − Soft-label-ResNet18 (no teacher)", "Student-ResNet18 without KD − Base-ResNet18",
+                     "Soft-label-ResNet18 (no teacher) − Student-ResNet18 without KD"]
+    assert "synth: Student-ResNet18 without KD beats the teacher network (" in text
+    assert "KD − without KD, not KD − teacher, is the effect of KD." in text
+    assert "synth: KD-ResNet18 is worse than the teacher-free soft-label student (" in text
+    assert "Soft-label (no teacher) = the same student recipe with a Gaussian soft label" in text
+    got = json.loads(summary.read_text())["differences"]["synth"]
+    assert sorted(got) == ["kd-resnet18 - base-resnet18", "kd-resnet18 - nokd-resnet18", "kd-resnet18 - soft-resnet18",
+                           "nokd-resnet18 - base-resnet18", "soft-resnet18 - nokd-resnet18"]
+    assert got["nokd-resnet18 - base-resnet18"]["verdict"] == "lower"
+    _write(d, "soft-resnet18.json", _file("stage1", "resnet18", {"synth": _eval(1, 2, 3)}))
+    with pytest.raises(ValueError, match="'stage1' checkpoint but its name says 'soft' \\(expected kind 'student'\\)"):
+        collect(d)
+
+
+def test_without_soft_rows_no_soft_comparison(tmp_path: Path) -> None:
+    d, e = _controls(tmp_path, ("kd", "nokd"))
+    out, summary = tmp_path / "t.md", tmp_path / "report.json"
+    write_report(d, out, None, errors_dir=e, summary=summary)
+    assert sorted(json.loads(summary.read_text())["differences"]["synth"]) == [
+        "kd-resnet18 - base-resnet18", "kd-resnet18 - nokd-resnet18", "nokd-resnet18 - base-resnet18"]
+    assert "Soft-label" not in out.read_text() and "soft-label student" not in out.read_text()
+
+
+def test_seed_spread_beside_the_verdicts(tmp_path: Path) -> None:
+    """`--seed-spread`: the benchmark's seed-to-seed SD is printed beside every verdict, and a
+    difference within two SDs is marked as one another training seed could overturn."""
+    d, e = _controls(tmp_path, ("kd", "nokd"))
+    spread = tmp_path / "spread.json"
+    spread.write_text(json.dumps({"source": "kd_effect sigma 0, 3 seeds", "student_sd": 0.11, "delta_sd": 0.08}))
+    out, png, summary = tmp_path / "t.md", tmp_path / "t.png", tmp_path / "report.json"
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(d), "--errors-dir", str(e), "--summary", str(summary),
+                                   "--seed-spread", str(spread), "--out", str(out), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert ("Seed-to-seed spread (kd_effect sigma 0, 3 seeds): a student's mean MAE ±0.11, a paired difference "
+            "between two students ±0.08") in text
+    assert "can be overturned by training with a different seed" in text and "2 × 0.08 = 0.16" in text
+    # KD − without KD is +0.1 here: measurable on the faces, yet within two seed SDs
+    kd_nokd = next(x for x in text.splitlines() if x.startswith("- synth: KD-ResNet18 is worse than the same student"))
+    assert kd_nokd.endswith("; seed-to-seed spread of a difference: ±0.08 (kd_effect sigma 0, 3 seeds), so another "
+                            "training seed could overturn this): what distillation adds.")
+    kd_base = next(x for x in text.splitlines() if x.startswith("| synth | KD-ResNet18 − Base-ResNet18 |"))
+    assert kd_base.endswith("| ±0.08: beyond 2 seed SDs |")
+    assert json.loads(summary.read_text())["seed_spread"] == {"source": "kd_effect sigma 0, 3 seeds",
+                                                               "student_sd": 0.11, "delta_sd": 0.08}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"source": "x", "student_sd": 0.1}, "missing key 'delta_sd'"),
+    ({"source": "x", "student_sd": 0.1, "delta_sd": 0.1, "seeds": 3}, "unknown key 'seeds'"),
+    ({"source": "x", "student_sd": "0.1", "delta_sd": 0.1}, "'student_sd' is '0.1', expected a number"),
+    ({"source": "x", "student_sd": 0.1, "delta_sd": -0.2}, "'delta_sd' is -0.2, expected a standard deviation > 0"),
+    ({"source": "", "student_sd": 0.1, "delta_sd": 0.1}, "'source' is '', expected a non-empty name"),
+    ([0.1, 0.1], "expected an object with keys ['source', 'student_sd', 'delta_sd']"),
+])
+def test_bad_seed_spread_is_refused_in_one_line(tmp_path: Path, body: object, message: str) -> None:
+    d, _ = _controls(tmp_path, ("kd",))
+    spread = tmp_path / "spread.json"
+    spread.write_text(json.dumps(body))
+    out = tmp_path / "t.md"
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(d), "--seed-spread", str(spread), "--out", str(out),
+                                   "--plot", str(tmp_path / "t.png")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {str(spread)!r}") and message in lines[0], res.output
+    assert not out.exists()
+    res = CliRunner().invoke(cli, ["--metrics-dir", str(d), "--seed-spread", str(tmp_path / "none.json"),
+                                   "--out", str(out), "--plot", str(tmp_path / "t.png")])
+    assert res.exit_code == 1 and "seed spread" in res.output and "none.json' not found" in res.output

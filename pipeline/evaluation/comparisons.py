@@ -1,6 +1,9 @@
-"""The comparisons Table 5 is read for, each with its paired 95 % interval: the ensemble against
-its single network, every KD student against the teacher (stage 1), and every KD student against
-the same student trained without KD.
+"""The comparisons Table 5 is read for, each with its paired 95 % interval: the pairs of roles in
+:data:`pipeline.evaluation.roles.COMPARISONS` — the ensemble against its single network, every KD
+student against the teacher (stage 1), against the same student trained without KD, distilled
+online and trained on teacher-free soft labels, the student without KD against the teacher (so
+that "beats its teacher" is never read as an effect of KD), and the soft-label student against
+the student without KD.
 
 Each method's per-face errors come from its evaluation (:mod:`pipeline.evaluation.errors`); the
 two methods of a comparison are aligned by sample id per test set and compared with
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pipeline.evaluation.errors import paired
+from pipeline.evaluation.roles import COMPARISONS, SHARED
 from pipeline.evaluation.uncertainty import Difference, paired_difference
 
 # (role, backbone) of a Table-5 row -> its per-face errors
@@ -37,20 +41,18 @@ class Comparison:
 
 
 def pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """Which rows are compared: (ensemble, base), (kd, base), (kd, nokd) and (kd, online) of the
-    same backbone (the label store against the teacher run online)."""
-    base = next((k for k in keys if k[0] == "base"), None)
+    """Which rows are compared, in the order of ``keys`` and then of :data:`COMPARISONS`: a row of
+    role ``a`` against the row of role ``b`` with the same backbone, or against the one teacher
+    network for ``b`` in :data:`SHARED` (the base network)."""
+    shared = {role: next((k for k in keys if k[0] == role), None) for role in SHARED}
     out = []
     for k in keys:
-        if k[0] == "ensemble" and base is not None:
-            out.append((k, base))
-        if k[0] == "kd":
-            if base is not None:
-                out.append((k, base))
-            if ("nokd", k[1]) in keys:
-                out.append((k, ("nokd", k[1])))
-            if ("online", k[1]) in keys:
-                out.append((k, ("online", k[1])))
+        for c in COMPARISONS:
+            if k[0] != c.a:
+                continue
+            other = shared[c.b] if c.b in shared else (c.b, k[1])
+            if other is not None and other in keys:
+                out.append((k, other))
     return out
 
 

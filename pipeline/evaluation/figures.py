@@ -24,11 +24,10 @@ import numpy as np
 from pipeline.core.angles import ANGLES
 from pipeline.core.images import write_image
 from pipeline.core.io import atomic_path
+from pipeline.evaluation.roles import ROLES
 from pipeline.inference.drawing import caption_height, draw_axes, draw_caption
 
 TRUE_COLORS = ((255, 150, 150), (150, 255, 150), (150, 150, 255))  # lighter x/y/z for the ground truth
-# one hue per kind of Table-5 row (the darker, the deeper the backbone)
-ROLE_CMAPS = {"mean": "Greens", "base": "Greys", "ensemble": "Blues", "kd": "Oranges", "nokd": "Purples"}
 
 
 def _pyplot():
@@ -147,7 +146,8 @@ def ensemble_heatmap(rows: Sequence[Mapping[str, Any]], p_max: int, strides: Seq
 
 def bar_chart(rows: Sequence[Any], sets: Sequence[str], path: str | os.PathLike[str]) -> None:
     """Grouped bars: per test set, MAE pitch/yaw/roll/mean of every row. A row has ``role``
-    (a key of :data:`ROLE_CMAPS`), ``label`` and ``results`` {test set: pitch/yaw/roll/mean}."""
+    (a key of :data:`pipeline.evaluation.roles.ROLES`, whose colour map it gets: the darker, the
+    deeper the backbone), ``label`` and ``results`` {test set: pitch/yaw/roll/mean}."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(sets), figsize=(max(5.0, 1.1 * len(rows) + 2) * len(sets), 4.2), squeeze=False)
     by_role: dict[str, list[Any]] = {}
@@ -156,7 +156,7 @@ def bar_chart(rows: Sequence[Any], sets: Sequence[str], path: str | os.PathLike[
 
     def color(r: Any):
         group = by_role[r.role]
-        return plt.get_cmap(ROLE_CMAPS.get(r.role, "Greys"))(0.4 + 0.4 * (group.index(r) + 1) / len(group))
+        return plt.get_cmap(ROLES[r.role].cmap)(0.4 + 0.4 * (group.index(r) + 1) / len(group))
 
     metrics = ("pitch", "yaw", "roll", "mean")
     for ax, t in zip(axes[0], sets):
@@ -174,6 +174,6 @@ def bar_chart(rows: Sequence[Any], sets: Sequence[str], path: str | os.PathLike[
         ax.set_title(t)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Head pose MAE: training mean, base, ensemble, KD and no-KD students")
+    fig.suptitle("Head pose MAE per model and test set")
     fig.tight_layout()
     _save(fig, path)
