@@ -171,7 +171,8 @@ def synth_boxes(root: Path, n: int, size: int = 450, workers: int = 1, seed: int
     from pipeline.synth import synthesize
 
     root = Path(root)
-    synthesize(root / "synthetic", n_train=n, n_test=0, seed=seed, size=size, workers=workers, progress=False)
+    synthesize(root / "synthetic", n_train=n, n_test=0, seed=seed, size=size, workers=workers, progress=False,
+               label_noise={})  # timing only: exact labels
     cfg = IndexConfig(datasets=({"name": "synth", "format": "300w_lp", "root": str(root / "synthetic" / "train"),
                                  "split": "train", "subsets": ["SYNTH"]},), workers=max(1, workers))
     manifest = build_manifest(cfg)

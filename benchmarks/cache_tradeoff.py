@@ -53,7 +53,8 @@ def build_smoke_inputs(out: Path, p: dict) -> tuple[str, str]:
 
     s = p["synthesize"]
     synthesize(out / "synthetic", n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"], size=s["size"],
-               workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
+               workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
+               label_noise=s["label_noise"])
     datasets = [{**d, "root": str(out / "synthetic" / Path(d["root"]).name)} for d in p["index"]["datasets"]]
     manifest = build_manifest(config_from_mapping(IndexConfig, {**p["index"], "datasets": datasets}, "index",
                                                   require_all=True))

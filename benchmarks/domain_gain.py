@@ -141,7 +141,8 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     if a_root is None:
         a_root = out / "wild"
         timed("synthesize A", synthesize, a_root, n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
-              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False)
+              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
+              label_noise=s["label_noise"])
     if views is not None:
         p["teacher_labels"]["views"] = views
     b_root = out / domain
@@ -150,7 +151,7 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     if not b_done.is_file():
         timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1,
               size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-              domain=domain)
+              domain=domain, label_noise=s["label_noise"])
         b_done.write_text(f"{n_b} {n_b_test}\n")
     elif b_done.read_text().split() != [str(n_b), str(n_b_test)]:
         raise SystemExit(f"{b_root} was made with other sizes ({b_done.read_text().strip()}): use another OUT")

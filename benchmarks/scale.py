@@ -42,7 +42,7 @@ def make_dataset(root: Path, n: int) -> Path:
 
     base = root / "base"
     if not base.exists():
-        synthesize(base, n_train=BASE, n_test=0, seed=0, size=64, workers=2, progress=False)
+        synthesize(base, n_train=BASE, n_test=0, seed=0, size=64, workers=2, progress=False, label_noise={})
     src, lms = base / "train" / "SYNTH", base / "train" / "landmarks" / "SYNTH"
     out = root / f"n{n}" / "train"
     (out / "SYNTH").mkdir(parents=True)

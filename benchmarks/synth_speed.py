@@ -36,12 +36,12 @@ def main() -> None:
             runs[0] += 1
             c0 = time.process_time()
             info = synthesize(Path(tmp) / f"r{runs[0]}", n_train=args.n, n_test=0, seed=0, size=args.size,
-                              workers=workers, progress=False)
+                              workers=workers, progress=False, label_noise={})
             if workers == 1:
                 per_cpu.append(args.n / (time.process_time() - c0))
             return info["images_per_s"]
 
-        synthesize(Path(tmp) / "warmup", n_train=4, n_test=0, seed=99, size=args.size, progress=False)
+        synthesize(Path(tmp) / "warmup", n_train=4, n_test=0, seed=99, size=args.size, progress=False, label_noise={})
         comp = alternate("synthesizer", "images/s", {"1 worker": lambda: run(1), "2 workers": lambda: run(2)},
                          rounds=args.rounds, warmup=False)
     print(f"{machine()}; {args.n} images {args.size}x{args.size} per run")

@@ -370,7 +370,7 @@ def test_cli_bad_inputs_nothing_written(tmp_path: Path) -> None:
 
 def test_index_synthetic_angles_exact(tmp_path: Path) -> None:
     gen = pytest.importorskip("pipeline.synth.generate")
-    gen.synthesize(tmp_path / "synthetic", n_train=3, n_test=2, seed=7, size=64, progress=False)
+    gen.synthesize(tmp_path / "synthetic", n_train=3, n_test=2, seed=7, size=64, progress=False, label_noise={})
     out = tmp_path / "manifest.parquet"
     index_datasets(cfg(
         {"name": "synth_train", "format": "300w_lp", "root": str(tmp_path / "synthetic/train"), "split": "train", "subsets": ["SYNTH"]},

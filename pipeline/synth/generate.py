@@ -6,11 +6,12 @@ Layout written under ``out_dir`` (atomically: built in a temporary sibling, then
     train/landmarks/SYNTH/SYNTH_000000_pts.mat
     test/image00000.jpg + .mat                 AFLW2000 flat layout
     contact_sheet.png                          24 training samples with their angles
-    synth_info.json                            seed, counts, size (timings are only logged)
+    synth_info.json                            seed, counts, size, label noise (timings are only logged)
 
 Every image is drawn from its own generator seeded by (seed, split, index), so the output does
 not depend on the number of workers or the order they finish in. See :mod:`.matio` for what
-the ``.mat`` files hold.
+the ``.mat`` files hold, and :mod:`.noise` for the optional label noise of the training split
+(``label_noise``: noisy ``Pose_Para``, the exact pose beside it; the images are the same).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from pipeline.core.io import Product, json_marker, replace_folder, write_json
 from .domain import LOOKS, check_domain
 from .head import HeadParams, sample_head
 from .matio import write_label_mat, write_pts_mat
+from .noise import LabelNoise, NoiseDraw, draw_noise, group_key, noise_summary, noisy_pose, parse_label_noise
 from .scene import RenderedHead, render_head, sample_pose
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,13 @@ class SynthConfig:
     occluder_prob: float = 0.2
     workers: int = 1
     domain: str = "wild"  # wild | lab | car: how the faces look (pipeline/synth/domain.py); labels alike
+    # split -> LabelNoise ({} = exact labels; only "train"): pipeline/synth/noise.py. Required, no
+    # default (keyword-only): every caller says whether its training labels are noisy.
+    label_noise: Mapping[str, LabelNoise] = field(kw_only=True)
 
     def __post_init__(self) -> None:
         check_domain(self.domain)
+        object.__setattr__(self, "label_noise", parse_label_noise(self.label_noise))
         for name in ("seed", "n_train", "n_test", "size", "workers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -120,18 +127,36 @@ def _jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def _write_one(job: tuple[str, str, int, int, int, float, str]) -> tuple[str, int, tuple[float, float, float]]:
-    root_s, split, index, seed, size, occ, domain = job
+Pose = tuple[float, float, float]
+Job = tuple[str, str, int, int, int, float, str, LabelNoise | None]
+
+
+def label_draw(seed: int, index: int, noise: LabelNoise, domain: str) -> NoiseDraw:
+    """The label-noise draw of training image ``index``: shared by its group (people of a ``Look``
+    domain are grouped per person)."""
+    look = LOOKS.get(domain)
+    return draw_noise(seed, group_key(index, noise.group, look.identities if look else None), noise)
+
+
+def _write_one(job: Job) -> tuple[str, int, Pose, Pose, NoiseDraw | None]:
+    """Render and write one image; returns (split, index, exact pose, label pose, noise draw or None)."""
+    root_s, split, index, seed, size, occ, domain, noise = job
     root = Path(root_s)
     spec = draw_sample(seed, split, index, size, occ, domain)
     r = render_sample(spec, size)
     name = sample_name(split, index)
     folder = root / "train" / SUBSET if split == "train" else root / "test"
     (folder / f"{name}.jpg").write_bytes(_jpeg(r.rgb))
-    write_label_mat(folder / f"{name}.mat", r.pose_para, r.pt2d, r.pt3d_68)
+    label, draw, exact = spec.pose, None, None
+    if split == "train" and noise is not None and not noise.off:
+        draw = label_draw(seed, index, noise, domain)
+        label = noisy_pose(spec.pose, draw)
+        exact = r.pose_para
+    pose_para = r.pose_para if exact is None else np.array([*np.radians(label), *r.pose_para[3:]], np.float64)
+    write_label_mat(folder / f"{name}.mat", pose_para, r.pt2d, r.pt3d_68, exact=exact)
     if split == "train":
         write_pts_mat(root / "train" / "landmarks" / SUBSET / f"{name}_pts.mat", r.pt2d)
-    return split, index, spec.pose
+    return split, index, spec.pose, label, draw
 
 
 def _warm_caches() -> None:
@@ -168,35 +193,47 @@ def contact_sheet(root: Path, names: list[tuple[str, tuple[float, float, float]]
 SYNTH_DATASET = Product("an hpekd synthetic dataset (synth_info.json)", json_marker("synth_info.json", ("subset",), SUBSET))
 
 
-# 9 parameters: the SynthConfig fields (one per params key) and the progress bar; kept flat as
-# the library's one-call entry point (benchmarks and tests call it with a few of them by name)
+# 10 parameters: the SynthConfig fields (one per params key) and the progress bar; kept flat as
+# the library's one-call entry point (benchmarks and tests call it with a few of them by name;
+# ``label_noise`` always by name: {} for exact labels, {"train": {"sigma": .., "outliers": .., "group": ..}})
 def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: int = 450, workers: int = 1,
-               occluder_prob: float = 0.2, progress: bool = True, domain: str = "wild") -> dict[str, Any]:
+               occluder_prob: float = 0.2, progress: bool = True, domain: str = "wild", *,
+               label_noise: Mapping[str, Any]) -> dict[str, Any]:
     """Generate the dataset into ``out_dir`` (replacing it atomically when it is empty or an earlier
     synthetic dataset, :data:`SYNTH_DATASET`; anything else is refused); returns the info dict."""
     cfg = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, size=size, occluder_prob=occluder_prob,
-                      workers=workers, domain=domain)
+                      workers=workers, domain=domain, label_noise=label_noise)
+    noise = cfg.label_noise.get("train")
     out = Path(out_dir)
     t0 = time.perf_counter()
     with replace_folder(out, SYNTH_DATASET, "--out") as tmp:
         for d in (tmp / "train" / SUBSET, tmp / "train" / "landmarks" / SUBSET, tmp / "test"):
             d.mkdir(parents=True, exist_ok=True)
-        jobs = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain)
-                for split, n in (("train", cfg.n_train), ("test", cfg.n_test)) for i in range(n)]
-        poses: dict[tuple[str, int], tuple[float, float, float]] = {}
+        jobs: list[Job] = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain, noise)
+                           for split, n in (("train", cfg.n_train), ("test", cfg.n_test)) for i in range(n)]
+        poses: dict[tuple[str, int], Pose] = {}
+        labels: dict[int, Pose] = {}
+        draws: dict[tuple[int, int], NoiseDraw] = {}
+
+        def keep(result: tuple[str, int, Pose, Pose, NoiseDraw | None]) -> None:
+            split, i, pose, label, draw = result
+            poses[(split, i)] = pose
+            if split == "train":
+                labels[i] = label
+            if draw is not None:
+                draws[draw.key] = draw
+            bar.update()
+
         bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
         if cfg.workers == 1:
             _init_worker()
             for job in jobs:
-                split, i, pose = _write_one(job)
-                poses[(split, i)] = pose
-                bar.update()
+                keep(_write_one(job))
         else:
             _warm_caches()  # built once here, inherited by the forked workers
             with mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker) as pool:
-                for split, i, pose in pool.imap_unordered(_write_one, jobs, chunksize=4):
-                    poses[(split, i)] = pose
-                    bar.update()
+                for result in pool.imap_unordered(_write_one, jobs, chunksize=4):
+                    keep(result)
         bar.close()
         render_s = time.perf_counter() - t0
         picks = [("train", i) for i in range(min(cfg.n_train, 24))]
@@ -212,6 +249,10 @@ def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: 
             "images_per_s": round(len(jobs) / max(render_s, 1e-9), 2),
             "images_per_s_per_worker": round(len(jobs) / max(render_s, 1e-9) / cfg.workers, 2),
             "abs_yaw_le_60_fraction": round(float(np.mean(np.abs(yaws) <= 60)), 4),
+            # split -> the noise settings and what came out ({} = exact labels); the contact sheet
+            # shows the exact poses the images were rendered at
+            "label_noise": {} if noise is None or noise.off else {"train": noise_summary(
+                noise, {k: draws[k] for k in sorted(draws)}, [(poses[("train", i)], labels[i]) for i in sorted(labels)])},
         }
         # Only what the seed determines goes into the file, so a rerun gives the same bytes
         # (DVC would otherwise see a changed output and rerun every later stage).
@@ -220,4 +261,9 @@ def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: 
         write_json(tmp / "synth_info.json", stable)
     log.info("synthesized %d train + %d test images (%dx%d) into %s in %.1fs", cfg.n_train, cfg.n_test,
              cfg.size, cfg.size, out, render_s)
+    if info["label_noise"]:
+        s = info["label_noise"]["train"]
+        log.info("training labels noisy: sigma %.2f deg, outlier share %.3f, %d images per draw; %d groups (%d "
+                 "outliers), mean |label - exact| pitch/yaw/roll %s deg", s["sigma"], s["outliers"], s["group"],
+                 s["groups"], s["outlier_groups"], "/".join(f"{v:.2f}" for v in s["mean_abs_error_deg"].values()))
     return info

@@ -12,6 +12,10 @@ What is stored (per face; all float64):
   silhouette adjustment, self-occluded points included).
 - ``pt3d_68`` 3×68: as in 300W-LP, the 3D landmarks in image space: x, y equal to ``pt2d``,
   z = ``s·(R·v)_z + tz`` (larger is closer to the camera).
+- ``Pose_Para_exact`` 1×7, only in a training ``.mat`` whose label is noisy
+  (``synthesize.label_noise``, :mod:`.noise`): the exact ``Pose_Para`` the image was rendered
+  with; ``Pose_Para`` then holds the noisy angles with the same t and s. Without noise the file
+  is byte-for-byte what it was before the option existed.
 - landmarks file ``<name>_pts.mat`` (300W-LP ``landmarks/`` folder): ``pts_2d`` and ``pts_3d``,
   both 68×2 = ``pt2d.T``.
 
@@ -38,12 +42,17 @@ def mat_bytes(data: dict[str, np.ndarray]) -> bytes:
     return bytes(raw)
 
 
-def write_label_mat(path: Path, pose_para: np.ndarray, pt2d: np.ndarray, pt3d_68: np.ndarray) -> None:
-    path.write_bytes(mat_bytes({
+def write_label_mat(path: Path, pose_para: np.ndarray, pt2d: np.ndarray, pt3d_68: np.ndarray,
+                    exact: np.ndarray | None = None) -> None:
+    """The label file; ``exact``: the exact Pose_Para when ``pose_para`` holds a noisy label."""
+    data = {
         "Pose_Para": np.asarray(pose_para, np.float64).reshape(1, 7),
         "pt2d": np.asarray(pt2d, np.float64).reshape(2, 68),
         "pt3d_68": np.asarray(pt3d_68, np.float64).reshape(3, 68),
-    }))
+    }
+    if exact is not None:
+        data["Pose_Para_exact"] = np.asarray(exact, np.float64).reshape(1, 7)
+    path.write_bytes(mat_bytes(data))
 
 
 def write_pts_mat(path: Path, pt2d: np.ndarray) -> None:
