@@ -27,7 +27,10 @@ SECTIONS: dict[str, str] = {
 }
 # top-level params keys that are not a stage's section: the shape of the pipeline, read by
 # dvc.yaml templating (and checked by `hpekd params check`)
-OTHER_KEYS = ("run", "data_root", "synthetic", "students", "students_control", "students_online")
+# the student lists: one DVC stage pair per entry each (the role table, pipeline/evaluation/roles.py,
+# names the same lists; tests/test_roles.py checks they agree)
+STUDENT_LISTS = ("students", "students_control", "students_online", "students_soft")
+OTHER_KEYS = ("run", "data_root", "synthetic", *STUDENT_LISTS)
 
 
 def section_class(section: str) -> type:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from stages.common import OTHER_KEYS, SECTIONS, check_outputs, section_class, user_errors
+from stages.common import OTHER_KEYS, SECTIONS, STUDENT_LISTS, check_outputs, section_class, user_errors
 
 DEFAULT = "configs/default.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -39,7 +39,7 @@ def check_params(params: Mapping[str, Any], where: str, check_paths: bool = True
         configs[section] = config_from_mapping(section_class(section), params[section], f"{where} section {section!r}",
                                                require_all=True)
     _check_shape(params, where)
-    for backbone in [*params["students"], *params["students_control"], *params["students_online"]]:
+    for backbone in [b for key in STUDENT_LISTS for b in params[key]]:
         config_from_mapping(section_class("train_student"), {**params["train_student"], "backbone": backbone},
                             f"{where} section 'train_student' (student {backbone})", require_all=True)
     _check_inputs(params, configs["index"], configs["relabel"], check_paths)
@@ -52,7 +52,7 @@ def _check_shape(params: Mapping[str, Any], where: str) -> None:
     if not NAME_RE.match(params["run"]):
         raise ValueError(f"{where}: run {params['run']!r} must be a simple name (letters, digits, _ . -): it names "
                          "the results' folders")
-    for key in ("synthetic", "students", "students_control", "students_online"):
+    for key in ("synthetic", *STUDENT_LISTS):
         value = params[key]
         if not isinstance(value, list) or not all(isinstance(v, str) and NAME_RE.match(v) for v in value):
             raise ValueError(f"{where}: {key} must be a list of names, got {value!r}")

@@ -16,6 +16,7 @@ from pipeline.core.overlay import compose
 from pipeline.manifest.schema import read_boxes, read_manifest
 from pipeline.relabel.config import RelabelConfig
 from stages.cli import main
+from stages.common import STUDENT_LISTS
 from tests.helpers.datasets import make_aflw, make_aflw2000, make_biwi, write_box_json
 from tests.helpers.params import write_params
 
@@ -150,8 +151,7 @@ def _composed(*overlays: str) -> dict:
 def test_protocol_configs(protocol: str) -> None:
     p = _composed(f"protocol{protocol}.yaml")
     paper = _composed("paper.yaml")
-    for section in ("train_teacher", "evaluate", "teacher_labels", "ensemble_grid", "train_student", "students",
-                    "students_control", "students_online"):
+    for section in ("train_teacher", "evaluate", "teacher_labels", "ensemble_grid", "train_student", *STUDENT_LISTS):
         assert p[section] == paper[section], section  # the paper's recipe
     # real data only, under data/raw, results under the protocol's own name
     assert (p["run"], p["data_root"], p["synthetic"]) == (f"protocol{protocol[0]}", "data/raw", [])

@@ -62,7 +62,14 @@ def test_dvc_yaml_writes_only_known_roles() -> None:
         assert role is not None, f"dvc.yaml stage {name!r} writes an evaluation with unknown prefix {m.group(1)!r}"
         assert stage["foreach"] == "${" + str(ROLES[role[0]].students) + "}", name
         seen.add(role[0])
-    assert {"kd", "nokd", "online"} <= seen
+    assert {"kd", "nokd", "online", "soft"} <= seen
+
+
+def test_role_lists_are_the_params_student_lists() -> None:
+    """The student lists are named once (stages.common.STUDENT_LISTS); the role table agrees."""
+    from stages.common import STUDENT_LISTS
+
+    assert {r.students for r in ROLES.values() if r.students} == set(STUDENT_LISTS)
 
 
 def test_report_help_lists_every_role() -> None:

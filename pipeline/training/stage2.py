@@ -84,6 +84,7 @@ class StudentConfig(TrainConfig):
     head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
     photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
     max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
+    soft_label_sigma: float = 3.0  # width (degrees) of the teacher-free Gaussian soft label (--gaussian)
     datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
     unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
 
@@ -93,6 +94,8 @@ class StudentConfig(TrainConfig):
             raise ValueError(f"ce_weight {self.ce_weight!r} must be >= 0")
         if not self.kd_weight >= 0 or (self.kd_weight == 0 and self.ce_weight == 0):
             raise ValueError(f"kd_weight {self.kd_weight!r} must be >= 0, and not 0 together with ce_weight")
+        if not self.soft_label_sigma > 0:
+            raise ValueError(f"train_student.soft_label_sigma {self.soft_label_sigma!r} must be > 0 degrees")
         if not self.max_label_memory_gb > 0:
             raise ValueError(f"max_label_memory_gb {self.max_label_memory_gb!r} must be > 0")
         self.size  # validates input_size
