@@ -313,6 +313,8 @@ def train_student(
     """Stage 2: check and load the label store, then train the student with eq. 7 on the
     store's rows (replaying its views) and evaluate on the boxes table's ``test`` rows, writing
     to ``paths``."""
+    if teacher is not None:  # a checkpoint, read as data and checked before its sha256 meets the store's
+        load_checkpoint(teacher)
     boxes = read_boxes(boxes_path)
     labels = load_teacher_labels(labels_path, cfg.max_label_memory_gb)
     spec = cfg.spec()
