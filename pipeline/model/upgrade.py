@@ -43,19 +43,22 @@ _BUILDER_KEYS = ("kind", "model_spec", "model", "optimizer", "scheduler", "epoch
 def plain(value: Any, field: str = "") -> Any:
     """``value`` as data the safe loader reads; a ``ValueError`` naming ``field`` for a value
     with no plain form (an arbitrary object)."""
-    if value is None or isinstance(value, bool | int | float | str | bytes | torch.Tensor):
+    if value is None or type(value) in (bool, int, float, str, bytes) or isinstance(value, torch.Tensor):
         return value
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass, pickled as numpy's
+        return plain(value.item(), field)
+    if isinstance(value, enum.Enum):
+        return plain(value.value, field)
+    for base in (bool, int, float, str, bytes):  # other subclasses (e.g. a str enum's value) as the base type
+        if isinstance(value, base):
+            return base(value)
     if isinstance(value, np.ndarray):
-        if value.dtype == np.uint32:  # numpy's RNG key: allowed as it is (NUMPY_RNG_GLOBALS)
+        if type(value) is np.ndarray and value.dtype == np.uint32:  # numpy's RNG key: allowed (NUMPY_RNG_GLOBALS)
             return value
         if value.dtype.kind in "biuf":
             return value.tolist()
-    elif isinstance(value, np.generic):
-        return value.item()
     elif isinstance(value, PurePath):
         return str(value)
-    elif isinstance(value, enum.Enum):
-        return plain(value.value, field)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         return plain(dataclasses.asdict(value), field)
     elif isinstance(value, Mapping):
