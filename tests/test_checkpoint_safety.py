@@ -100,6 +100,8 @@ def _commands(e: dict[str, Path], out: Path) -> dict[str, list[str]]:
     weights_t = str(_params(out, "weights_t.yaml", train_teacher={"weights": evil}))
     weights_s = str(_params(out, "weights_s.yaml", train_student={"weights": evil}))
     student = ["train-student", "--backbone", "resnet18", "--boxes", boxes, "--no-progress"]
+    teacher = ["train-teacher", "--boxes", boxes, "--metrics", str(out / "m.json"), "--plots", str(out / "p.csv"),
+               "--no-progress"]
     return {
         "evaluate": ["evaluate", "--model", evil, "--boxes", boxes, "--metrics", str(out / "m.json"),
                      "--params", params],
@@ -114,12 +116,10 @@ def _commands(e: dict[str, Path], out: Path) -> dict[str, list[str]]:
                                     "--out", str(out / "s.pt"), "--params", params],
         "train-student --online-teacher": [*student, "--online-teacher", evil, "--out", str(out / "s.pt"),
                                            "--params", params],
-        "train-teacher weights:": ["train-teacher", "--boxes", boxes, "--out", str(out / "t.pt"), "--params",
-                                   weights_t, "--no-progress"],
+        "train-teacher weights:": [*teacher, "--out", str(out / "t.pt"), "--params", weights_t],
         "train-student weights:": [*student, "--online-teacher", good, "--out", str(out / "s.pt"),
                                    "--params", weights_s],
-        "train-teacher --resume": ["train-teacher", "--boxes", boxes, "--out", evil, "--params", params, "--resume",
-                                   "--no-progress"],
+        "train-teacher --resume": [*teacher, "--out", evil, "--params", params, "--resume"],
         "train-student --resume": [*student, "--online-teacher", good, "--out", evil, "--params", params,
                                    "--resume"],
         "import-weights": ["import-weights", evil, "--backbone", "resnet18", "--out", str(out / "i.pt")],
@@ -241,7 +241,8 @@ def test_resume_without_optimizer_state_is_named(env: dict[str, Path], valid_sta
     out = tmp_path / "t.pt"
     save_checkpoint(out, _state(spec=ModelSpec("resnet18", feature_norm=True), optimizer=None))
     res = CliRunner().invoke(main, ["train-teacher", "--boxes", str(env["boxes"]), "--out", str(out), "--params",
-                                    str(_params(tmp_path, "p.yaml")), "--resume", "--no-progress"])
+                                    str(_params(tmp_path, "p.yaml")), "--metrics", str(tmp_path / "m.json"),
+                                    "--plots", str(tmp_path / "p.csv"), "--resume", "--no-progress"])
     assert res.exit_code == 1 and "field 'optimizer' holds no optimizer state" in res.output, res.output
 
 
@@ -253,7 +254,7 @@ def test_a_training_checkpoint_loads_safely_and_resumes(env: dict[str, Path], tm
     history) is plain data the safe loader reads, and --resume restores it."""
     out = tmp_path / "t.pt"
     args = ["train-teacher", "--boxes", str(env["boxes"]), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
-            "--no-progress", "--params"]
+            "--plots", str(tmp_path / "p.csv"), "--no-progress", "--params"]
     res = CliRunner().invoke(main, [*args, str(_params(tmp_path, "p1.yaml"))])
     assert res.exit_code == 0, res.output
     state = load_checkpoint(out)
