@@ -128,7 +128,7 @@ def test_bad_weights_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
     r = CliRunner().invoke(main, ["import-weights", str(tmp_path / "junk.pth"), "--backbone", "resnet18", "--out",
                                   str(tmp_path / "x.pt")])
-    assert r.exit_code == 1 and "junk.pth' could not be read as a torch state dict" in r.output
+    assert r.exit_code == 1 and "junk.pth' is not a readable weights file" in r.output
     _, ck = _import(tmp_path, _theirs().state_dict())
     r = CliRunner().invoke(main, ["import-weights", str(ck), "--backbone", "resnet18", "--out", str(tmp_path / "y.pt")])
     assert r.exit_code == 1 and "is already an hpekd checkpoint" in r.output

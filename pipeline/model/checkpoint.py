@@ -1,26 +1,182 @@
-"""Checkpoints: model, optimizer, scheduler, epoch, config, written atomically.
+"""Checkpoints: model, optimizer, scheduler, epoch, config, written atomically, read as data.
 
 A checkpoint is a dict with ``kind`` ("stage1" or "student"), ``model_spec``
 (:class:`pipeline.model.network.ModelSpec` as a dict), ``model`` (state dict), ``optimizer``,
 ``scheduler``, ``epoch`` (last finished epoch), ``config`` (the stage's params) and
 ``input_size``. Loading checks the kind and the architecture and names what differs.
+
+Every torch file hpekd reads (checkpoints, backbone weights, released weights) goes through
+:func:`read_torch_file`, which unpickles with ``weights_only=True``: tensors, dicts, lists,
+strings and numbers only, so a shared file can never run code (docs/security.md). A file the
+safe loader refuses is refused in one line that names ``hpekd checkpoint upgrade OLD NEW
+--trust``, the one place that ever loads a file unsafely (:mod:`pipeline.model.upgrade`).
+:func:`validate_checkpoint` then checks the structure, naming the first missing or wrong field.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.core.io import atomic_path
-from pipeline.model.network import HeadPoseNet, ModelSpec
+from pipeline.model.network import BACKBONES, HeadPoseNet, ModelSpec
 
 log = logging.getLogger(__name__)
 
 KINDS = ("stage1", "student")
+# ModelSpec fields every checkpoint's model_spec holds; feature_norm came later (absent = off)
+SPEC_REQUIRED = ("backbone", "bin_sizes", "regression", "theta")
+SPEC_OPTIONAL = ("feature_norm",)
+UPGRADE = "hpekd checkpoint upgrade"
+
+_np_core = getattr(np, "_core", None) or np.core  # numpy 2 names it _core; 1.26 pickles as numpy.core
+# The only non-torch types hpekd writes into a checkpoint: numpy's RNG state in the ``rng`` of
+# every training checkpoint (``np.random.get_state()``: its key is a uint32 ndarray), which
+# ``--resume`` restores. Allowing exactly these globals keeps the bytes that `dvc repro` writes as
+# they were (storing the state as a list would change every checkpoint). They run no code of the
+# file's choosing: ``_reconstruct`` builds only an allowed class (ndarray), the dtype class allowed
+# is uint32's alone, and an array's contents are unpickled by the same restricted loader.
+NUMPY_RNG_GLOBALS: list[Any] = [
+    (_np_core.multiarray._reconstruct, "numpy._core.multiarray._reconstruct"),
+    (_np_core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
+_ALLOWED_NAMES = {
+    "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
+    f"{type(np.dtype(np.uint32)).__module__}.{type(np.dtype(np.uint32)).__qualname__}",
+}
+
+
+class UnsafeFile(ValueError):
+    """A torch file holding Python objects the safe loader refuses (e.g. an old-style pickle)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:200] if text else ''}"
+
+
+def _refused_globals(path: Path, exc: BaseException) -> list[str]:
+    """The globals of ``path`` the safe loader would not build, read from the pickle's opcodes
+    without running them; else the one torch's error names ("" when it names none)."""
+    try:
+        names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in _ALLOWED_NAMES]
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: fall back on the error text
+        names = []
+    if names:
+        return names
+    text = str(exc)
+    if "GLOBAL" not in text and "add_safe_globals" not in text:  # e.g. "Unsupported operand": junk, not objects
+        return []
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+    return [detail[0][:160]] if detail else ["an object the safe loader does not build"]
+
+
+def read_torch_file(path: str | os.PathLike[str], what: str = "hpekd checkpoint", *,
+                    map_location: str | torch.device = "cpu", trust: bool = False) -> Any:
+    """The one reader of a torch file in hpekd: ``torch.load`` with ``weights_only=True`` (plus
+    :data:`NUMPY_RNG_GLOBALS`), so reading it runs no code. ``what`` names the file in errors. A
+    file the safe loader refuses raises :class:`UnsafeFile` naming its objects and the upgrade
+    command; ``trust=True`` (only ``hpekd checkpoint upgrade --trust``) unpickles anything."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {str(p)!r} not found")
+    if trust:  # the user vouched for this file: `hpekd checkpoint upgrade --trust`
+        try:
+            return torch.load(p, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any failure: not a torch file
+            raise ValueError(f"{what} {str(p)!r} could not be read even unsafely ({_first_line(exc)})") from exc
+    try:
+        with torch.serialization.safe_globals(NUMPY_RNG_GLOBALS):
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_globals(p, exc)
+        if refused:
+            raise UnsafeFile(
+                f"{what} {str(p)!r} holds Python objects that hpekd does not load, since loading them could run "
+                f"code ({', '.join(refused[:3])}); if it comes from an earlier hpekd or another source you trust, "
+                f"convert it once: `{UPGRADE} {p} NEW.pt --trust`"
+            ) from None
+        raise ValueError(f"{str(p)!r} is not a readable {what} ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, text file, ...: "not ours"
+        raise ValueError(f"{str(p)!r} is not a readable {what} ({_first_line(exc)})") from None
+
+
+def _type(v: Any) -> str:
+    return type(v).__name__
+
+
+def _check_spec(spec: Any, bad: Any) -> None:
+    if not isinstance(spec, Mapping):
+        raise bad("model_spec", f"is a {_type(spec)}, expected a dict")
+    missing = [k for k in SPEC_REQUIRED if k not in spec]
+    if missing:
+        raise bad(f"model_spec.{missing[0]}", f"is missing (a model_spec holds {', '.join(SPEC_REQUIRED)})")
+    unknown = sorted(str(k) for k in spec if k not in SPEC_REQUIRED + SPEC_OPTIONAL)
+    if unknown:
+        raise bad("model_spec", f"has unknown key(s) {unknown}")
+    if spec["backbone"] not in BACKBONES:
+        raise bad("model_spec.backbone", f"is {spec['backbone']!r}, expected one of {BACKBONES}")
+    sizes = spec["bin_sizes"]
+    if (not isinstance(sizes, list | tuple) or not sizes
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in sizes)):
+        raise bad("model_spec.bin_sizes", f"is {sizes!r}, expected a non-empty list of numbers")
+    for key in ("regression", "feature_norm"):
+        if key in spec and not isinstance(spec[key], bool):
+            raise bad(f"model_spec.{key}", f"is {spec[key]!r}, expected true or false")
+    if not isinstance(spec["theta"], int | float) or isinstance(spec["theta"], bool):
+        raise bad("model_spec.theta", f"is {spec['theta']!r}, expected a number")
+    try:
+        ModelSpec.from_dict(dict(spec))
+    except ValueError as exc:
+        raise bad("model_spec", f"is not a valid architecture ({exc})") from None
+
+
+def validate_checkpoint(state: Any, where: str) -> dict[str, Any]:
+    """``state`` when it is an hpekd checkpoint; else a ``ValueError`` naming, in ``where`` (e.g.
+    ``"checkpoint 'x.pt'"``), the first missing or wrong field. The one structural check."""
+
+    def bad(field: str, problem: str) -> ValueError:
+        return ValueError(f"{where} is not an hpekd checkpoint: field {field!r} {problem}")
+
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} is not an hpekd checkpoint: it holds a {_type(state)}, not a dict with kind, "
+                         "model_spec, model and input_size (train one with `hpekd train-teacher`)")
+    if state.get("kind") not in KINDS:
+        raise bad("kind", f"is {state['kind']!r}, expected one of {KINDS}" if "kind" in state else "is missing")
+    for key in ("model_spec", "model", "input_size"):
+        if key not in state:
+            raise bad(key, "is missing")
+    _check_spec(state["model_spec"], bad)
+    model = state["model"]
+    if not isinstance(model, Mapping) or not model:
+        raise bad("model", f"is {'empty' if isinstance(model, Mapping) else 'a ' + _type(model)}, expected a dict "
+                           "of tensors (a state dict)")
+    for k, v in model.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise bad("model", f"entry {k!r} is a {_type(v)}, expected a tensor")
+    size = state["input_size"]
+    if (not isinstance(size, list | tuple) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise bad("input_size", f"is {size!r}, expected [height, width] in pixels")
+    epoch = state.get("epoch", 0)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise bad("epoch", f"is {epoch!r}, expected a count of finished epochs")
+    if not isinstance(state.get("config", {}), Mapping):
+        raise bad("config", f"is a {_type(state['config'])}, expected a dict")
+    for key in ("optimizer", "scheduler"):
+        if state.get(key) is not None and not isinstance(state[key], Mapping):
+            raise bad(key, f"is a {_type(state[key])}, expected a dict (a state dict) or none")
+    return state
 
 
 def checkpoint_state(
@@ -71,25 +227,19 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {str(p)!r} not found")
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
-        raise ValueError(f"{str(p)!r} is not a readable hpekd checkpoint ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("kind") not in KINDS or "model_spec" not in state:
-        raise ValueError(
-            f"{str(p)!r} is not an hpekd checkpoint: expected kind in {KINDS} with a model_spec "
-            "(train one with `hpekd train-teacher` or `hpekd train-student`)"
-        )
-    return state
+    """An hpekd checkpoint, read as data (:func:`read_torch_file`) and checked
+    (:func:`validate_checkpoint`); a ``ValueError`` naming the file and what is wrong otherwise."""
+    state = read_torch_file(path, map_location=map_location)
+    return validate_checkpoint(state, f"checkpoint {str(path)!r}")
 
 
 def model_from_checkpoint(
     path_or_state: str | os.PathLike[str] | dict[str, Any], map_location: str | torch.device = "cpu"
 ) -> tuple[HeadPoseNet, dict[str, Any]]:
-    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state, map_location)
+    if isinstance(path_or_state, dict):
+        state = validate_checkpoint(path_or_state, "checkpoint")
+    else:
+        state = load_checkpoint(path_or_state, map_location)
     spec = ModelSpec.from_dict(state["model_spec"])
     model = HeadPoseNet(spec)
     load_model_state(model, state["model"], where=str(path_or_state if not isinstance(path_or_state, dict) else "checkpoint"))
@@ -124,12 +274,10 @@ def load_backbone_weights(model: HeadPoseNet, path: str | os.PathLike[str]) -> N
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"weights file {str(p)!r} not found")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"weights file {str(p)!r} is not a torch state dict ({exc.__class__.__name__}: {exc})") from exc
+    state = read_torch_file(p, "weights file")
     if isinstance(state, dict) and "model_spec" in state and "model" in state:
-        other = state["model_spec"].get("backbone")
+        validate_checkpoint(state, f"weights file {str(p)!r}")
+        other = state["model_spec"]["backbone"]
         if other != model.spec.backbone:
             raise ValueError(f"weights {str(p)!r} are an hpekd {other} checkpoint, but backbone is {model.spec.backbone!r}")
         state = {k[len("trunk."):]: v for k, v in state["model"].items() if k.startswith("trunk.")}

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from pipeline.model.checkpoint import checkpoint_state, save_checkpoint
+from pipeline.model.checkpoint import checkpoint_state, read_torch_file, save_checkpoint
 from pipeline.model.network import BACKBONES, LABEL_BIN, LABEL_HEAD, HeadPoseNet, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"weights file {str(p)!r} not found")
-    try:
-        state: Any = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
-        raise ValueError(f"weights file {str(p)!r} could not be read as a torch state dict "
-                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    state: Any = read_torch_file(p, "weights file")  # as data: weights_only, never runs code
     if isinstance(state, Mapping) and "model_spec" in state:
         raise ValueError(f"{str(p)!r} is already an hpekd checkpoint: use it as it is")
     for key in ("state_dict", "model"):

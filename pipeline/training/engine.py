@@ -190,11 +190,18 @@ def resume_state(run: TrainingRun, model: HeadPoseNet, optimizer: torch.optim.Op
             f"cannot resume from {str(out)!r}: it holds another architecture ({_spec_diff(state['model_spec'], spec)})"
         )
     load_model_state(model, state["model"], where=repr(str(out)))
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if "rng" in state:
-        restore_rng_state(state["rng"])
+    if not isinstance(state.get("optimizer"), dict):
+        raise ValueError(f"cannot resume from {str(out)!r}: its field 'optimizer' holds no optimizer state "
+                         "(a checkpoint written by training has one); train from scratch (drop --resume)")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise ValueError(f"cannot resume from {str(out)!r}: its optimizer, scheduler or rng state does not fit this "
+                         f"run ({exc.__class__.__name__}: {str(exc)[:160]}); train from scratch (drop --resume)") from None
     resumed = TrainState(int(state["epoch"]), list(state.get("history", [])), state.get("best"))
     old = state.get("engine", {})
     changed = [k for k in ("batch_size", "seed", "lr", "scheduler", "epochs") if k in old and old[k] != getattr(cfg, k)]

@@ -35,6 +35,7 @@ from pipeline.core.bins import BinGrid
 from pipeline.core.io import sha256_file
 from pipeline.core.views import View, draw_view, view_from_row
 from pipeline.manifest.rows import row_ids
+from pipeline.model.checkpoint import load_checkpoint
 from pipeline.model.network import LABEL_HEAD, ModelSpec
 from pipeline.teacher.labelread import Mismatch, TeacherLabels, compare_with_boxes, load_teacher_labels
 from pipeline.teacher.provenance import (
@@ -180,7 +181,8 @@ class StoreTargets(SoftTargets):
         if found:
             raise _table_error(self.path, found[0], boxes_path)
         prov = Provenance.from_attrs(labels.attrs)
-        if self.teacher is not None:
+        if self.teacher is not None:  # a checkpoint, read as data and checked before its sha256 meets the store's
+            load_checkpoint(self.teacher)
             req = Requirements(req.bins, req.input_size, sha256_file(self.teacher))
         check_targets(prov, req, f"label store {self.path!r}", REBUILD_LABELS)
         if labels.n_bins != req.bins.Q:
