@@ -127,3 +127,18 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     assert u["round2_g_minus_h"]["n"] == u["gap_closed_vs_i"]["n"] == u["c_minus_b"]["n"]
     assert any(line.startswith("round 2, (b) as the teacher, on B: (g) - (h) ") for line in out.splitlines())
     assert (tmp_path / "dg" / "domains.png").is_file()
+
+
+def test_benchmark_functions_stay_short() -> None:
+    """Benchmarks hold their arms and their table; the pipeline does the running (issue 30): no
+    function in benchmarks/ is longer than 60 lines."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert not long, long
