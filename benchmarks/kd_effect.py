@@ -334,7 +334,7 @@ def spread(rep: dict) -> dict[str, Any]:
         v = [x for x in values if x is not None]
         return round(float(np.sqrt(np.mean(np.square(v)))), 4) if v else None
 
-    return {"source": f"benchmarks/kd_effect.py, {len(rep['settings'])} setting(s), {rep['sizes']['seeds']} seeds",
+    return {"source": f"benchmarks/kd_effect.py, {len(rep['settings'])} setting(s), {len(rep['sizes']['seeds'])} seeds",
             "student_sd": pooled([s["arms"][k]["seed_sd"] for s in rep["settings"] for k in ("a", "b")
                                   if k in s["arms"]]),
             "delta_sd": pooled([s["contrasts"]["b - a"]["seed_sd"] for s in rep["settings"]])}
