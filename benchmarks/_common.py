@@ -191,17 +191,16 @@ def synth_boxes(root: Path, n: int, size: int = 450, workers: int = 1, seed: int
 
 def write_stage1_checkpoint(path: Path, backbone: str, size: int, bin_sizes: Sequence[int] = (1, 2, 3, 4),
                             regression: bool = True, seed: int = 0) -> Path:
-    """A random-init stage-1 checkpoint (``kind: stage1``) at input ``size``²."""
+    """A random-init stage-1 checkpoint (``kind: stage1``) at input ``size``², made by the one
+    checkpoint builder."""
     import torch
 
-    from pipeline.model.checkpoint import save_checkpoint
+    from pipeline.model.checkpoint import checkpoint_state, save_checkpoint
     from pipeline.model.network import HeadPoseNet, ModelSpec
 
     torch.manual_seed(seed)
-    spec = ModelSpec(backbone, tuple(bin_sizes), regression=regression)
-    save_checkpoint(path, {"kind": "stage1", "model_spec": spec.to_dict(), "model": HeadPoseNet(spec).state_dict(),
-                           "optimizer": None, "scheduler": None, "epoch": 0, "config": {},
-                           "input_size": [size, size]})
+    model = HeadPoseNet(ModelSpec(backbone, tuple(bin_sizes), regression=regression))
+    save_checkpoint(path, checkpoint_state("stage1", model, (size, size)))
     return path
 
 

@@ -41,28 +41,14 @@ from _common import default_params, machine, pipeline_run_dir
 SCALE_IMAGES = 122_450  # 300W-LP
 VIEWS = (1, 2, 4, 8, 16)
 ENCODINGS = ("uint8", "top8", "top16", "top32")
-def build_smoke_inputs(out: Path, p: dict) -> tuple[str, str]:
-    """Tiny synthetic data through index → relabel (landmarks) → a 1-epoch teacher."""
-    from pipeline.core.config import config_from_mapping
-    from pipeline.manifest.index import IndexConfig, build_manifest
-    from pipeline.relabel.config import RelabelConfig
-    from pipeline.relabel.job import relabel, write_boxes
-    from pipeline.synth import synthesize
-    from pipeline.training.outputs import RunPaths
-    from pipeline.training.stage1 import Stage1Config, train_teacher
+def build_smoke_inputs(out: Path) -> tuple[str, str]:
+    """Tiny synthetic data through the real pipeline (synthesize → index → relabel → a 1-epoch
+    teacher) in ``out/pipeline``: its boxes table and teacher checkpoint."""
+    from _common import SMOKE_PARAMS
+    from _pipeline import run_pipeline
 
-    s = p["synthesize"]
-    synthesize(out / "synthetic", n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"], size=s["size"],
-               workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-               label_noise=s["label_noise"])
-    datasets = [{**d, "root": str(out / "synthetic" / Path(d["root"]).name)} for d in p["index"]["datasets"]]
-    manifest = build_manifest(config_from_mapping(IndexConfig, {**p["index"], "datasets": datasets}, "index",
-                                                  require_all=True))
-    boxes, _ = relabel(manifest, RelabelConfig(source="landmarks", workers=1), progress=False)
-    write_boxes(boxes, out / "boxes.parquet")
-    t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher", require_all=True)
-    train_teacher(t_cfg, str(out / "boxes.parquet"), RunPaths(out / "teacher.pt"), progress=False)
-    return str(out / "boxes.parquet"), str(out / "teacher.pt")
+    run = run_pipeline(SMOKE_PARAMS, out / "pipeline", until=["train_teacher"])
+    return str(run.path("data/boxes.parquet")), str(run.path("models/teacher.pt"))
 
 
 def store_bytes(path: Path) -> int:
@@ -74,58 +60,50 @@ def store_bytes(path: Path) -> int:
 
 
 def student(name: str, out: Path, train, boxes: str, e_cfg) -> dict:
-    """Train one student (``train(paths)``), evaluate it on the test rows, keep its per-face errors."""
+    """Train one student (``train(paths)``, resuming: a finished student is not retrained, one
+    cut off mid-way continues from its last epoch), evaluate it on the test rows, keep its
+    per-face errors."""
     from pipeline.evaluation.errors import read_errors
     from pipeline.evaluation.evaluate import EvalOutputs, evaluate_checkpoint
     from pipeline.training.outputs import RunPaths
 
     tag = name.replace(" ", "_").replace(",", "").replace("=", "")
-    done = out / f"{tag}_result.json"
-    if done.is_file():  # a rerun of an interrupted benchmark keeps the students it finished
-        logging.info("%s: kept from %s", name, done)
-        return {**json.loads(done.read_text()), "_errors": read_errors(out / f"{tag}_errors.parquet")}
     paths = RunPaths(out / f"{tag}.pt", out / f"{tag}.json", None, out / f"{tag}_timing.csv")
-    t0 = time.perf_counter()
-    train(paths)  # with resume: a student cut off mid-training continues from its last epoch
-    minutes = (time.perf_counter() - t0) / 60
+    train(paths)
     res = evaluate_checkpoint(paths.out, boxes, "test", None, e_cfg, EvalOutputs(errors=out / f"{tag}_errors.parquet"))
     with open(paths.timing) as f:
-        epoch_s = statistics.median(float(r["seconds"]) for r in csv.DictReader(f))
-    logging.info("%s: MAE %.3f, %.1f min", name, res["all"]["mae_mean"], minutes)
-    row = {"name": name, **{k: res["all"][k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
-           "epoch_s": round(epoch_s, 2), "minutes": round(minutes, 2),
-           "teacher": json.loads(Path(paths.metrics).read_text())["teacher"]}
-    done.write_text(json.dumps(row, indent=2) + "\n")
-    return {**row, "_errors": read_errors(out / f"{tag}_errors.parquet")}
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    logging.info("%s: MAE %.3f", name, res["all"]["mae_mean"])
+    return {"name": name, **{k: res["all"][k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
+            "epoch_s": round(statistics.median(seconds), 2), "minutes": round(sum(seconds) / 60, 2),
+            "teacher": json.loads(Path(paths.metrics).read_text())["teacher"],
+            "_errors": read_errors(out / f"{tag}_errors.parquet")}
 
 
 def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: tuple[int, ...],
         encodings: tuple[str, ...]) -> dict:
-    from pipeline.core.config import config_from_mapping
-    from pipeline.evaluation.errors import ERR
-    from pipeline.evaluation.evaluate import EvalConfig
-    from pipeline.evaluation.uncertainty import paired_difference
+    from _pipeline import section_config
+
     from pipeline.teacher.convert import convert_store
-    from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+    from pipeline.teacher.job import run_teacher_labels
     from pipeline.teacher.labelstore import layout_of, open_store
-    from pipeline.training.online import OnlineTeacher, train_student_online
-    from pipeline.training.stage2 import StudentConfig, train_student
+    from pipeline.training.online import OnlineTargets, OnlineTeacher
+    from pipeline.training.stage2 import train_student
+    from pipeline.training.targets import StoreTargets
 
     p = default_params(smoke)
     if smoke:
-        boxes, teacher = build_smoke_inputs(out, p)
+        boxes, teacher = build_smoke_inputs(out)
     assert boxes and teacher
-    tl = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels", require_all=True)
-    tl = dataclasses.replace(tl, views=max(views), encoding="float16")
+    tl = dataclasses.replace(section_config(p, "teacher_labels"), views=max(views), encoding="float16")
     full = out / f"labels_V{tl.views}.zarr"
     t0 = time.perf_counter()
     job = run_teacher_labels(tl, teacher, boxes, str(full))  # resumes an interrupted job's store
     job_min = (time.perf_counter() - t0) / 60
     logging.info("teacher job: V=%d, %d crops in %.1f min", tl.views, job.crops, job_min)
-    e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate", require_all=True)
-    cfg = dataclasses.replace(config_from_mapping(StudentConfig, p["train_student"], "train_student",
-                                                  require_all=True), backbone=p["students"][0])
-    online = OnlineTeacher(teacher, tl.p, tl.s, tl.flip_prob, tl.max_angle, tl.chunk, tl.amp)
+    e_cfg = section_config(p, "evaluate")
+    cfg = dataclasses.replace(section_config(p, "train_student"), backbone=p["students"][0])
+    online = OnlineTargets(OnlineTeacher.from_config(teacher, tl))
     rows: list[dict] = []
     n_images = layout_of(open_store(str(full))).n_rows
 
@@ -134,7 +112,7 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
         if not (store / "zarr.json").is_file():  # convert_store writes aside, then renames: whole or absent
             convert_store(str(full), str(store), enc, v)
         r = student(f"offline V={v} {enc}", out,
-                    lambda paths: train_student(cfg, str(store), boxes, paths, resume=True, progress=False), boxes, e_cfg)
+                    lambda paths: train_student(cfg, StoreTargets(str(store)), boxes, paths, resume=True, progress=False), boxes, e_cfg)
         size = store_bytes(store)
         r.update(views=v, encoding=enc, store_bytes=size, bytes_per_image_view=round(size / (n_images * v), 1))
         return r
@@ -145,9 +123,17 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
     for enc in encodings:
         rows.append(offline(best_v, enc))
     # the online student last: the slowest, and the reference every row is compared with
-    rows.insert(0, student("online", out, lambda paths: train_student_online(cfg, online, boxes, paths,
-                                                                              resume=True, progress=False), boxes, e_cfg))
+    rows.insert(0, student("online", out, lambda paths: train_student(cfg, online, boxes, paths, resume=True,
+                                                                       progress=False), boxes, e_cfg))
     rows[0].update(views=None, encoding=None, store_bytes=0, bytes_per_image_view=None)
+
+    return summary(rows, smoke, n_images, tl, job_min, cfg.epochs, best_v)
+
+
+def summary(rows: list[dict], smoke: bool, n_images: int, tl, job_min: float, epochs: int, best_v: int) -> dict:
+    """Every row against online on the same faces; the best offline setting and its ratios."""
+    from pipeline.evaluation.errors import ERR
+    from pipeline.evaluation.uncertainty import paired_difference
 
     ref = rows[0]["_errors"]
     cols = list(ERR.values())
@@ -166,7 +152,7 @@ def run(out: Path, boxes: str | None, teacher: str | None, smoke: bool, views: t
     pick = min(ok, key=lambda r: (r["views"], r["bytes_per_image_view"])) if ok else None
     return {
         "smoke": smoke, "machine": machine(), "n_images": n_images, "A": tl.A, "teacher_job_minutes": round(job_min, 2),
-        "epochs": cfg.epochs, "best_views": best_v, "rows": rows,
+        "epochs": epochs, "best_views": best_v, "rows": rows,
         "best_offline": best["name"], "ratio_mae": round(best["mae_mean"] / online_row["mae_mean"], 4),
         "ratio_teacher_compute": round(best["teacher_passes"] / online_row["teacher_passes"], 4),
         "within_1pct_of_best": [r["name"] for r in ok], "pick": pick["name"] if pick else None,

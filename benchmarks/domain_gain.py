@@ -68,9 +68,9 @@ SETS = {"B": "b_test", "A": "wild_test"}
 def index_and_relabel(p: dict, a_root: Path, b_root: Path, b_labelled: bool, out: Path) -> str:
     """The boxes table of one variant: A (300W-LP/AFLW2000 layouts), B's training images as
     unlabelled ``images`` (or, ``b_labelled``, in their labelled layout), B's test set."""
-    from pipeline.core.config import config_from_mapping
-    from pipeline.manifest.index import IndexConfig, build_manifest
-    from pipeline.relabel.config import RelabelConfig
+    from _pipeline import section_config
+
+    from pipeline.manifest.index import build_manifest
     from pipeline.relabel.job import relabel, write_boxes
 
     b_train = ({"name": "b_train", "format": "300w_lp", "root": str(b_root / "train"), "split": "train",
@@ -82,10 +82,8 @@ def index_and_relabel(p: dict, a_root: Path, b_root: Path, b_labelled: bool, out
         b_train,
         {"name": "b_test", "format": "aflw2000", "root": str(b_root / "test"), "split": "test"},
     ]
-    manifest = build_manifest(config_from_mapping(IndexConfig, {**p["index"], "datasets": datasets}, "index",
-                                                  require_all=True))
-    relabel_cfg = config_from_mapping(RelabelConfig, p["relabel"], "relabel", require_all=True)
-    boxes, _ = relabel(manifest, relabel_cfg, cache_dir=out / "relabel_cache", progress=False)
+    manifest = build_manifest(section_config({"index": {**p["index"], "datasets": datasets}}, "index"))
+    boxes, _ = relabel(manifest, section_config(p, "relabel"), cache_dir=out / "relabel_cache", progress=False)
     path = out / f"boxes_{'d' if b_labelled else 'c'}.parquet"
     write_boxes(boxes, path)
     return str(path)
@@ -121,81 +119,64 @@ def gap_closed(a: np.ndarray, c: np.ndarray, d: np.ndarray, n_boot: int = 2000, 
             "n": len(a)}
 
 
-def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bool, domain: str = "car",
-        views: int | None = None) -> dict:
-    from pipeline.core.config import config_from_mapping
-    from pipeline.evaluation.errors import ERR, read_errors
-    from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
-    from pipeline.evaluation.uncertainty import paired_difference
+def synth_domains(out: Path, p: dict, n_b: int, a_root: Path | None, domain: str, timed: StepTimer) -> tuple[Path, Path, int]:
+    """Domain A (unless given) and B rendered into ``out``; a folder whose ``synth_info.json``
+    already records the same sizes is kept (a rerun of an interrupted benchmark)."""
     from pipeline.synth import synthesize
-    from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
-    from pipeline.training.outputs import RunPaths
-    from pipeline.training.stage1 import Stage1Config, train_teacher
-    from pipeline.training.stage2 import StudentConfig, train_student
 
-    p = default_params(smoke)
     s = p["synthesize"]
-    timed = StepTimer()
-    minutes = timed.minutes
-
-    if a_root is None:
-        a_root = out / "wild"
-        timed("synthesize A", synthesize, a_root, n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
-              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-              label_noise=s["label_noise"])
-    if views is not None:
-        p["teacher_labels"]["views"] = views
-    b_root = out / domain
     n_b_test = max(8, s["n_test"] // 2)
-    b_done = out / f"{domain}.done"  # a rerun of an interrupted benchmark keeps what it finished
-    if not b_done.is_file():
-        timed("synthesize B", synthesize, b_root, n_train=n_b, n_test=n_b_test, seed=s["seed"] + 1,
-              size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-              domain=domain, label_noise=s["label_noise"])
-        b_done.write_text(f"{n_b} {n_b_test}\n")
-    elif b_done.read_text().split() != [str(n_b), str(n_b_test)]:
-        raise SystemExit(f"{b_root} was made with other sizes ({b_done.read_text().strip()}): use another OUT")
-    contact(a_root, b_root, out / "domains.png")
-    tables = {"c": timed("index + relabel (B unlabelled)", index_and_relabel, p, a_root, b_root, False, out),
-              "d": timed("index + relabel (B labelled)", index_and_relabel, p, a_root, b_root, True, out)}
-    if teacher is None:
-        teacher = str(out / "teacher.pt")
-        t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher", require_all=True)
-        timed("stage 1 on A's labels", train_teacher, t_cfg, tables["c"], RunPaths(teacher), progress=False)
-    l_cfg = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels", require_all=True)
+    jobs = {"B": (out / domain, n_b, n_b_test, s["seed"] + 1, domain)}
+    if a_root is None:
+        jobs["A"] = (out / "wild", s["n_train"], s["n_test"], s["seed"], "wild")
+    for name, (root, n_train, n_test, seed, look) in jobs.items():
+        info = root / "synth_info.json"
+        if info.is_file() and _same_sizes(json.loads(info.read_text()), n_train, n_test):
+            continue
+        timed(f"synthesize {name}", synthesize, root, n_train=n_train, n_test=n_test, seed=seed, size=s["size"],
+              workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False, domain=look,
+              label_noise=s["label_noise"])
+    return a_root or out / "wild", out / domain, n_b_test
+
+
+def _same_sizes(info: dict, n_train: int, n_test: int) -> bool:
+    return info.get("n_train") == n_train and info.get("n_test") == n_test
+
+
+def train_students(out: Path, p: dict, tables: dict[str, str], teacher: str, timed: StepTimer, evaluate) -> dict:
+    """Every student of :data:`STUDENTS` (resuming: a finished one is not retrained), evaluated."""
+    from _pipeline import section_config
+
+    from pipeline.teacher.job import run_teacher_labels
+    from pipeline.training.outputs import RunPaths
+    from pipeline.training.stage2 import train_student
+    from pipeline.training.targets import StoreTargets
+
+    l_cfg = section_config(p, "teacher_labels")
+    base = dataclasses.replace(section_config(p, "train_student"), backbone=p["students"][0])
     for k, table in tables.items():
         timed(f"teacher labels ({k})", run_teacher_labels, l_cfg, teacher, table, str(out / f"labels_{k}.zarr"))
-    e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate", require_all=True)
-    base = dataclasses.replace(config_from_mapping(StudentConfig, p["train_student"], "train_student",
-                                                   require_all=True), backbone=p["students"][0])
-
-    def evaluate(model: str, tag: str) -> dict:
-        res = {}
-        for dom, name in SETS.items():
-            errs = out / f"{tag}_{dom}_errors.parquet"
-            r = evaluate_checkpoint(model, tables["c"], "test", [name], e_cfg, EvalOutputs(errors=errs))["all"]
-            res[dom] = {**{k: r[k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
-                        "_errors": read_errors(errs)[list(ERR.values())].to_numpy()}
-        return res
-
     results = {"teacher (stage 1, A)": evaluate(teacher, "teacher")}
     stores = set(tables)  # made above; round 2's once student (b) exists
     for name, (table, store, over) in STUDENTS.items():
         tag = name.split(":")[0]  # no e, f: the recipe knobs measured at commit f03da27 and removed (BENCHMARKS.md)
-        cfg = dataclasses.replace(base, **over)
-        model = out / f"student_{tag}.pt"
-        done = out / f"student_{tag}.done"
         if store not in stores:  # round 2's store (c2), taught by student (b); on a rerun the job finds it done
             stores.add(store)
             timed("teacher labels (c2, student b)", run_teacher_labels, l_cfg, str(out / "student_b.pt"), tables["c"],
                   str(out / "labels_c2.zarr"))
-        if not done.is_file():  # resume: a student cut off mid-training continues from its last epoch
-            timed(f"student {name}", train_student, cfg, str(out / f"labels_{store}.zarr"), tables[table],
-                  RunPaths(model, out / f"student_{tag}.json"), resume=True, progress=False)
-            done.write_text(f"{minutes[f'student {name}']}\n")
-        minutes.setdefault(f"student {name}", float(done.read_text()))
+        model = out / f"student_{tag}.pt"
+        timed(f"student {name}", train_student, dataclasses.replace(base, **over),
+              StoreTargets(str(out / f"labels_{store}.zarr")),
+              tables[table], RunPaths(model, out / f"student_{tag}.json"), resume=True, progress=False)
         results[name] = evaluate(str(model), tag)
         results[name]["rows"] = json.loads((out / f"student_{tag}.json").read_text())["rows"]
+    return results
+
+
+def compare(results: dict) -> tuple[dict, dict]:
+    """Each student against (a) on both domains; the gap fractions and round 2 on B."""
+    from pipeline.evaluation.uncertainty import paired_difference
+
     names = list(STUDENTS)
     ref = results[names[0]]
     for r in results.values():
@@ -215,10 +196,48 @@ def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bo
     for r in results.values():
         for dom in SETS:
             r[dom].pop("_errors")
+    return gap, unlabelled
+
+
+def run(out: Path, n_b: int, a_root: Path | None, teacher: str | None, smoke: bool, domain: str = "car",
+        views: int | None = None) -> dict:
+    from _pipeline import section_config
+
+    from pipeline.evaluation.errors import ERR, read_errors
+    from pipeline.evaluation.evaluate import EvalOutputs, evaluate_checkpoint
+    from pipeline.training.outputs import RunPaths
+    from pipeline.training.stage1 import train_teacher
+
+    p = default_params(smoke)
+    if views is not None:
+        p["teacher_labels"]["views"] = views
+    timed = StepTimer()
+    a_root, b_root, n_b_test = synth_domains(out, p, n_b, a_root, domain, timed)
+    contact(a_root, b_root, out / "domains.png")
+    tables = {"c": timed("index + relabel (B unlabelled)", index_and_relabel, p, a_root, b_root, False, out),
+              "d": timed("index + relabel (B labelled)", index_and_relabel, p, a_root, b_root, True, out)}
+    if teacher is None:
+        teacher = str(out / "teacher.pt")
+        timed("stage 1 on A's labels", train_teacher, section_config(p, "train_teacher"), tables["c"],
+              RunPaths(teacher), resume=True, progress=False)
+    e_cfg = section_config(p, "evaluate")
+
+    def evaluate(model: str, tag: str) -> dict:
+        res = {}
+        for dom, name in SETS.items():
+            errs = out / f"{tag}_{dom}_errors.parquet"
+            r = evaluate_checkpoint(model, tables["c"], "test", [name], e_cfg, EvalOutputs(errors=errs))["all"]
+            res[dom] = {**{k: r[k] for k in ("mae_pitch", "mae_yaw", "mae_roll", "mae_mean")},
+                        "_errors": read_errors(errs)[list(ERR.values())].to_numpy()}
+        return res
+
+    results = train_students(out, p, tables, teacher, timed, evaluate)
+    gap, unlabelled = compare(results)
+    names = list(STUDENTS)
     a_b, c_b = results[names[0]]["B"]["mae_mean"], results[names[2]]["B"]["mae_mean"]
-    return {"smoke": smoke, "machine": machine(), "domain": domain, "views": l_cfg.views, "n_b_unlabelled": n_b, "n_b_test": n_b_test,
-            "epochs": base.epochs, "minutes": minutes, "results": results, "gap_closed": gap,
-            "unlabelled_beyond_kd": unlabelled,
+    return {"smoke": smoke, "machine": machine(), "domain": domain, "views": p["teacher_labels"]["views"],
+            "n_b_unlabelled": n_b, "n_b_test": n_b_test, "epochs": p["train_student"]["epochs"],
+            "minutes": timed.minutes, "results": results, "gap_closed": gap, "unlabelled_beyond_kd": unlabelled,
             "ratio_c_over_a_B": round(c_b / a_b, 4)}
 
 

@@ -62,16 +62,18 @@ def write_table(boxes: pd.DataFrame, root: Path, fraction: float, seed: int, pat
 
 
 def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
-    from pipeline.core.config import config_from_mapping
-    from pipeline.evaluation.evaluate import EvalConfig, evaluate_checkpoint
-    from pipeline.manifest.index import IndexConfig, build_manifest
+    from _pipeline import section_config
+
+    from pipeline.evaluation.evaluate import evaluate_checkpoint
+    from pipeline.manifest.index import build_manifest
     from pipeline.relabel.config import RelabelConfig
     from pipeline.relabel.job import relabel, write_boxes
     from pipeline.synth import synthesize
-    from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
+    from pipeline.teacher.job import run_teacher_labels
     from pipeline.training.outputs import RunPaths
-    from pipeline.training.stage1 import Stage1Config, train_teacher
-    from pipeline.training.stage2 import StudentConfig, train_student
+    from pipeline.training.stage1 import train_teacher
+    from pipeline.training.stage2 import train_student
+    from pipeline.training.targets import StoreTargets
 
     p = default_params(smoke)
     timed = StepTimer()
@@ -84,30 +86,27 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     # the default datasets and detector give the boxes a user would have
     datasets = [{**d, "root": str(out / "synthetic" / Path(d["root"]).name)} for d in p["index"]["datasets"]]
     index = {**p["index"], "datasets": datasets}
-    manifest = build_manifest(config_from_mapping(IndexConfig, index, "index", require_all=True))
-    r_cfg = config_from_mapping(RelabelConfig, p["relabel"], "relabel", require_all=True)
-    boxes, _ = timed("relabel (detector)", relabel, manifest, r_cfg, progress=False)
+    manifest = build_manifest(section_config({"index": index}, "index"))
+    boxes, _ = timed("relabel (detector)", relabel, manifest, section_config(p, "relabel"), progress=False)
     counts = write_table(boxes, out / "synthetic", fraction, seed, out / "faces.csv")
     mixed = {**p["index"], "datasets": [{"name": "mine", "format": "table", "root": str(out / "synthetic"),
                                          "table": str(out / "faces.csv")}]}
-    manifest = build_manifest(config_from_mapping(IndexConfig, mixed, "index", require_all=True))
+    manifest = build_manifest(section_config({"index": mixed}, "index"))
     boxes, _ = relabel(manifest, RelabelConfig(source="table", workers=1), progress=False)
     write_boxes(boxes, out / "boxes.parquet")
     bp = str(out / "boxes.parquet")
 
-    t_cfg = config_from_mapping(Stage1Config, p["train_teacher"], "train_teacher", require_all=True)
-    timed("stage 1 (labelled rows)", train_teacher, t_cfg, bp, RunPaths(out / "teacher.pt"), progress=False)
-    l_cfg = config_from_mapping(TeacherLabelsConfig, p["teacher_labels"], "teacher_labels", require_all=True)
-    timed("teacher labels (all train rows)", run_teacher_labels, l_cfg, str(out / "teacher.pt"), bp,
+    timed("stage 1 (labelled rows)", train_teacher, section_config(p, "train_teacher"), bp, RunPaths(out / "teacher.pt"), progress=False)
+    timed("teacher labels (all train rows)", run_teacher_labels, section_config(p, "teacher_labels"), str(out / "teacher.pt"), bp,
           str(out / "labels.zarr"))
-    e_cfg = config_from_mapping(EvalConfig, p["evaluate"], "evaluate", require_all=True)
-    base = config_from_mapping(StudentConfig, p["train_student"], "train_student", require_all=True)
+    e_cfg = section_config(p, "evaluate")
+    base = section_config(p, "train_student")
     results: dict[str, dict] = {
         "teacher": evaluate_checkpoint(out / "teacher.pt", bp, "test", None, e_cfg)["all"]}
     for k, (name, over) in enumerate(STUDENTS.items()):
         cfg = dataclasses.replace(base, backbone=p["students"][0], **over)
         model = out / f"student_{'abc'[k]}.pt"
-        timed(f"student {name}", train_student, cfg, out / "labels.zarr", bp,
+        timed(f"student {name}", train_student, cfg, StoreTargets(str(out / "labels.zarr")), bp,
               RunPaths(model, out / f"student_{'abc'[k]}.json"), progress=False)
         results[name] = {**evaluate_checkpoint(model, bp, "test", None, e_cfg)["all"],
                          "rows": json.loads((out / f"student_{'abc'[k]}.json").read_text())["rows"]}

@@ -127,3 +127,43 @@ def test_domain_gain_smoke(tmp_path: Path) -> None:
     assert u["round2_g_minus_h"]["n"] == u["gap_closed_vs_i"]["n"] == u["c_minus_b"]["n"]
     assert any(line.startswith("round 2, (b) as the teacher, on B: (g) - (h) ") for line in out.splitlines())
     assert (tmp_path / "dg" / "domains.png").is_file()
+
+
+def test_benchmark_functions_stay_short() -> None:
+    """Benchmarks hold their arms and their table; the pipeline does the running (issue 30): no
+    function in benchmarks/ is longer than 60 lines."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert not long, long
+
+
+def test_kd_effect_smoke(tmp_path: Path) -> None:
+    """The KD-effect sweep end to end on tiny data through run_pipeline: every arm this tree has,
+    two seeds, contrasts with seed-and-face intervals, the exact-pose readout, the spread file.
+    Before synthesize.label_noise and students_soft exist, only s0 and arms a, b, c, e run."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _pipeline import has_key
+
+    out = _run(["benchmarks/kd_effect.py", str(tmp_path / "kd"), "--smoke"], timeout=900)
+    assert "| setting | teacher |" in out
+    rep = json.loads((tmp_path / "kd" / "kd_effect.json").read_text())
+    noise, soft = has_key("synthesize.label_noise"), has_key("students_soft")
+    assert [s["setting"] for s in rep["settings"]] == (["s0", "s2"] if noise else ["s0"])
+    for s in rep["settings"]:
+        assert set(s["arms"]) == {"a", "b", "c", "a_long", "b_long"} | ({"d"} if soft else set())
+        assert all(len(a["mae_per_seed"]) == 2 and len(a["train_exact"]) == 2 for a in s["arms"].values())
+        assert {"b - a", "b - c", "b - teacher", "b_long - a_long"} <= set(s["contrasts"])
+        assert all(c["ci_low"] <= c["delta"] <= c["ci_high"] for c in s["contrasts"].values())
+        assert s["labels_exact"]["mae_mean"] >= 0 and "slope_yaw" in s["store_exact"]
+    s0 = rep["settings"][0]
+    assert s0["labels_exact"]["mae_mean"] == 0  # exact labels at sigma 0
+    assert (tmp_path / "kd" / "settings" / "s0.json").is_file() and (tmp_path / "kd" / "kd_effect.png").is_file()
+    spread = json.loads((tmp_path / "kd" / "spread.json").read_text())
+    assert set(spread) == {"source", "student_sd", "delta_sd"} and spread["student_sd"] is not None

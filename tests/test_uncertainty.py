@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluation.uncertainty import paired_difference
+from pipeline.evaluation.uncertainty import paired_difference, seeded_difference
 
 
 def test_a_known_difference_is_found_and_its_interval_covers_it() -> None:
@@ -43,3 +43,23 @@ def test_the_interval_is_reproducible_and_inputs_are_checked() -> None:
         paired_difference(e, e[:10])
     with pytest.raises(ValueError, match="finite"):
         paired_difference(np.full(3, np.nan), np.zeros(3))
+
+
+def test_seeded_difference_covers_seeds_and_faces() -> None:
+    rng = np.random.default_rng(1)
+    faces = rng.gamma(2.0, 2.0, size=(1, 400))
+    # a is 0.5 worse than b on every face, but one seed is 2 worse: the seeds' spread must widen
+    # the interval beyond the faces-only one
+    a = faces + np.array([[0.0], [0.0], [1.5]]) + 0.5
+    b = np.repeat(faces, 3, axis=0)
+    diff = seeded_difference(a, b)
+    assert diff.delta == pytest.approx(1.0) and diff.n == 400
+    assert diff.low < 0.6 and diff.high > 1.9
+    one = seeded_difference(a[:1], b[:1])
+    assert one.delta == pytest.approx(0.5) and one.high - one.low < 1e-9  # constant difference
+    teacher = seeded_difference(a, faces)  # one row broadcast over the seeds
+    assert teacher.delta == pytest.approx(diff.delta)
+    with pytest.raises(ValueError, match="same seeds and faces"):
+        seeded_difference(a, b[:, :10])
+    with pytest.raises(ValueError, match=r"\[seeds, n\]"):
+        seeded_difference(a[0], b[0])
