@@ -94,7 +94,7 @@ class Run:
 
     def eval(self, role: str, backbone: str) -> dict[str, Any]:
         """``metrics/<run>/eval/<role>-<backbone>.json``, checked by the report's parser."""
-        from pipeline.evaluation.report import parse_eval
+        from pipeline.evaluation.results import parse_eval
 
         path = self.metrics / "eval" / f"{role}-{backbone}.json"
         data = json.loads(path.read_text())
