@@ -163,29 +163,14 @@ def read_teacher(run: Run) -> dict[str, Any]:
 
 
 def exact_angles(run: Run, rows: np.ndarray) -> np.ndarray:
-    """[n, 3] exact (noise-free) poses of boxes rows ``rows``, degrees: the synthesizer's reader
-    when this tree has it, else ``Pose_Para_exact`` beside the label (``Pose_Para`` without noise)."""
-    from pipeline.manifest.rows import image_paths
+    """[n, 3] exact (noise-free) poses of boxes rows ``rows``, degrees, from the synthesizer's own
+    reader (:func:`pipeline.synth.noise.exact_angles`), matched by image path."""
     from pipeline.manifest.schema import read_boxes
+    from pipeline.synth.noise import exact_angles as reader
 
-    df = read_boxes(run.path("data/boxes.parquet"))
-    files = [run.out / p for p in image_paths(df, rows)]
-    try:
-        from pipeline.synth.noise import exact_angles as reader  # type: ignore[import-not-found]
-    except ImportError:
-        reader = _exact_from_mat
-    return np.asarray(reader([f.with_suffix(".mat") for f in files]), np.float64)
-
-
-def _exact_from_mat(mats: list[Path]) -> np.ndarray:
-    import scipy.io
-
-    out = []
-    for m in mats:
-        mat = scipy.io.loadmat(str(m))
-        pose = mat["Pose_Para_exact"] if "Pose_Para_exact" in mat else mat["Pose_Para"]
-        out.append(np.degrees(np.asarray(pose, np.float64).reshape(-1)[:3]))
-    return np.stack(out)
+    table = reader(run.path(f"data/{run.params['synthetic'][0]}")).set_index("image_path")
+    paths = read_boxes(run.path("data/boxes.parquet"))["image_path"].astype(str).to_numpy()[rows]
+    return table.loc[paths, ["pitch", "yaw", "roll"]].to_numpy(np.float64)
 
 
 def readout(pred: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
