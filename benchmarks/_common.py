@@ -41,6 +41,7 @@ repo_on_path()
 # the pipeline's numerics (HPEKD_NUMERICS=native for the CPU's own): benchmarks import this module
 # before numpy and torch, so the pin is in force for them and for every process they start
 from pipeline.core import numerics  # noqa: E402
+from pipeline.core.config import default_config  # noqa: E402
 
 numerics.pin()
 
@@ -168,15 +169,14 @@ def synth_boxes(root: Path, n: int, size: int = 450, workers: int = 1, seed: int
     from pipeline.manifest.spec import IndexConfig
     from pipeline.relabel.config import RelabelConfig
     from pipeline.relabel.job import relabel, write_boxes
-    from pipeline.synth import synthesize
+    from pipeline.synth import SynthConfig, synthesize
 
     root = Path(root)
-    synthesize(root / "synthetic", n_train=n, n_test=0, seed=seed, size=size, workers=workers, progress=False,
-               label_noise={})  # timing only: exact labels
-    cfg = IndexConfig(datasets=({"name": "synth", "format": "300w_lp", "root": str(root / "synthetic" / "train"),
+    synthesize(default_config(SynthConfig, "synthesize", n_train=n, n_test=0, seed=seed, size=size, workers=workers, label_noise={}), root / "synthetic", progress=False)  # timing only: exact labels
+    cfg = default_config(IndexConfig, "index", datasets=({"name": "synth", "format": "300w_lp", "root": str(root / "synthetic" / "train"),
                                  "split": "train", "subsets": ["SYNTH"]},), workers=max(1, workers))
     manifest = build_manifest(cfg)
-    boxes, _ = relabel(manifest, RelabelConfig(source="landmarks", workers=1), progress=False)
+    boxes, _ = relabel(manifest, default_config(RelabelConfig, "relabel", source="landmarks", workers=1), progress=False)
     if repeat > 1:
         parts = []
         for k in range(repeat):

@@ -37,6 +37,8 @@ from typing import Any
 import _common
 from _common import REPO, machine, synth_boxes, write_results, write_stage1_checkpoint
 
+from pipeline.core.config import default_config
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -98,7 +100,7 @@ def teacher_part(pr: Preset, boxes: Path, ck: Path, work: Path, compile_model: b
 
     from pipeline.teacher.job import TeacherLabelsConfig
 
-    cfg = TeacherLabelsConfig(p=pr.p, s=pr.s, views=pr.views, shard_rows=pr.job_rows, chunk_rows=1,
+    cfg = default_config(TeacherLabelsConfig, "teacher_labels", p=pr.p, s=pr.s, views=pr.views, shard_rows=pr.job_rows, chunk_rows=1,
                               batch_size=pr.job_batch, chunk=pr.chunk, device=pr.device, amp=True,
                               compile=compile_model, loader_workers=min(8, os.cpu_count() or 1) if pr.device != "cpu" else 0)
     comp = compare_job(cfg, str(ck), str(boxes), pr.size, work, pr.rounds, pr.bare_seconds)

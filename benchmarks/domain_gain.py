@@ -133,9 +133,11 @@ def synth_domains(out: Path, p: dict, n_b: int, a_root: Path | None, domain: str
         info = root / "synth_info.json"
         if info.is_file() and _same_sizes(json.loads(info.read_text()), n_train, n_test):
             continue
-        timed(f"synthesize {name}", synthesize, root, n_train=n_train, n_test=n_test, seed=seed, size=s["size"],
-              workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False, domain=look,
-              label_noise=s["label_noise"])
+        from _pipeline import section_config
+
+        cfg = section_config({"synthesize": {**s, "n_train": n_train, "n_test": n_test, "seed": seed, "domain": look}},
+                             "synthesize")
+        timed(f"synthesize {name}", synthesize, cfg, root, progress=False)
     return a_root or out / "wild", out / domain, n_b_test
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import REPO, machine, peak_rss_mb, write_stage1_checkpoint
 
+from pipeline.core.config import default_config
+
 BASE = 100  # distinct samples
 SIZE, P, S, V = 16, 1, 1, 8
 STAGES = ("index", "relabel", "teacher-labels", "load", "dvc")
@@ -38,11 +40,11 @@ STAGES = ("index", "relabel", "teacher-labels", "load", "dvc")
 
 def make_dataset(root: Path, n: int) -> Path:
     """``root/train`` with n hard-linked 300W-LP-style samples (100 distinct)."""
-    from pipeline.synth import synthesize
+    from pipeline.synth import SynthConfig, synthesize
 
     base = root / "base"
     if not base.exists():
-        synthesize(base, n_train=BASE, n_test=0, seed=0, size=64, workers=2, progress=False, label_noise={})
+        synthesize(default_config(SynthConfig, "synthesize", n_train=BASE, n_test=0, seed=0, size=64, workers=2, label_noise={}), base, progress=False)
     src, lms = base / "train" / "SYNTH", base / "train" / "landmarks" / "SYNTH"
     out = root / f"n{n}" / "train"
     (out / "SYNTH").mkdir(parents=True)
@@ -86,7 +88,7 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
         from pipeline.manifest.index import index_datasets
         from pipeline.manifest.spec import IndexConfig
 
-        cfg = IndexConfig(datasets=({"name": "scale", "format": "300w_lp", "root": str(d / "train"), "split": "train",
+        cfg = default_config(IndexConfig, "index", datasets=({"name": "scale", "format": "300w_lp", "root": str(d / "train"), "split": "train",
                                      "subsets": ["SYNTH"]},), workers=2)
         t = time.perf_counter()
         index_datasets(cfg, d / "manifest.parquet")
@@ -95,7 +97,7 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
         from pipeline.relabel.job import read_manifest_table, relabel, write_boxes
 
         t = time.perf_counter()
-        boxes, _ = relabel(read_manifest_table(d / "manifest.parquet"), RelabelConfig(source="landmarks", workers=1),
+        boxes, _ = relabel(read_manifest_table(d / "manifest.parquet"), default_config(RelabelConfig, "relabel", source="landmarks", workers=1),
                            progress=False)
         write_boxes(boxes, d / "boxes.parquet")
     elif stage == "teacher-labels":
@@ -103,7 +105,7 @@ def run_stage(stage: str, d: Path, network: str) -> dict[str, Any]:
         from pipeline.teacher import compute, job
 
         ck = write_stage1_checkpoint(d / "teacher.pt", "resnet18", SIZE)
-        cfg = job.TeacherLabelsConfig(p=P, s=S, views=V, shard_rows=4096, chunk_rows=64, batch_size=64, chunk=0,
+        cfg = default_config(job.TeacherLabelsConfig, "teacher_labels", p=P, s=S, views=V, shard_rows=4096, chunk_rows=64, batch_size=64, chunk=0,
                                       loader_workers=0, device="cpu", workers=0)
         if network == "stub":
             compute._MODEL_CACHE[(sha256_file(ck), "cpu", False)] = (StubNet.build(198), torch.device("cpu"))

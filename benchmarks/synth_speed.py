@@ -19,7 +19,8 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import alternate, machine, ratio_line
 
-from pipeline.synth import synthesize
+from pipeline.core.config import default_config
+from pipeline.synth import SynthConfig, synthesize
 
 
 def main() -> None:
@@ -35,13 +36,12 @@ def main() -> None:
         def run(workers: int) -> float:
             runs[0] += 1
             c0 = time.process_time()
-            info = synthesize(Path(tmp) / f"r{runs[0]}", n_train=args.n, n_test=0, seed=0, size=args.size,
-                              workers=workers, progress=False, label_noise={})
+            info = synthesize(default_config(SynthConfig, "synthesize", n_train=args.n, n_test=0, seed=0, size=args.size, workers=workers, label_noise={}), Path(tmp) / f"r{runs[0]}", progress=False)
             if workers == 1:
                 per_cpu.append(args.n / (time.process_time() - c0))
             return info["images_per_s"]
 
-        synthesize(Path(tmp) / "warmup", n_train=4, n_test=0, seed=99, size=args.size, progress=False, label_noise={})
+        synthesize(default_config(SynthConfig, "synthesize", n_train=4, n_test=0, seed=99, size=args.size, label_noise={}), Path(tmp) / "warmup", progress=False)
         comp = alternate("synthesizer", "images/s", {"1 worker": lambda: run(1), "2 workers": lambda: run(2)},
                          rounds=args.rounds, warmup=False)
     print(f"{machine()}; {args.n} images {args.size}x{args.size} per run")

@@ -23,6 +23,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 from _common import Comparison, alternate, cpu_seconds, machine, ratio_line, synth_boxes, write_stage1_checkpoint
 
+from pipeline.core.config import default_config
 from pipeline.core.device import resolve_device
 from pipeline.core.io import sha256_file
 from pipeline.teacher.compute import cached_model
@@ -104,7 +105,7 @@ def main() -> None:
     dev = resolve_device(args.device)
     if args.loader_workers is None:
         args.loader_workers = 8 if dev.type == "cuda" else 0
-    cfg = TeacherLabelsConfig(
+    cfg = default_config(TeacherLabelsConfig, "teacher_labels",
         p=args.p, s=args.s, views=args.views, shard_rows=args.shard_rows, chunk_rows=16 if args.shard_rows % 16 == 0 else 1,
         batch_size=args.batch_size, chunk=args.chunk, loader_workers=args.loader_workers, device=str(dev),
         amp=not args.no_amp, compile=args.compile, threads=args.threads, workers=args.workers,

@@ -19,6 +19,7 @@ synthesizes 450-px JPEG faces into a temporary folder. The last line is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,14 +33,15 @@ import torch
 from _common import Comparison, alternate, machine, ratio_line, synth_boxes
 from torch.utils.data import default_collate
 
+from pipeline.core.config import default_config
 from pipeline.core.views import views_array
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.network import HeadPoseNet, ModelSpec
-from pipeline.training.config import EngineConfig
 from pipeline.training.engine import make_optimizer, train_one_epoch
 from pipeline.training.runtime import Runtime, setup_runtime
+from pipeline.training.stage1 import Stage1Config
 
 
 @dataclass
@@ -72,7 +74,7 @@ def _stage2(boxes: pd.DataFrame, backbone: str, size: int, views: int = 8, seed:
 
     rows = split_rows(boxes, "train")
     ids = boxes["sample_id"].astype(str).to_numpy()[rows]
-    cfg = StudentConfig(backbone=backbone, input_size=size, seed=seed)
+    cfg = default_config(StudentConfig, "train_student", backbone=backbone, input_size=size, seed=seed)
     q = cfg.spec().grids["bin1"].count
     logits = np.random.default_rng(seed).normal(size=(len(rows), views, 3, q)).astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -105,7 +107,7 @@ def make_bench(stage: int, boxes: str | Path, backbone: str, size: int, batch: i
     model = HeadPoseNet(spec).to(rt.device)
     if rt.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer, _ = make_optimizer(model, EngineConfig(lr=lr))
+    optimizer, _ = make_optimizer(model, dataclasses.replace(default_config(Stage1Config, "train_teacher").engine(), lr=lr))
     return TrainBench(model, optimizer, loss_fn, rt, ds, batch)
 
 

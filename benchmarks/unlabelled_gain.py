@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from _common import StepTimer, default_params, pipeline_run_dir
 
+from pipeline.core.config import default_config
 from pipeline.manifest.rows import image_paths, ok_mask, split_mask
 
 STUDENTS = {
@@ -92,7 +93,7 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     mixed = {**p["index"], "datasets": [{"name": "mine", "format": "table", "root": str(out / "synthetic"),
                                          "table": str(out / "faces.csv")}]}
     manifest = build_manifest(section_config({"index": mixed}, "index"))
-    boxes, _ = relabel(manifest, RelabelConfig(source="table", workers=1), progress=False)
+    boxes, _ = relabel(manifest, default_config(RelabelConfig, "relabel", source="table", workers=1), progress=False)
     write_boxes(boxes, out / "boxes.parquet")
     bp = str(out / "boxes.parquet")
 

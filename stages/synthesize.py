@@ -37,9 +37,7 @@ def cli(out_dir: str, params_path: str, workers: int | None, no_progress: bool) 
         raise ValueError(f"--workers must be >= 1, got {workers}")
     check_folder_output(out_dir, SYNTH_DATASET, "--out", [params_path])
     cfg = load_config(params_path, "synthesize", workers=workers)
-    info = synthesize(Path(out_dir), cfg.n_train, cfg.n_test, cfg.seed, size=cfg.size, workers=cfg.workers,
-                      occluder_prob=cfg.occluder_prob, progress=not no_progress, domain=cfg.domain,
-                      label_noise=cfg.label_noise)
+    info = synthesize(cfg, Path(out_dir), progress=not no_progress)
     click.echo(f"synthesized {info['n_train']} train + {info['n_test']} test images ({cfg.size}x{cfg.size}) "
                f"into {out_dir} in {info['seconds']:.1f}s ({info['images_per_s']:.1f} images/s); "
                f"contact sheet: {Path(out_dir) / 'contact_sheet.png'}")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.core.config import config_from_mapping
+from pipeline.core.config import config_from_mapping, default_config
 from pipeline.core.images import read_image
 from pipeline.manifest.boxfile import FileBox, load_box_file, match_box_file
 from pipeline.manifest.index import build_manifest, index_datasets, summarize
@@ -370,7 +370,7 @@ def test_cli_bad_inputs_nothing_written(tmp_path: Path) -> None:
 
 def test_index_synthetic_angles_exact(tmp_path: Path) -> None:
     gen = pytest.importorskip("pipeline.synth.generate")
-    gen.synthesize(tmp_path / "synthetic", n_train=3, n_test=2, seed=7, size=64, progress=False, label_noise={})
+    gen.synthesize(default_config(gen.SynthConfig, "synthesize", n_train=3, n_test=2, seed=7, size=64, label_noise={}), tmp_path / "synthetic", progress=False)
     out = tmp_path / "manifest.parquet"
     index_datasets(cfg(
         {"name": "synth_train", "format": "300w_lp", "root": str(tmp_path / "synthetic/train"), "split": "train", "subsets": ["SYNTH"]},

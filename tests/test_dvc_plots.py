@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.core.config import default_config
 from pipeline.evaluation.ensemble_grid import EnsembleGridConfig, write_grid
 from pipeline.training.engine import write_metrics
 
@@ -81,7 +82,7 @@ def _files(root: Path, plots: list[dict], params: dict) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
         elif "ensemble_grid" in f:
-            write_grid(rows, EnsembleGridConfig(p_max=2, s=(1, 2)), str(root / "grid.json"), str(path),
+            write_grid(rows, default_config(EnsembleGridConfig, "ensemble_grid", p_max=2, s=(1, 2)), str(root / "grid.json"), str(path),
                        str(root / "grid.png"))
         elif f.endswith(".csv"):
             write_metrics(None, path, history, None)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
+from pipeline.core.config import default_config
 from pipeline.teacher import labelread, labelstore
 from pipeline.teacher.encoding import Encoding, encoding_from_attrs
 from pipeline.teacher.labelread import load_teacher_labels
@@ -101,9 +102,9 @@ def test_bad_encoding_in_params_refused_before_anything_runs(tmp_path: Path) -> 
     from pipeline.teacher.job import TeacherLabelsConfig
 
     with pytest.raises(ValueError, match="unknown label encoding 'int4'"):
-        TeacherLabelsConfig(encoding="int4")
+        default_config(TeacherLabelsConfig, "teacher_labels", encoding="int4")
     with pytest.raises(ValueError, match="K must be"):
-        TeacherLabelsConfig(encoding="top0")
+        default_config(TeacherLabelsConfig, "teacher_labels", encoding="top0")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_compact_store_verifies_reads_and_trains_one_epoch(tiny: Path, tmp_path:
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
     assert labels.nbytes < load_teacher_labels(ref).nbytes  # compact in RAM as well
 
-    cfg = StudentConfig(input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
     res = train_student(cfg, StoreTargets(str(store)), tiny, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert math.isfinite(res["final"]["loss"]) and res["final"]["kl"] > 0
 
@@ -159,9 +160,9 @@ def test_resume_on_a_store_with_another_encoding_is_refused(tiny: Path, tmp_path
     """A student never continues on soft targets other than the ones it began with."""
     a = make_oracle_store(tiny, tmp_path / "a.zarr", size=SIZE, n_views=2)
     b = make_oracle_store(tiny, tmp_path / "b.zarr", size=SIZE, n_views=2, encoding="top8")
-    cfg = StudentConfig(input_size=SIZE, batch_size=8, epochs=2, workers=0, device="cpu", photometric=False)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE, batch_size=8, epochs=2, workers=0, device="cpu", photometric=False)
     paths = RunPaths(tmp_path / "s.pt", tmp_path / "m.json")
-    one = StudentConfig(input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
+    one = default_config(StudentConfig, "train_student", input_size=SIZE, batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
     train_student(one, StoreTargets(str(a)), tiny, paths, progress=False)
     with pytest.raises(ValueError, match=r"cannot resume .*other soft labels \(encoding"):
         train_student(cfg, StoreTargets(str(b)), tiny, paths, resume=True, progress=False)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from scipy.spatial.transform import Rotation
 
 from pipeline.core.angles import rotation_from_degrees
-from pipeline.core.config import config_from_mapping
+from pipeline.core.config import config_from_mapping, default_config, default_section
 from pipeline.synth import SynthConfig, draw_sample, sample_name, synthesize
 from pipeline.synth.domain import LAB_IDENTITIES
 from pipeline.synth.noise import (
@@ -37,8 +37,7 @@ NOISE = {"train": {"sigma": 5.0, "outliers": 0.9, "group": 3}}  # at seed 7: gro
 
 
 def _run(out: Path, label_noise: dict, n_train: int = 6, workers: int = 1, domain: str = "wild") -> Path:
-    synthesize(out, n_train=n_train, n_test=2, seed=SEED, size=SIZE, workers=workers, progress=False, domain=domain,
-               label_noise=label_noise)
+    synthesize(default_config(SynthConfig, "synthesize", n_train=n_train, n_test=2, seed=SEED, size=SIZE, workers=workers, domain=domain, label_noise=label_noise), out, progress=False)
     return out
 
 
@@ -179,7 +178,7 @@ def test_bad_input(value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_label_noise(value)
     with pytest.raises(ValueError, match=message):
-        SynthConfig(n_train=1, label_noise=value)  # type: ignore[arg-type]
+        SynthConfig(**{**default_section("synthesize"), "n_train": 1, "label_noise": value})  # the record's own check
 
 
 def test_required_key_and_cli(tmp_path: Path) -> None:

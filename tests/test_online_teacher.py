@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 from torch.utils.data import default_collate
 
-from pipeline.core.config import config_from_mapping
+from pipeline.core.config import config_from_mapping, default_config
 from pipeline.core.views import view_from_row
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint
@@ -64,7 +64,7 @@ def _plan(env, teacher: OnlineTeacher, cfg: StudentConfig, ck=None):
 
 def _cfg(**kw) -> StudentConfig:
     base = dict(input_size=None, batch_size=6, epochs=1, workers=0, device="cpu", photometric=False, lr=1e-3)
-    return StudentConfig(**{**base, **kw})
+    return default_config(StudentConfig, "train_student", **{**base, **kw})
 
 
 def test_online_ensemble_equals_the_teacher_job_for_the_same_view(env, monkeypatch) -> None:

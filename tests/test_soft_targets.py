@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
+from pipeline.core.config import default_config
 from pipeline.manifest.schema import read_boxes
 from pipeline.model.checkpoint import load_checkpoint
 from pipeline.teacher.labelread import load_teacher_labels
@@ -55,7 +56,7 @@ def test_keyed_views_are_the_stores_views(data: tuple[Path, Path]) -> None:
     """The teacher-free students draw exactly the view the KD student replays from the store (same
     draw from the sample's generator, same keyed view), with no store."""
     boxes, store = data
-    cfg = StudentConfig(input_size=SIZE, kd_weight=0.0, photometric=False)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE, kd_weight=0.0, photometric=False)
     req = Requirements(student_bins(cfg.spec()), cfg.size)
     df = read_boxes(boxes)
     kd = StoreTargets(str(store))

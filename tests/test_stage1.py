@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from conftest import TEST_SEED, make_tiny_dataset
 
-from pipeline.core.config import config_from_mapping
+from pipeline.core.config import config_from_mapping, default_config, default_section
 from pipeline.data.datasets import PoseDataset
 from pipeline.evaluation.errors import read_errors
 from pipeline.evaluation.evaluate import EvalConfig, EvalOutputs, evaluate_checkpoint
@@ -82,7 +82,7 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     tiny_boxes = make_tiny_dataset(tmp_path / "data", n_train=20, n_test=4, size=48, seed=2)
-    cfg2 = Stage1Config(**{**FAST, "batch_size": 8}, epochs=2, seed=7, scheduler="cosine", bin_sizes=(1, 3))
+    cfg2 = default_config(Stage1Config, "train_teacher", **{**FAST, "batch_size": 8}, epochs=2, seed=7, scheduler="cosine", bin_sizes=(1, 3))
     straight = tmp_path / "straight.pt"
     train_teacher(cfg2, tiny_boxes, RunPaths(straight), progress=False)
     part = tmp_path / "part.pt"
@@ -103,28 +103,29 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 
 def test_stage1_config_errors() -> None:
+    DEFAULT1 = default_section("train_teacher")  # noqa: N806 - a constant of this test
     where = "params.yaml section 'train_teacher'"
     with pytest.raises(ValueError, match="unknown backbone 'resnet19'"):
-        config_from_mapping(Stage1Config, {"backbone": "resnet19"}, where)
+        config_from_mapping(Stage1Config, {**DEFAULT1, "backbone": "resnet19"}, where)
     for bad in (0, -2, 0.1, 150, 400):
         with pytest.raises(ValueError, match=f"bin size {bad!r}"):
-            config_from_mapping(Stage1Config, {"bin_sizes": [1, bad]}, where)
+            config_from_mapping(Stage1Config, {**DEFAULT1, "bin_sizes": [1, bad]}, where)
     with pytest.raises(ValueError, match="duplicates"):
-        config_from_mapping(Stage1Config, {"bin_sizes": [1, 1]}, where)
+        config_from_mapping(Stage1Config, {**DEFAULT1, "bin_sizes": [1, 1]}, where)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['bacbone'\]"):
         config_from_mapping(Stage1Config, {"bacbone": "resnet18"}, where)
     with pytest.raises(ValueError, match="scheduler 'step'"):
-        config_from_mapping(Stage1Config, {"scheduler": "step"}, where)
+        config_from_mapping(Stage1Config, {**DEFAULT1, "scheduler": "step"}, where)
     with pytest.raises(ValueError, match="input_size"):
-        config_from_mapping(Stage1Config, {"input_size": 4}, where)
+        config_from_mapping(Stage1Config, {**DEFAULT1, "input_size": 4}, where)
     # the one input_size rule of both stages: never a bool, and (unlike the student) never null
     for bad in (True, None):
         with pytest.raises(ValueError, match=rf"input_size = {bad} is \w+; expected int or \[int, int\]$"):
-            config_from_mapping(Stage1Config, {"input_size": bad}, where)
+            config_from_mapping(Stage1Config, {**DEFAULT1, "input_size": bad}, where)
     for bad in (True, None, (True, 32)):
         with pytest.raises(ValueError, match=rf"input_size {re.escape(repr(bad))} must be an int or \[h, w\]"):
-            Stage1Config(input_size=bad)
-    cfg = config_from_mapping(Stage1Config, {"bin_sizes": [1, 2], "input_size": [48, 40]}, where)
+            Stage1Config(**{**DEFAULT1, "input_size": bad})  # the record's own check, past the type check
+    cfg = config_from_mapping(Stage1Config, {**DEFAULT1, "bin_sizes": [1, 2], "input_size": [48, 40]}, where)
     assert cfg.spec().bin_sizes == (1, 2) and cfg.size == (48, 40)
 
 
@@ -200,7 +201,7 @@ def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None
     ckpt = tmp_path / "s.pt"
     save_checkpoint(ckpt, {"kind": "student", "model_spec": model.spec.to_dict(), "model": model.state_dict(),
                            "optimizer": {}, "scheduler": None, "epoch": 1, "config": {}, "input_size": [32, 32]})
-    res = evaluate_checkpoint(ckpt, boxes, cfg=EvalConfig(workers=0, grid_faces=4, grid_size=48),
+    res = evaluate_checkpoint(ckpt, boxes, "test", None, cfg=default_config(EvalConfig, "evaluate", workers=0, grid_faces=4, grid_size=48),
                               outputs=EvalOutputs(tmp_path / "e.json", tmp_path / "g.png", errors=tmp_path / "e.parquet"))
     err = read_errors(tmp_path / "e.parquet")
     assert len(err) == 15 and set(err["dataset"]) == {"tiny_test", "other_test"}, "one row per face within ±99°"
@@ -214,7 +215,7 @@ def test_evaluate_reports_each_dataset(tiny_boxes: Path, tmp_path: Path) -> None
 
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last_epoch(tiny_boxes: Path, tmp_path: Path) -> None:
-    cfg = Stage1Config(**{**FAST, "workers": 2}, epochs=1, device="cuda")
+    cfg = default_config(Stage1Config, "train_teacher", **{**FAST, "workers": 2}, epochs=1, device="cuda")
     res = train_teacher(cfg, tiny_boxes, RunPaths(tmp_path / "t.pt"), progress=False)
     assert np.isfinite(res["final"]["loss"]) and np.isfinite(res["final"]["mae_mean"])
     assert load_checkpoint(tmp_path / "t.pt")["model"]["trunk.conv1.weight"].device.type == "cpu"
@@ -265,7 +266,9 @@ def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
         "import torch\ntorch.set_num_threads(1)\n"
         "from pipeline.training.outputs import RunPaths\n"
         "from pipeline.training.stage1 import Stage1Config, train_teacher\n"
-        "cfg = Stage1Config(backbone='resnet18', input_size=32, batch_size=4, workers=0, epochs=1, device='cpu')\n"
+        "from pipeline.core.config import default_config\n"
+        "cfg = default_config(Stage1Config, 'train_teacher', backbone='resnet18', input_size=32, batch_size=4, "
+        "workers=0, epochs=1, device='cpu')\n"
         f"train_teacher(cfg, {str(boxes)!r}, RunPaths({str(tmp_path / 't.pt')!r}, {str(tmp_path / 'm.json')!r}), "
         "progress=False)\n"
     )
@@ -290,11 +293,11 @@ def test_default_recipe_learns_all_three_angles(tmp_path: Path) -> None:
     boxes = make_tiny_dataset(tmp_path, n_train=192, n_test=48, size=48, seed=1 + TEST_SEED)
     slopes = {}
     for name, fn, hl in (("default", True, 10.0), ("old", False, 1.0)):
-        cfg = Stage1Config(backbone="resnet18", input_size=32, batch_size=32, epochs=12, lr=1e-3, scheduler="cosine",
+        cfg = default_config(Stage1Config, "train_teacher", backbone="resnet18", input_size=32, batch_size=32, epochs=12, lr=1e-3, scheduler="cosine",
                            workers=0, device="cpu", photometric=False, max_angle=0.0, feature_norm=fn,
                            head_lr_mult=hl, eval_every=100, seed=TEST_SEED)
         train_teacher(cfg, boxes, RunPaths(tmp_path / f"{name}.pt"), progress=False)
-        res = evaluate_checkpoint(tmp_path / f"{name}.pt", boxes, "test", None, EvalConfig(workers=0, device="cpu"))
+        res = evaluate_checkpoint(tmp_path / f"{name}.pt", boxes, "test", None, default_config(EvalConfig, "evaluate", workers=0, device="cpu"))
         slopes[name] = [res["all"][f"slope_{a}"] for a in ("pitch", "yaw", "roll")]
         assert res["all"]["baseline_mae_mean"] > 0
     print(f"\nslopes (pitch, yaw, roll): default {[round(x, 3) for x in slopes['default']]}, "

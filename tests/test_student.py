@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import TEST_SEED, make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
-from pipeline.core.config import config_from_mapping
+from pipeline.core.config import config_from_mapping, default_config
 from pipeline.core.images import read_image
 from pipeline.data.datasets import PoseDataset
 from pipeline.data.loader import make_loader
@@ -53,7 +53,7 @@ def test_student_loss_eq7_by_hand(data: tuple[Path, Path]) -> None:
     """The student's loss_fn = (0.05·Σ CE(gt) + Σ KL(teacher ‖ out)) / 2 with the replayed view's target."""
     boxes, store = data
     labels = load_teacher_labels(store)
-    cfg = StudentConfig(input_size=SIZE)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE)
     table = TeacherTable(labels, len(read_boxes(boxes)))
     loss_fn, predict_fn = student_fns(cfg.spec(), lambda dev, b: table(b["index"], b["view_id"], dev), cfg.ce_weight)
     grid = BinGrid(1)
@@ -99,7 +99,7 @@ def test_view_replay_equals_teacher_view(data: tuple[Path, Path]) -> None:
     boxes, store = data
     df = read_boxes(boxes)
     labels = load_teacher_labels(store)
-    cfg = StudentConfig(input_size=SIZE, photometric=False)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE, photometric=False)
     ds = _dataset(store, boxes, cfg)
     p = 4
     paths = [str(Path(r) / ip) for r, ip in zip(df["root"], df["image_path"])]
@@ -144,7 +144,7 @@ def test_store_is_opened_once_and_indexed_once(data: tuple[Path, Path], monkeypa
 
 def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
     boxes, store = data
-    cfg = StudentConfig(input_size=SIZE)
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE)
     a = _dataset(store, boxes, cfg)
     b = _dataset(store, boxes, cfg)
     va = [int(a[(1, i)]["view_id"]) for i in range(len(a))]
@@ -152,7 +152,7 @@ def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
     assert va != [int(a[(2, i)]["view_id"]) for i in range(len(a))]  # a fresh draw per epoch
     # photometric augmentation changes pixels, not the view or the target
     aug = a[(1, 0)]
-    plain = _dataset(store, boxes, StudentConfig(input_size=SIZE, photometric=False))[(1, 0)]
+    plain = _dataset(store, boxes, default_config(StudentConfig, "train_student", input_size=SIZE, photometric=False))[(1, 0)]
     assert int(aug["view_id"]) == int(plain["view_id"])
     assert torch.equal(aug["target"], plain["target"])
 
@@ -161,7 +161,7 @@ def test_view_choice_is_seeded(data: tuple[Path, Path]) -> None:
 
 
 def _check(store: Path, boxes: Path, size: int = SIZE, teacher: Path | None = None) -> None:
-    cfg = StudentConfig(input_size=size)
+    cfg = default_config(StudentConfig, "train_student", input_size=size)
     StoreTargets(str(store), teacher=teacher).plan(read_boxes(boxes), boxes,
                                                    Requirements(student_bins(cfg.spec()), cfg.size), 0)
 
@@ -223,19 +223,19 @@ def test_memory_limit(data: tuple[Path, Path]) -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="unknown backbone"):
-        StudentConfig(backbone="vgg16")
+        default_config(StudentConfig, "train_student", backbone="vgg16")
     with pytest.raises(ValueError, match="input_size"):
-        StudentConfig(input_size=(8, 8))
+        default_config(StudentConfig, "train_student", input_size=(8, 8))
     # the one input_size rule of both stages: never a bool; null only here (= the store's size)
-    assert StudentConfig(input_size=None).size is None and StudentConfig(input_size=[48, 40]).size == (48, 40)
+    assert default_config(StudentConfig, "train_student", input_size=None).size is None and default_config(StudentConfig, "train_student", input_size=[48, 40]).size == (48, 40)
     with pytest.raises(ValueError, match=r"input_size = True is bool; expected int or \[int, int\] or null"):
         config_from_mapping(StudentConfig, {"input_size": True}, "train_student")
     for bad in (True, (True, 32), (64, False)):
         with pytest.raises(ValueError, match=rf"input_size {re.escape(repr(bad))} must be null, an int or \[h, w\]"):
-            StudentConfig(input_size=bad)
-    spec = StudentConfig(backbone="resnet34").spec()
+            default_config(StudentConfig, "train_student", input_size=bad)
+    spec = default_config(StudentConfig, "train_student", backbone="resnet34").spec()
     assert (spec.backbone, spec.bin_sizes, spec.regression) == ("resnet34", (1,), False)
-    assert StudentConfig().lr == 3e-4 and StudentConfig().ce_weight == 0.05
+    assert default_config(StudentConfig, "train_student").lr == 3e-4 and default_config(StudentConfig, "train_student").ce_weight == 0.05
 
 
 # ----------------------------------------------------------------------------- training
@@ -271,7 +271,7 @@ def test_short_training_lowers_mae_and_cli_resume(tmp_path: Path) -> None:
     torch.manual_seed(TEST_SEED)
     from pipeline.model.network import HeadPoseNet
 
-    before = _test_mae(HeadPoseNet(StudentConfig().spec()), boxes)
+    before = _test_mae(HeadPoseNet(default_config(StudentConfig, "train_student").spec()), boxes)
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     state = load_checkpoint(out)
@@ -309,7 +309,7 @@ def test_cli_errors(data: tuple[Path, Path], tmp_path: Path) -> None:
 def test_train_student_function_small(data: tuple[Path, Path], tmp_path: Path) -> None:
     """One epoch through the library entry point, photometric on, DVC metrics written."""
     boxes, store = data
-    cfg = StudentConfig(input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
+    cfg = default_config(StudentConfig, "train_student", input_size=SIZE, batch_size=16, epochs=1, workers=0, device="cpu")
     res = train_student(cfg, StoreTargets(str(store)), boxes, RunPaths(tmp_path / "s.pt", tmp_path / "m.json"), progress=False)
     assert set(res["final"]) >= {"loss", "ce", "kl", "mae_mean"}
     assert math.isfinite(res["final"]["loss"])

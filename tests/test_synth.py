@@ -11,6 +11,7 @@ import scipy.io
 from click.testing import CliRunner
 
 from pipeline.core.angles import flip_pose, project_3ddfa
+from pipeline.core.config import default_config
 from pipeline.core.images import read_image
 from pipeline.synth import (
     FLIP_PERM,
@@ -34,7 +35,7 @@ SIZE = 128
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
-    synthesize(out, n_train=5, n_test=3, seed=7, size=SIZE, workers=1, progress=False, label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=5, n_test=3, seed=7, size=SIZE, workers=1, label_noise={}), out, progress=False)
     return out
 
 
@@ -113,12 +114,12 @@ def test_positive_yaw_turns_the_nose_to_the_image_left() -> None:
 
 def test_determinism(tmp_path: Path, synth_dir: Path) -> None:
     again = tmp_path / "again"
-    synthesize(again, n_train=5, n_test=3, seed=7, size=SIZE, workers=2, progress=False, label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=5, n_test=3, seed=7, size=SIZE, workers=2, label_noise={}), again, progress=False)
     for rel in ("train/SYNTH/SYNTH_000002.jpg", "train/SYNTH/SYNTH_000002.mat",
                 "train/landmarks/SYNTH/SYNTH_000004_pts.mat", "test/image00001.jpg", "test/image00001.mat"):
         assert (again / rel).read_bytes() == (synth_dir / rel).read_bytes(), rel
     other = tmp_path / "other"
-    synthesize(other, n_train=1, n_test=0, seed=8, size=SIZE, progress=False, label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=8, size=SIZE, label_noise={}), other, progress=False)
     rel = "train/SYNTH/SYNTH_000000.jpg"
     assert (other / rel).read_bytes() != (synth_dir / rel).read_bytes()
 
@@ -184,9 +185,9 @@ def test_cli_bad_params(tmp_path: Path, section: str | dict, message: str) -> No
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        SynthConfig(workers=0, label_noise={})
+        default_config(SynthConfig, "synthesize", workers=0, label_noise={})
     with pytest.raises(ValueError, match="nothing to generate"):
-        SynthConfig(n_train=0, n_test=0, label_noise={})
+        default_config(SynthConfig, "synthesize", n_train=0, n_test=0, label_noise={})
     res = CliRunner().invoke(main, ["synthesize", "--out", "x", "--workers", "0"])
     assert res.exit_code == 1 and "--workers must be >= 1" in res.output
 
@@ -210,7 +211,7 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     from pipeline.synth.domain import LAB_IDENTITIES
 
     out = tmp_path / "lab"
-    synthesize(out, n_train=14, n_test=2, seed=3, size=SIZE, progress=False, domain="lab", label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=14, n_test=2, seed=3, size=SIZE, domain="lab", label_noise={}), out, progress=False)
     for i in (0, 5, 13):
         spec = _labels_as_drawn(out, 3, i, "lab")
         assert not spec.occluder and 0.40 * SIZE <= spec.face_size <= 0.44 * SIZE
@@ -226,7 +227,7 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     info = json.loads((out / "synth_info.json").read_text())
     assert info["config"]["domain"] == "lab"
     wild = tmp_path / "wild"
-    synthesize(wild, n_train=1, n_test=0, seed=3, size=SIZE, progress=False, label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=3, size=SIZE, label_noise={}), wild, progress=False)
     rel = "train/SYNTH/SYNTH_000000.jpg"
     assert (wild / rel).read_bytes() != (out / rel).read_bytes()
 
@@ -237,7 +238,7 @@ def test_car_domain_same_labels_infrared_look(tmp_path: Path) -> None:
     from pipeline.synth.domain import CAR_IDENTITIES
 
     out = tmp_path / "car"
-    synthesize(out, n_train=10, n_test=2, seed=4, size=SIZE, progress=False, domain="car", label_noise={})
+    synthesize(default_config(SynthConfig, "synthesize", n_train=10, n_test=2, seed=4, size=SIZE, domain="car", label_noise={}), out, progress=False)
     for i in (0, 9):
         _labels_as_drawn(out, 4, i, "car")
     same = draw_sample(4, "train", 2, SIZE, domain="car").head

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from pipeline.core.config import default_config
 from pipeline.core.images import write_image
 from pipeline.manifest.index import IndexConfig, build_manifest
 from pipeline.manifest.schema import read_manifest
@@ -32,7 +33,7 @@ def _images(root: Path, names: list[str], size: int = 64) -> None:
 
 
 def _config(spec: dict, on_error: str = "raise") -> IndexConfig:
-    return IndexConfig(datasets=({"name": "mine", "format": "table", **spec},), on_error=on_error, workers=1)
+    return default_config(IndexConfig, "index", datasets=({"name": "mine", "format": "table", **spec},), on_error=on_error, workers=1)
 
 
 def test_good_table_labelled_unlabelled_box_split_face_group(tmp_path: Path) -> None:
@@ -121,22 +122,22 @@ def test_file_level_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"convention must be one of \['hpekd', 'kd_oe_hpe'\]"):
         _config({"root": root, "table": "t.csv", "convention": "opencv"})
     with pytest.raises(ValueError, match=r"key 'table' is not used by format 'aflw2000'"):
-        IndexConfig(datasets=({"name": "x", "format": "aflw2000", "root": root, "table": "t.csv"},))
+        default_config(IndexConfig, "index", datasets=({"name": "x", "format": "aflw2000", "root": root, "table": "t.csv"},))
 
 
 def test_images_format_recursive_unlabelled_training_rows(tmp_path: Path) -> None:
     _images(tmp_path / "faces", ["b.jpg", "a/x.png", "a/y.JPG"])
     (tmp_path / "faces" / "notes.txt").write_text("not an image")
-    cfg = IndexConfig(datasets=({"name": "web", "format": "images", "root": str(tmp_path / "faces")},), workers=1)
+    cfg = default_config(IndexConfig, "index", datasets=({"name": "web", "format": "images", "root": str(tmp_path / "faces")},), workers=1)
     df = build_manifest(cfg)
     assert df["image_path"].tolist() == ["a/x.png", "a/y.JPG", "b.jpg"]
     assert (~df["labelled"]).all() and (df["split"] == "train").all() and (df["status"] == "ok").all()
     assert np.isnan(df[["pitch", "yaw", "roll"]].to_numpy(float)).all()
     with pytest.raises(ValueError, match=r"format images holds unlabelled images, which are training rows only"):
-        IndexConfig(datasets=({"name": "web", "format": "images", "root": "x", "split": "test"},))
+        default_config(IndexConfig, "index", datasets=({"name": "web", "format": "images", "root": "x", "split": "test"},))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"dataset 'web': no images under"):
-        build_manifest(IndexConfig(datasets=({"name": "web", "format": "images", "root": str(tmp_path / "empty")},)))
+        build_manifest(default_config(IndexConfig, "index", datasets=({"name": "web", "format": "images", "root": str(tmp_path / "empty")},)))
 
 
 def test_cli_index_counts_labelled_and_unlabelled(tmp_path: Path) -> None:
@@ -185,10 +186,10 @@ def test_relabel_source_table_and_detector_on_unlabelled_images(tmp_path: Path, 
         "two.png,1,2,3,0,0,24,24\n"     # labelled, box on the corner face
         "one.png,,,,,,,\n")             # unlabelled, no box
     manifest = build_manifest(_config({"root": str(img), "table": str(tmp_path / "t.csv")}))
-    boxes, summary = relabel(manifest, RelabelConfig(source="table", workers=1), progress=False)
+    boxes, summary = relabel(manifest, default_config(RelabelConfig, "relabel", source="table", workers=1), progress=False)
     assert boxes.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [0, 0, 24, 24] and boxes.loc[0, "box_source"] == "table"
     assert boxes.loc[1, "status"] == "rejected" and boxes.loc[1, "reason"] == "no box in table"
-    boxes, summary = relabel(manifest, RelabelConfig(source="detector", detector="blobs", workers=1,
+    boxes, summary = relabel(manifest, default_config(RelabelConfig, "relabel", source="detector", detector="blobs", workers=1,
                                                      score_threshold=0.0), progress=False)
     # the given box picks the corner face over the centre one; the unlabelled image gets its face
     assert boxes.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [2, 2, 22, 22]

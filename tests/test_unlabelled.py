@@ -21,6 +21,7 @@ import yaml
 from conftest import make_tiny_dataset
 
 from pipeline.core.bins import BinGrid
+from pipeline.core.config import default_config
 from pipeline.core.views import View, fit_view, views_array
 from pipeline.data.datasets import PoseDataset
 from pipeline.manifest.rows import RowQuery, split_rows
@@ -47,7 +48,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ck = make_teacher_checkpoint(root / "teacher.pt", size=32)
     store = root / "labels.zarr"
     torch.set_num_threads(1)
-    run_teacher_labels(TeacherLabelsConfig(**PARAMS), str(ck), str(boxes), str(store))
+    run_teacher_labels(default_config(TeacherLabelsConfig, "teacher_labels", **PARAMS), str(ck), str(boxes), str(store))
     return dict(root=root, boxes=boxes, ck=ck, store=store)
 
 
@@ -119,14 +120,14 @@ def test_student_loss_of_an_unlabelled_row_has_no_cross_entropy() -> None:
 
 
 def test_student_trains_on_unlabelled_rows_and_counts_them(mixed: dict, tmp_path: Path) -> None:
-    cfg = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
+    cfg = default_config(StudentConfig, "train_student", batch_size=8, epochs=1, workers=0, device="cpu", photometric=False)
     res = train_student(cfg, StoreTargets(str(mixed["store"])), mixed["boxes"], RunPaths(tmp_path / "s.pt", tmp_path / "m.json"),
                         progress=False)
     assert math.isfinite(res["final"]["loss"]) and math.isfinite(res["final"]["mae_mean"])
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["rows"] == {"labelled": N_TRAIN - N_UNL, "unlabelled": N_UNL, "unlabelled_left_out": 0}
     # the no-KD control has nothing to learn from an unlabelled row: it leaves them out
-    cfg0 = StudentConfig(batch_size=8, epochs=1, workers=0, device="cpu", photometric=False, kd_weight=0.0)
+    cfg0 = default_config(StudentConfig, "train_student", batch_size=8, epochs=1, workers=0, device="cpu", photometric=False, kd_weight=0.0)
     train_student(cfg0, StoreTargets(str(mixed["store"])), mixed["boxes"], RunPaths(tmp_path / "s0.pt", tmp_path / "m0.json"),
                   progress=False)
     m0 = json.loads((tmp_path / "m0.json").read_text())

@@ -13,6 +13,7 @@ import zarr
 from click.testing import CliRunner
 
 from pipeline.core.angles import _turn, angle_distance, angles_from_rotation, rotate_pose, rotation_from_degrees
+from pipeline.core.config import default_config
 from pipeline.core.views import draw_view, views_array
 from pipeline.teacher.job import TeacherLabelsConfig, run_teacher_labels
 from pipeline.teacher.labelread import verify
@@ -74,7 +75,7 @@ def fresh_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     df.loc[train[:12], "pitch"] = np.float32(20.0)
     df.to_parquet(boxes, index=False)
     ck = make_teacher_checkpoint(root / "teacher.pt", size=32)
-    cfg = TeacherLabelsConfig(p=0, s=1, views=4, shard_rows=8, chunk_rows=4, batch_size=8, workers=0,
+    cfg = default_config(TeacherLabelsConfig, "teacher_labels", p=0, s=1, views=4, shard_rows=8, chunk_rows=4, batch_size=8, workers=0,
                               loader_workers=0, device="cpu")
     out = root / "teacher.zarr"
     run_teacher_labels(cfg, str(ck), str(boxes), str(out))

@@ -20,6 +20,11 @@ import yaml
 
 T = TypeVar("T")
 
+# the one list of params keys and their default values (docs/design.md §1): the config dataclasses
+# have no defaults of their own, so code outside a stage (tests, benchmarks, the Python API) builds
+# a section from this file with the values it changes (:func:`default_config`)
+DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
     p = Path(path)
@@ -136,3 +141,18 @@ def config_from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: s
             )
         values[key] = value
     return cls(**values)
+
+
+def default_section(section: str) -> dict[str, Any]:
+    """Section ``section`` of configs/default.yaml, as written there."""
+    params = load_params(DEFAULT_PARAMS)
+    if not isinstance(params.get(section), Mapping):
+        raise ValueError(f"{DEFAULT_PARAMS} has no section {section!r}")
+    return dict(params[section])
+
+
+def default_config(cls: type[T], section: str, **overrides: Any) -> T:
+    """The config of ``section`` as configs/default.yaml has it, with ``overrides`` (checked like a
+    params file: unknown keys and wrong types are refused)."""
+    return config_from_mapping(cls, {**default_section(section), **overrides},
+                               f"configs/default.yaml section {section!r} with {sorted(overrides)}", require_all=True)

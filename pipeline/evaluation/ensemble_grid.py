@@ -44,19 +44,19 @@ log = logging.getLogger(__name__)
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EnsembleGridConfig:
     """params.yaml section ``ensemble_grid``. Output-defining: p_max, s, split, theta_range."""
 
-    p_max: int = 15
-    s: tuple[int, ...] = (1, 3, 5, 15)
-    split: str = "test"
-    theta_range: float = 99.0  # keep samples with all angles in [-θ, θ] (docs/design.md §8)
-    batch_size: int = 4  # images per pass (each brings (2·p_max+1)² crops)
-    chunk: int = 1024  # crops per forward pass
-    loader_workers: int = 2
-    device: str = "auto"
-    amp: bool = True
+    p_max: int
+    s: tuple[int, ...]
+    split: str
+    theta_range: float  # keep samples with all angles in [-θ, θ] (docs/design.md §8)
+    batch_size: int  # images per pass (each brings (2·p_max+1)² crops)
+    chunk: int  # crops per forward pass
+    loader_workers: int
+    device: str
+    amp: bool
 
     def __post_init__(self) -> None:
         if not self.s:

@@ -47,15 +47,15 @@ from pipeline.training.engine import Runtime, prepare_batch
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     """params.yaml section ``evaluate`` (optional; unknown keys are an error)."""
 
-    batch_size: int = 64
-    workers: int = 2
-    device: str = "auto"
-    grid_faces: int = 24  # faces drawn in the PNG grid
-    grid_size: int = 160  # pixel size of one face tile
+    batch_size: int
+    workers: int
+    device: str
+    grid_faces: int  # faces drawn in the PNG grid
+    grid_size: int  # pixel size of one face tile
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0 or self.grid_faces < 1 or self.grid_size < 32:
@@ -133,9 +133,9 @@ class EvalOutputs:
 def evaluate_checkpoint(
     model_path: str | os.PathLike[str],
     boxes: str | os.PathLike[str],
-    split: str = "test",
-    datasets: Sequence[str] | None = None,
-    cfg: EvalConfig = EvalConfig(),
+    split: str,
+    datasets: Sequence[str] | None,
+    cfg: EvalConfig,
     outputs: EvalOutputs = EvalOutputs(),
 ) -> dict[str, Any]:
     """Evaluate ``model_path`` on the ``split`` rows of ``boxes``; per-dataset and overall MAE.

@@ -152,14 +152,14 @@ def _group_name(s: str | int) -> str:
     return f"{s:02d}" if isinstance(s, int) else str(s)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IndexConfig:
     """params.yaml section ``index``."""
 
-    datasets: tuple[Any, ...] = ()
-    check_images: bool = True      # decode every image (fast reduced decode); else: exists and non-empty
-    on_error: str = "raise"        # raise | reject: a broken annotation/image file stops the index or is a rejected row
-    workers: int = 2               # threads for the image check / npz extraction
+    datasets: tuple[Any, ...]
+    check_images: bool      # decode every image (fast reduced decode); else: exists and non-empty
+    on_error: str        # raise | reject: a broken annotation/image file stops the index or is a rejected row
+    workers: int               # threads for the image check / npz extraction
 
     def __post_init__(self) -> None:
         specs = []

@@ -8,29 +8,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.config import OPTIONAL
-from pipeline.core.geometry import MIN_BOX_SIZE
 from pipeline.relabel.sources import BOX_SOURCES
 
 SOURCES = tuple(BOX_SOURCES)  # detector | landmarks | file | table
 FALLBACKS = ("none", "landmarks")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RelabelConfig:
     """params.yaml section ``relabel``."""
 
-    source: str = "detector"            # detector | landmarks | file | table: every dataset not in `sources`
-    sources: Mapping[str, str] = field(default_factory=dict)  # dataset -> its own source (e.g. file for published boxes)
-    detector: str = "yunet"             # yunet | mtcnn (source: detector)
-    score_threshold: float = 0.5        # detections below this score are ignored
-    detector_options: Mapping[str, Any] = field(default_factory=dict)  # extra backend kwargs
-    fallback: str = "none"              # none | landmarks
-    min_overlap: float = 0.5            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
+    source: str            # detector | landmarks | file | table: every dataset not in `sources`
+    sources: Mapping[str, str]  # dataset -> its own source (e.g. file for published boxes)
+    detector: str             # yunet | mtcnn (source: detector)
+    score_threshold: float        # detections below this score are ignored
+    detector_options: Mapping[str, Any]  # extra backend kwargs
+    fallback: str              # none | landmarks
+    min_overlap: float            # min overlap (∩ / smaller area) of the chosen detection with the tight landmark extent
     min_iou: float | None = field(default=None, metadata=OPTIONAL)  # retired: replaced by min_overlap (an error if set)
-    min_box_size: float = MIN_BOX_SIZE  # px of width/height a clipped box must keep
-    box_files: Mapping[str, str] = field(default_factory=dict)  # dataset -> JSON (source: file)
-    workers: int = 0                    # processes; 0 = all cores, 1 = in this process
-    chunk_size: int = 64                # images per task / per cache part
+    min_box_size: float  # px of width/height a clipped box must keep
+    box_files: Mapping[str, str]  # dataset -> JSON (source: file)
+    workers: int                    # processes; 0 = all cores, 1 = in this process
+    chunk_size: int                # images per task / per cache part
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

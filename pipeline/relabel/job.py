@@ -85,7 +85,7 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- main entry
 
 
-def relabel(manifest: pd.DataFrame, config: RelabelConfig = RelabelConfig(),
+def relabel(manifest: pd.DataFrame, config: RelabelConfig,
             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Boxes for every manifest row (same rows, same order) and the summary dict."""
     validate_manifest(manifest)

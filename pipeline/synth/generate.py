@@ -42,17 +42,17 @@ SUBSET = "SYNTH"
 SPLITS = {"train": 0, "test": 1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig:
     """params.yaml section ``synthesize``."""
 
-    seed: int = 0
-    n_train: int = 1000
-    n_test: int = 200
-    size: int = 450
-    occluder_prob: float = 0.2
-    workers: int = 1
-    domain: str = "wild"  # wild | lab | car: how the faces look (pipeline/synth/domain.py); labels alike
+    seed: int
+    n_train: int
+    n_test: int
+    size: int
+    occluder_prob: float
+    workers: int
+    domain: str  # wild | lab | car: how the faces look (pipeline/synth/domain.py); labels alike
     # split -> LabelNoise ({} = exact labels; only "train"): pipeline/synth/noise.py. Required, no
     # default (keyword-only): every caller says whether its training labels are noisy.
     label_noise: Mapping[str, LabelNoise] = field(kw_only=True)
@@ -193,16 +193,10 @@ def contact_sheet(root: Path, names: list[tuple[str, tuple[float, float, float]]
 SYNTH_DATASET = Product("an hpekd synthetic dataset (synth_info.json)", json_marker("synth_info.json", ("subset",), SUBSET))
 
 
-# 10 parameters: the SynthConfig fields (one per params key) and the progress bar; kept flat as
-# the library's one-call entry point (benchmarks and tests call it with a few of them by name;
-# ``label_noise`` always by name: {} for exact labels, {"train": {"sigma": .., "outliers": .., "group": ..}})
-def synthesize(out_dir: str | Path, n_train: int, n_test: int, seed: int, size: int = 450, workers: int = 1,
-               occluder_prob: float = 0.2, progress: bool = True, domain: str = "wild", *,
-               label_noise: Mapping[str, Any]) -> dict[str, Any]:
-    """Generate the dataset into ``out_dir`` (replacing it atomically when it is empty or an earlier
-    synthetic dataset, :data:`SYNTH_DATASET`; anything else is refused); returns the info dict."""
-    cfg = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, size=size, occluder_prob=occluder_prob,
-                      workers=workers, domain=domain, label_noise=label_noise)
+def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Generate the dataset of ``cfg`` (params section ``synthesize``) into ``out_dir`` (replacing it
+    atomically when it is empty or an earlier synthetic dataset, :data:`SYNTH_DATASET`; anything
+    else is refused); returns the info dict."""
     noise = cfg.label_noise.get("train")
     out = Path(out_dir)
     t0 = time.perf_counter()

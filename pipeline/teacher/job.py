@@ -56,7 +56,7 @@ from pipeline.teacher.writer import ShardWriter
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherLabelsConfig:
     """params.yaml section ``teacher_labels``.
 
@@ -65,25 +65,25 @@ class TeacherLabelsConfig:
     compile, threads, tasks_per_worker.
     """
 
-    p: int = 15
-    s: int = 5
-    views: int = 8
-    view_seed: int = 0
-    flip_prob: float = 0.5
-    max_angle: float = 15.0
-    split: str = "train"
-    shard_rows: int = 4096
-    chunk_rows: int = 64
-    encoding: str = "float16"  # float16 | uint8 | topK (e.g. top16): how the store holds the distributions
-    batch_size: int = 16  # samples per batch (each brings V regions Z → V·A crops)
-    chunk: int = 1024  # crops per forward pass (0 = the whole batch)
-    workers: int = 0  # dask workers of a local cluster (0 = run in this process)
-    loader_workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
-    compile: bool = False  # torch.compile the network (CUDA)
-    threads: int = 0  # torch CPU threads per worker (0 = cores / workers)
-    tasks_per_worker: int = 1  # dask tasks (runs of whole shards) per worker; more = finer balance
+    p: int
+    s: int
+    views: int
+    view_seed: int
+    flip_prob: float
+    max_angle: float
+    split: str
+    shard_rows: int
+    chunk_rows: int
+    encoding: str  # float16 | uint8 | topK (e.g. top16): how the store holds the distributions
+    batch_size: int  # samples per batch (each brings V regions Z → V·A crops)
+    chunk: int  # crops per forward pass (0 = the whole batch)
+    workers: int  # dask workers of a local cluster (0 = run in this process)
+    loader_workers: int
+    device: str  # auto | cpu | cuda
+    amp: bool  # bf16 autocast on CUDA (CPU always runs fp32)
+    compile: bool  # torch.compile the network (CUDA)
+    threads: int  # torch CPU threads per worker (0 = cores / workers)
+    tasks_per_worker: int  # dask tasks (runs of whole shards) per worker; more = finer balance
 
     def __post_init__(self) -> None:
         validate_ensemble(self.p, self.s)

@@ -14,20 +14,20 @@ from pipeline.model.network import BACKBONES
 SCHEDULERS = ("none", "cosine")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Optimisation settings the engine needs (a stage config provides them via ``.engine()``)."""
 
-    batch_size: int = 128
-    epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"  # "none" | "cosine" (per epoch, to 0 at the last epoch)
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    eval_every: int = 1  # evaluate on the test split every N epochs (and after the last one)
-    head_lr_mult: float = 1.0  # the RvC heads learn at lr * head_lr_mult (trunk, neck, regression head: lr)
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    scheduler: str  # "none" | "cosine" (per epoch, to 0 at the last epoch)
+    workers: int
+    seed: int
+    device: str  # "auto" | "cpu" | "cuda" | "cuda:N"
+    eval_every: int  # evaluate on the test split every N epochs (and after the last one)
+    head_lr_mult: float  # the RvC heads learn at lr * head_lr_mult (trunk, neck, regression head: lr)
     progress: bool = True
 
     def __post_init__(self) -> None:

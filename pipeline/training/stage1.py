@@ -29,31 +29,31 @@ from pipeline.training.runtime import set_seed, training_runtime
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage1Config(TrainConfig):
     """params.yaml section ``train_teacher`` (unknown keys are an error)."""
 
-    backbone: str = "resnet50"
-    bin_sizes: tuple[float, ...] = (1, 2, 3, 4)
-    regression: bool = True
-    pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
-    weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
-    input_size: int | tuple[int, int] = 224
-    batch_size: int = 128
-    epochs: int = 100
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 1
-    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
-    head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
-    flip_p: float = 0.5
-    max_angle: float = 15.0
-    photometric: bool = True
-    datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all train rows)
+    backbone: str
+    bin_sizes: tuple[float, ...]
+    regression: bool
+    pretrained: bool  # torchvision ImageNet weights (downloads into TORCH_HOME)
+    weights: str | None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
+    input_size: int | tuple[int, int]
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    scheduler: str
+    workers: int
+    seed: int
+    device: str
+    eval_every: int
+    feature_norm: bool  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
+    head_lr_mult: float  # lr multiplier of the RvC heads (trunk and regression head: lr)
+    flip_p: float
+    max_angle: float
+    photometric: bool
+    datasets: tuple[str, ...]  # train only on these `dataset` values (empty = all train rows)
 
     def __post_init__(self) -> None:
         self._check_backbone()

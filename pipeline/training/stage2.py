@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudentConfig(TrainConfig):
     """params.yaml section ``train_student`` (unknown keys are an error).
 
@@ -66,27 +66,27 @@ class StudentConfig(TrainConfig):
     """
 
     backbone: str = field(default="resnet18", metadata=OPTIONAL)  # set by --backbone (one stage per student)
-    pretrained: bool = False  # torchvision ImageNet weights (downloads into TORCH_HOME)
-    weights: str | None = None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
-    input_size: int | tuple[int, int] | None = None  # must equal the store's (null: take it from the store)
-    batch_size: int = 128
-    epochs: int = 100
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    ce_weight: float = 0.05  # eq. 7 weight of the ground-truth cross-entropy
-    kd_weight: float = 1.0  # weight of the distillation (KL) term; 0 = the no-KD control student
-    workers: int = 4
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 1
-    feature_norm: bool = False  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
-    head_lr_mult: float = 1.0  # lr multiplier of the RvC heads (trunk and regression head: lr)
-    photometric: bool = True  # fresh albumentations each epoch (the views come from the store)
-    max_label_memory_gb: float = 16.0  # refuse stores larger than this (they are loaded whole)
-    soft_label_sigma: float = 3.0  # width (degrees) of the teacher-free Gaussian soft label (--gaussian)
-    datasets: tuple[str, ...] = ()  # train only on these `dataset` values (empty = all labelled rows)
-    unlabelled: bool = True  # also the store's unlabelled rows (KD alone); false = the labelled rows only
+    pretrained: bool  # torchvision ImageNet weights (downloads into TORCH_HOME)
+    weights: str | None  # local backbone state dict (torchvision layout) or an hpekd checkpoint
+    input_size: int | tuple[int, int] | None  # must equal the store's (null: take it from the store)
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    scheduler: str
+    ce_weight: float  # eq. 7 weight of the ground-truth cross-entropy
+    kd_weight: float  # weight of the distillation (KL) term; 0 = the no-KD control student
+    workers: int
+    seed: int
+    device: str
+    eval_every: int
+    feature_norm: bool  # BatchNorm1d on the pooled features before the heads (docs/design.md §4)
+    head_lr_mult: float  # lr multiplier of the RvC heads (trunk and regression head: lr)
+    photometric: bool  # fresh albumentations each epoch (the views come from the store)
+    max_label_memory_gb: float  # refuse stores larger than this (they are loaded whole)
+    soft_label_sigma: float  # width (degrees) of the teacher-free Gaussian soft label (--gaussian)
+    datasets: tuple[str, ...]  # train only on these `dataset` values (empty = all labelled rows)
+    unlabelled: bool  # also the store's unlabelled rows (KD alone); false = the labelled rows only
 
     def __post_init__(self) -> None:
         self._check_backbone()
