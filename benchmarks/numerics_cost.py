@@ -65,10 +65,12 @@ def _worker() -> None:
 
 class Worker:
     def __init__(self, mode: str) -> None:
+        from pipeline.core import numerics
+
         env = dict(os.environ, HPEKD_NUMERICS=mode)
-        for key in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES",
-                    "OPENCV_CPU_DISABLE"):
-            env.pop(key, None)  # each worker sets (or not) its own
+        for key in numerics.wanted():
+            env.pop(key, None)  # each worker sets (or not) its own ...
+        env.update(numerics.preset())  # ... but what the host itself set stays
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self.proc.stdout.readline())

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from pipeline.core import numerics
 
-try:
-    numerics.pin()  # before anything imports numpy, OpenCV or torch (docs/design.md §10)
-except ValueError as _exc:  # a bad HPEKD_NUMERICS / HPEKD_THREADS: one line, like every other error
-    import sys as _sys
-
-    _sys.stderr.write(f"Error: {_exc}\n")
-    raise SystemExit(2) from None
+# before anything imports numpy, OpenCV or torch (docs/design.md §10, docs/reproducibility.md); a bad
+# HPEKD_NUMERICS / HPEKD_THREADS or a variable contradicting the pin is one warning line, the run starts
+numerics.pin()
 
 import importlib  # noqa: E402
 import logging  # noqa: E402

@@ -31,8 +31,9 @@ PROBE = (
 
 
 def _probe(prelude: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in numerics.PINNED and k not in numerics.THREAD_VARS
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.wanted()
              and k not in (numerics.SWITCH, numerics.THREADS)}
+    clean.update(numerics.preset())  # what the host itself set stays (never overridden or unset)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:  # a file, not -c: the spawned child re-imports the script
@@ -62,13 +63,50 @@ def test_native_switch_and_thread_count() -> None:
     assert _probe("import stages.cli", HPEKD_THREADS="1")["threads"] == 1
 
 
-def test_bad_switch_is_one_line() -> None:
-    clean = {k: v for k, v in os.environ.items() if k != numerics.SWITCH}
-    res = subprocess.run([sys.executable, "-m", "stages.cli", "--help"], cwd=REPO, capture_output=True, text=True,
-                         env={**clean, "PYTHONPATH": str(REPO), numerics.SWITCH: "fast"}, timeout=120)
-    assert res.returncode == 2
-    assert res.stderr.strip() == ("Error: HPEKD_NUMERICS='fast': use 'pinned' (same bytes on every x86-64 CPU) "
-                                  "or 'native'"), res.stderr
+def _cli_help(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.wanted() and k not in (numerics.SWITCH,
+                                                                                              numerics.THREADS)}
+    return subprocess.run([sys.executable, "-m", "stages.cli", "--help"], cwd=REPO, capture_output=True, text=True,
+                          env={**clean, **numerics.preset(), "PYTHONPATH": str(REPO), **env}, timeout=120)
+
+
+def _skip_if_host_sets(*names: str) -> None:
+    host = [n for n in names if n in numerics.preset()]
+    if host:
+        pytest.skip(f"this host's environment sets {', '.join(host)}: tests never override it")
+
+
+@pytest.mark.parametrize("var,value,says", [
+    (numerics.SWITCH, "fast", "HPEKD_NUMERICS='fast' is neither 'pinned' nor 'native': running pinned"),
+    (numerics.THREADS, "two", "HPEKD_THREADS='two' is not a whole number >= 1: running 2 threads"),
+    ("OPENBLAS_CORETYPE", "SkylakeX", "OPENBLAS_CORETYPE='SkylakeX' (set before hpekd started) is kept, but the "
+                                      "pin wants 'Haswell': it changes numpy's and scipy's BLAS kernels"),
+])
+def test_bad_or_contradicting_setting_is_one_warning_line_and_the_run_starts(var: str, value: str, says: str) -> None:
+    _skip_if_host_sets(var)
+    res = _cli_help(**{var: value})
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("OPENCV:")]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and says in lines[0], res.stderr
+
+
+def test_agreeing_settings_are_quiet() -> None:
+    """A host that sets OPENBLAS_CORETYPE=Zen (the same kernels) or the pin's own values: no warning."""
+    _skip_if_host_sets("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "ATEN_CPU_CAPABILITY")
+    res = _cli_help(OPENBLAS_CORETYPE="Zen", OPENBLAS_L2_SIZE="512", ATEN_CPU_CAPABILITY="AVX2")
+    assert res.returncode == 0 and not [ln for ln in res.stderr.splitlines() if not ln.startswith("OPENCV:")]
+
+
+def test_pin_keeps_what_the_environment_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never override a value the environment has (hosts set OPENBLAS_CORETYPE for a reason)."""
+    _skip_if_host_sets("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    got = numerics.pin()
+    assert got["OPENBLAS_CORETYPE"] == "Zen" and got["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv(numerics.SWITCH, "native")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    assert numerics.pin() == {} and os.environ["OPENBLAS_CORETYPE"] == "SkylakeX"
 
 
 def test_this_test_session_runs_pinned() -> None:

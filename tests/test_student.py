@@ -33,6 +33,7 @@ from pipeline.training.targets import StoreTargets, TeacherTable, ViewReplay, st
 from stages.train_student import cli
 from tests.helpers.params import full_params, write_params
 from tests.helpers.student import make_oracle_store
+from tests.helpers.teacher import make_teacher_checkpoint
 
 SIZE = 48
 
@@ -199,8 +200,7 @@ def test_store_for_other_bins_or_size_refused(data: tuple[Path, Path], tmp_path:
 
 def test_store_from_another_teacher_refused(data: tuple[Path, Path], tmp_path: Path) -> None:
     boxes, store = data
-    teacher = tmp_path / "teacher.pt"
-    teacher.write_bytes(b"another teacher")
+    teacher = make_teacher_checkpoint(tmp_path / "teacher.pt", size=SIZE)  # a real checkpoint, not the store's
     with pytest.raises(ValueError, match=r"teacher\.sha256 differs"):
         _check(store, boxes, teacher=teacher)
 
