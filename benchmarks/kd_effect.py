@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes: dict[str, Any] = ({**SMOKE, "extra": _smoke_extra()} if args.smoke else
                              {"n_train": N_TRAIN, "n_test": N_TEST, "epochs": EPOCHS, "views": VIEWS, "seeds": SEEDS,
                               "extra": {"train_teacher": {"input_size": INPUT_SIZE}}})
-    smoke_names = ["s0", "s2"] if has_key("synthesize.label_noise") else ["s0"]  # s0 alone before the noise lands
+    smoke_names = ["s2"]  # one noisy setting: every arm and the noise path, in minutes
     names = args.settings or (smoke_names if args.smoke else list(SETTINGS))
     rep = {"smoke": args.smoke, "machine": machine(),
            "sizes": dict(sizes) | {"long": LONG, "soft_sigma": SOFT_SIGMA},

@@ -37,7 +37,9 @@ def test_onnx_round_trip_dynamic_batch(ckpt: Path, tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     angles, probs = sess.run(None, {"input": x.numpy()})
     assert angles.shape == (5, 3) and probs.shape == (5, 3, 198)
-    np.testing.assert_allclose(angles, want, atol=1e-3)
+    # float32 sums in another order (ONNX Runtime vs torch kernels): on an AVX2-only CPU the
+    # random network's ~50 deg outputs differ by up to 1.1e-3 deg, i.e. 2e-5 relative
+    np.testing.assert_allclose(angles, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["hpekd.input_size"] == "[32, 40]" and meta["hpekd.head"] == "bin1" and meta["hpekd.kind"] == "stage1"

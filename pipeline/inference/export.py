@@ -69,6 +69,25 @@ def _require(module: str, what: str) -> Any:
         raise ValueError(f"{what} needs the '{module}' package, which is not installed: {ONNX_EXTRA}") from exc
 
 
+def _metadata(state: dict, model: nn.Module, wrapper: nn.Module, hw: tuple[int, int], sha: str) -> dict[str, str]:
+    """The ONNX model's metadata: what hpekd knows of the network, its input and its outputs."""
+    grid = model.spec.grids[wrapper.key]
+    return {
+        "hpekd.kind": state["kind"],
+        "hpekd.backbone": model.spec.backbone,
+        "hpekd.model_spec": json.dumps(model.spec.to_dict()),
+        "hpekd.head": wrapper.key,
+        "hpekd.input_size": json.dumps(list(hw)),
+        "hpekd.input": "RGB float32 [B,3,h,w], (pixel/255 - mean)/std",
+        "hpekd.mean": json.dumps(list(IMAGENET_MEAN)),
+        "hpekd.std": json.dumps(list(IMAGENET_STD)),
+        "hpekd.outputs": "angles [B,3] degrees (pitch, yaw, roll); probs [B,3,Q] softmax of the head",
+        "hpekd.bin_size": f"{grid.size:g}",
+        "hpekd.bin_centers": json.dumps([round(float(c), 4) for c in grid.centers]),
+        "hpekd.checkpoint_sha256": sha,
+    }
+
+
 def export_onnx(
     checkpoint: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -108,20 +127,7 @@ def export_onnx(
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        meta = {
-            "hpekd.kind": state["kind"],
-            "hpekd.backbone": model.spec.backbone,
-            "hpekd.model_spec": json.dumps(model.spec.to_dict()),
-            "hpekd.head": wrapper.key,
-            "hpekd.input_size": json.dumps([h, w]),
-            "hpekd.input": "RGB float32 [B,3,h,w], (pixel/255 - mean)/std",
-            "hpekd.mean": json.dumps(list(IMAGENET_MEAN)),
-            "hpekd.std": json.dumps(list(IMAGENET_STD)),
-            "hpekd.outputs": "angles [B,3] degrees (pitch, yaw, roll); probs [B,3,Q] softmax of the head",
-            "hpekd.bin_size": f"{grid.size:g}",
-            "hpekd.bin_centers": json.dumps([round(float(c), 4) for c in grid.centers]),
-            "hpekd.checkpoint_sha256": sha256_file(ckpt),
-        }
+        meta = _metadata(state, model, wrapper, (h, w), sha256_file(ckpt))
         for k, v in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v

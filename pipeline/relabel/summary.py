@@ -79,8 +79,6 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
             "box_source": {str(k): int(v) for k, v in sorted(Counter(box_source[mask & ok]).items())},
         }
 
-    w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
-    h = (out["y2"] - out["y1"]).to_numpy(np.float64)[ok]
     summary: dict[str, Any] = {
         "source": config.source,
         "detector": config.detector if "detector" in set(sources.values()) else None,
@@ -89,15 +87,19 @@ def summarize(out: pd.DataFrame, rows: Sequence[RowBox], config: RelabelConfig, 
         "rejected_in_manifest": int((~todo).sum()),
         "rejected_by_reason": dict(sorted(Counter(reason_category(r) for r in out["reason"].to_numpy()[new_rej]).items())),
         "fallback_by_reason": dict(sorted(fell_back.items())),
-        "box": {
-            "width": _stats(w), "height": _stats(h),
-            "aspect_w_over_h": _stats(w / np.where(h > 0, h, np.nan)),
-        },
+        "box": _box_stats(out, ok),
         "per_dataset": {ds: {"source": src, **part(datasets == ds)} for ds, src in sources.items()},
         "images": cache_counts,
         **_by_abs_yaw(np.abs(out["yaw"].to_numpy(np.float64)), todo, got),
     }
     return _nan_to_none(summary)
+
+
+def _box_stats(out: pd.DataFrame, ok: np.ndarray) -> dict[str, Any]:
+    """Width, height and aspect of the kept boxes."""
+    w = (out["x2"] - out["x1"]).to_numpy(np.float64)[ok]
+    h = (out["y2"] - out["y1"]).to_numpy(np.float64)[ok]
+    return {"width": _stats(w), "height": _stats(h), "aspect_w_over_h": _stats(w / np.where(h > 0, h, np.nan))}
 
 
 def _by_abs_yaw(ayaw: np.ndarray, todo: np.ndarray, got: np.ndarray) -> dict:

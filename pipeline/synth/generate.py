@@ -193,42 +193,66 @@ def contact_sheet(root: Path, names: list[tuple[str, tuple[float, float, float]]
 SYNTH_DATASET = Product("an hpekd synthetic dataset (synth_info.json)", json_marker("synth_info.json", ("subset",), SUBSET))
 
 
+def _render(cfg: SynthConfig, tmp: Path, progress: bool) -> tuple[dict, dict, dict]:
+    """Every image of ``cfg`` into ``tmp``: (exact poses by (split, i), training labels by i, noise draws)."""
+    noise = cfg.label_noise.get("train")
+    jobs: list[Job] = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain, noise)
+                       for split, n in (("train", cfg.n_train), ("test", cfg.n_test)) for i in range(n)]
+    poses: dict[tuple[str, int], Pose] = {}
+    labels: dict[int, Pose] = {}
+    draws: dict[tuple[int, int], NoiseDraw] = {}
+    bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
+
+    def keep(result: tuple[str, int, Pose, Pose, NoiseDraw | None]) -> None:
+        split, i, pose, label, draw = result
+        poses[(split, i)] = pose
+        if split == "train":
+            labels[i] = label
+        if draw is not None:
+            draws[draw.key] = draw
+        bar.update()
+
+    if cfg.workers == 1:
+        _init_worker()
+        for job in jobs:
+            keep(_write_one(job))
+    else:
+        _warm_caches()  # built once here, inherited by the forked workers
+        with mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker) as pool:
+            for result in pool.imap_unordered(_write_one, jobs, chunksize=4):
+                keep(result)
+    bar.close()
+    return poses, labels, draws
+
+
+def _info(cfg: SynthConfig, poses: dict, labels: dict, draws: dict, render_s: float) -> dict[str, Any]:
+    """The dataset's record (synth_info.json holds all but the timings)."""
+    noise = cfg.label_noise.get("train")
+    n = cfg.n_train + cfg.n_test
+    yaws = np.array([p[1] for p in poses.values()])
+    return {
+        "config": asdict(cfg), "n_train": cfg.n_train, "n_test": cfg.n_test, "size": cfg.size,
+        "seed": cfg.seed, "subset": SUBSET, "seconds": round(render_s, 3),
+        "images_per_s": round(n / max(render_s, 1e-9), 2),
+        "images_per_s_per_worker": round(n / max(render_s, 1e-9) / cfg.workers, 2),
+        "abs_yaw_le_60_fraction": round(float(np.mean(np.abs(yaws) <= 60)), 4),
+        # split -> the noise settings and what came out ({} = exact labels); the contact sheet
+        # shows the exact poses the images were rendered at
+        "label_noise": {} if noise is None or noise.off else {"train": noise_summary(
+            noise, {k: draws[k] for k in sorted(draws)}, [(poses[("train", i)], labels[i]) for i in sorted(labels)])},
+    }
+
+
 def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Generate the dataset of ``cfg`` (params section ``synthesize``) into ``out_dir`` (replacing it
     atomically when it is empty or an earlier synthetic dataset, :data:`SYNTH_DATASET`; anything
     else is refused); returns the info dict."""
-    noise = cfg.label_noise.get("train")
     out = Path(out_dir)
     t0 = time.perf_counter()
     with replace_folder(out, SYNTH_DATASET, "--out") as tmp:
         for d in (tmp / "train" / SUBSET, tmp / "train" / "landmarks" / SUBSET, tmp / "test"):
             d.mkdir(parents=True, exist_ok=True)
-        jobs: list[Job] = [(str(tmp), split, i, cfg.seed, cfg.size, cfg.occluder_prob, cfg.domain, noise)
-                           for split, n in (("train", cfg.n_train), ("test", cfg.n_test)) for i in range(n)]
-        poses: dict[tuple[str, int], Pose] = {}
-        labels: dict[int, Pose] = {}
-        draws: dict[tuple[int, int], NoiseDraw] = {}
-
-        def keep(result: tuple[str, int, Pose, Pose, NoiseDraw | None]) -> None:
-            split, i, pose, label, draw = result
-            poses[(split, i)] = pose
-            if split == "train":
-                labels[i] = label
-            if draw is not None:
-                draws[draw.key] = draw
-            bar.update()
-
-        bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
-        if cfg.workers == 1:
-            _init_worker()
-            for job in jobs:
-                keep(_write_one(job))
-        else:
-            _warm_caches()  # built once here, inherited by the forked workers
-            with mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker) as pool:
-                for result in pool.imap_unordered(_write_one, jobs, chunksize=4):
-                    keep(result)
-        bar.close()
+        poses, labels, draws = _render(cfg, tmp, progress)
         render_s = time.perf_counter() - t0
         picks = [("train", i) for i in range(min(cfg.n_train, 24))]
         picks += [("test", i) for i in range(min(cfg.n_test, 24 - len(picks)))]
@@ -236,18 +260,7 @@ def synthesize(cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> 
                 for s, i in picks]
         sheet = contact_sheet(tmp, rels)
         cv2.imwrite(str(tmp / "contact_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        yaws = np.array([p[1] for p in poses.values()])
-        info = {
-            "config": asdict(cfg), "n_train": cfg.n_train, "n_test": cfg.n_test, "size": cfg.size,
-            "seed": cfg.seed, "subset": SUBSET, "seconds": round(render_s, 3),
-            "images_per_s": round(len(jobs) / max(render_s, 1e-9), 2),
-            "images_per_s_per_worker": round(len(jobs) / max(render_s, 1e-9) / cfg.workers, 2),
-            "abs_yaw_le_60_fraction": round(float(np.mean(np.abs(yaws) <= 60)), 4),
-            # split -> the noise settings and what came out ({} = exact labels); the contact sheet
-            # shows the exact poses the images were rendered at
-            "label_noise": {} if noise is None or noise.off else {"train": noise_summary(
-                noise, {k: draws[k] for k in sorted(draws)}, [(poses[("train", i)], labels[i]) for i in sorted(labels)])},
-        }
+        info = _info(cfg, poses, labels, draws, render_s)
         # Only what the seed determines goes into the file, so a rerun gives the same bytes
         # (DVC would otherwise see a changed output and rerun every later stage).
         stable = {k: v for k, v in info.items() if not k.startswith(("seconds", "images_per_s"))}

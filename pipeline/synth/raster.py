@@ -48,6 +48,22 @@ def _z_test(pix: np.ndarray, z: np.ndarray, n_pixels: int) -> np.ndarray:
     return owner[owner >= 0]
 
 
+def _triangle_boxes(xy: np.ndarray, tris: np.ndarray, height: int, width: int, cull_back: bool) -> tuple:
+    """Per triangle: its corners a, b, c, signed area, clipped pixel bbox (x0, y0, w, h), and the
+    indices of the triangles to draw (facing the viewer with ``cull_back``, non-empty bbox)."""
+    a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    mins = np.minimum(np.minimum(a, b), c)
+    maxs = np.maximum(np.maximum(a, b), c)
+    x0 = np.maximum(np.ceil(mins[:, 0]), 0).astype(np.int32)
+    y0 = np.maximum(np.ceil(mins[:, 1]), 0).astype(np.int32)
+    w = np.minimum(np.floor(maxs[:, 0]), width - 1).astype(np.int32) - x0 + 1
+    h = np.minimum(np.floor(maxs[:, 1]), height - 1).astype(np.int32) - y0 + 1
+    keep = (area < -1e-6) if cull_back else (np.abs(area) > 1e-6)
+    keep &= (w > 0) & (h > 0)
+    return a, b, c, area, x0, y0, w, h, np.nonzero(keep)[0].astype(np.int32)
+
+
 def rasterize(
     xy: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
     cull_back: bool = True,
@@ -61,17 +77,7 @@ def rasterize(
     xy = np.asarray(xy, dtype=np.float32)
     depth = np.asarray(depth, dtype=np.float32)
     tris = np.asarray(tris, dtype=np.int32)
-    a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    mins = np.minimum(np.minimum(a, b), c)
-    maxs = np.maximum(np.maximum(a, b), c)
-    x0 = np.maximum(np.ceil(mins[:, 0]), 0).astype(np.int32)
-    y0 = np.maximum(np.ceil(mins[:, 1]), 0).astype(np.int32)
-    w = np.minimum(np.floor(maxs[:, 0]), width - 1).astype(np.int32) - x0 + 1
-    h = np.minimum(np.floor(maxs[:, 1]), height - 1).astype(np.int32) - y0 + 1
-    keep = (area < -1e-6) if cull_back else (np.abs(area) > 1e-6)
-    keep &= (w > 0) & (h > 0)
-    live = np.nonzero(keep)[0].astype(np.int32)
+    a, b, c, area, x0, y0, w, h, live = _triangle_boxes(xy, tris, height, width, cull_back)
     if live.size == 0:
         return _no_fragments()
     # barycentrics and depth are affine in the pixel position: per triangle, their value at the
