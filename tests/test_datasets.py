@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.core.config import config_from_mapping, default_config
+from pipeline.core.config import config_from_mapping, default_config, default_section
 from pipeline.core.images import read_image
 from pipeline.manifest.boxfile import FileBox, load_box_file, match_box_file
 from pipeline.manifest.index import build_manifest, index_datasets, summarize
@@ -33,7 +33,8 @@ from tests.helpers.params import write_params
 
 
 def cfg(*datasets: dict, **kw) -> IndexConfig:
-    return config_from_mapping(IndexConfig, {"datasets": list(datasets), **kw}, "test index")
+    return config_from_mapping(IndexConfig, {**default_section("index"), "datasets": list(datasets), **kw},
+                               "test index")
 
 
 def f32(values) -> np.ndarray:
@@ -301,7 +302,7 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown dataset format 'lfw'; known formats: \['300w_lp', 'aflw2000', 'biwi', 'biwi_npz', 'aflw', 'table', 'images'\]"):
         cfg({"name": "x", "format": "lfw", "root": "r"})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['subset'\] in index.datasets\[0\]; known keys"):
-        config_from_mapping(IndexConfig, {"datasets": [{"name": "x", "format": "aflw2000", "root": "r", "subset": []}]}, "test index")
+        cfg({"name": "x", "format": "aflw2000", "root": "r", "subset": []})
     with pytest.raises(ValueError, match=r"key 'subsets' is not used by format 'aflw2000'"):
         cfg({"name": "x", "format": "aflw2000", "root": "r", "subsets": ["A"]})
     with pytest.raises(ValueError, match="duplicate dataset name"):

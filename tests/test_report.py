@@ -316,12 +316,15 @@ def test_cli_from_dvc_reads_only_what_dvc_yaml_declares(tmp_path: Path, monkeypa
     every = labels({"run": "mine"})
     # without the flag: every file under the folder
     assert every == ["Base-ResNet18", "KD-ResNet18", "KD-ResNet34", "Student-ResNet18 without KD"], every
-    declared = labels({"run": "mine", "students": ["resnet18"], "students_control": ["resnet18"]}, "--from-dvc")
+    declared = labels({"run": "mine", "students": ["resnet18"], "students_control": ["resnet18"], "students_soft": []},
+                      "--from-dvc")
     assert declared == ["Base-ResNet18", "KD-ResNet18", "Student-ResNet18 without KD"], declared
-    declared = labels({"run": "mine", "students": ["resnet18", "resnet34"], "students_control": []}, "--from-dvc")
+    declared = labels({"run": "mine", "students": ["resnet18", "resnet34"], "students_control": [], "students_soft": []},
+                      "--from-dvc")
     assert declared == ["Base-ResNet18", "KD-ResNet18", "KD-ResNet34"], declared  # no control student: nokd not read
     # a declared file that is not there yet: named, not skipped
-    Path("params.yaml").write_text(yaml.safe_dump(full_params({"run": "mine", "students": ["resnet18", "resnet50"]})))
+    Path("params.yaml").write_text(yaml.safe_dump(full_params({"run": "mine", "students": ["resnet18", "resnet50"],
+                                                               "students_soft": []})))
     res = CliRunner().invoke(cli, [*args, "--from-dvc"])
     assert res.exit_code == 1 and "evaluation file 'metrics/mine/eval/kd-resnet50.json' is missing" in res.output
     # another run's folder: dvc.yaml declares nothing there
