@@ -31,6 +31,7 @@ from pipeline.model.network import HeadPoseNet, ModelSpec
 from stages.cli import main
 from tests.conftest import make_tiny_dataset
 from tests.helpers.params import write_params
+from tests.helpers.student import make_oracle_store
 from tests.helpers.teacher import make_teacher_checkpoint
 
 SIZE = 32
@@ -68,7 +69,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = make_teacher_checkpoint(root / "teacher.pt", size=SIZE)
     image = root / "face.png"
     write_image(image, np.full((48, 48, 3), 128, np.uint8))
-    return {"root": root, "boxes": boxes, "marker": marker, "evil": evil, "good": good, "image": image}
+    # a store that matches the boxes, so that `train-student --teacher` gets as far as the teacher
+    store = make_oracle_store(boxes, root / "labels.zarr", size=SIZE, n_views=2)
+    return {"root": root, "boxes": boxes, "marker": marker, "evil": evil, "good": good, "image": image,
+            "store": store}
 
 
 def test_the_crafted_file_does_run_code_when_unpickled_unsafely(env: dict[str, Path], tmp_path: Path) -> None:
@@ -112,7 +116,7 @@ def _commands(e: dict[str, Path], out: Path) -> dict[str, list[str]]:
                            "--params", params],
         "ensemble-grid": ["ensemble-grid", "--model", evil, "--boxes", boxes, "--out-json", str(out / "g.json"),
                           "--out-csv", str(out / "g.csv"), "--out-png", str(out / "g.png"), "--params", params],
-        "train-student --teacher": [*student, "--teacher", evil, "--labels", str(out / "none.zarr"),
+        "train-student --teacher": [*student, "--teacher", evil, "--labels", str(e["store"]),
                                     "--out", str(out / "s.pt"), "--params", params],
         "train-student --online-teacher": [*student, "--online-teacher", evil, "--out", str(out / "s.pt"),
                                            "--params", params],

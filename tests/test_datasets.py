@@ -371,7 +371,7 @@ def test_cli_bad_inputs_nothing_written(tmp_path: Path) -> None:
 
 def test_index_synthetic_angles_exact(tmp_path: Path) -> None:
     gen = pytest.importorskip("pipeline.synth.generate")
-    gen.synthesize(default_config(gen.SynthConfig, "synthesize", n_train=3, n_test=2, seed=7, size=64, label_noise={}), tmp_path / "synthetic", progress=False)
+    gen.synthesize(default_config(gen.SynthConfig, "synthesize", workers=1, n_train=3, n_test=2, seed=7, size=64, label_noise={}), tmp_path / "synthetic", progress=False)
     out = tmp_path / "manifest.parquet"
     index_datasets(cfg(
         {"name": "synth_train", "format": "300w_lp", "root": str(tmp_path / "synthetic/train"), "split": "train", "subsets": ["SYNTH"]},

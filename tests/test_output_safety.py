@@ -191,14 +191,14 @@ def test_synthesize_replaces_its_own_dataset_only(tmp_path: Path) -> None:
     from pipeline.synth.generate import synthesize
 
     out = tmp_path / "synthetic"
-    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=1, seed=1, size=64), out, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=1, n_test=1, seed=1, size=64), out, progress=False)
     first = (out / "synth_info.json").read_bytes()
-    synthesize(default_config(SynthConfig, "synthesize", n_train=2, n_test=1, seed=1, size=64), out, progress=False)  # its own product: replaced
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=2, n_test=1, seed=1, size=64), out, progress=False)  # its own product: replaced
     assert (out / "synth_info.json").read_bytes() != first and len(list((out / "test").iterdir())) >= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]  # nothing left beside it
     (out / "synth_info.json").write_text(json.dumps({"subset": "MINE"}))
     with pytest.raises(ValueError, match="not an hpekd synthetic dataset"):
-        synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=1, size=64), out, progress=False)
+        synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=1, n_test=0, seed=1, size=64), out, progress=False)
 
 
 def test_convert_replaces_its_own_store_and_a_kill_mid_write_keeps_it(tiny_boxes: Path, tmp_path: Path) -> None:

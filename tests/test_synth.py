@@ -119,7 +119,7 @@ def test_determinism(tmp_path: Path, synth_dir: Path) -> None:
                 "train/landmarks/SYNTH/SYNTH_000004_pts.mat", "test/image00001.jpg", "test/image00001.mat"):
         assert (again / rel).read_bytes() == (synth_dir / rel).read_bytes(), rel
     other = tmp_path / "other"
-    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=8, size=SIZE, label_noise={}), other, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=1, n_test=0, seed=8, size=SIZE, label_noise={}), other, progress=False)
     rel = "train/SYNTH/SYNTH_000000.jpg"
     assert (other / rel).read_bytes() != (synth_dir / rel).read_bytes()
 
@@ -211,7 +211,7 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     from pipeline.synth.domain import LAB_IDENTITIES
 
     out = tmp_path / "lab"
-    synthesize(default_config(SynthConfig, "synthesize", n_train=14, n_test=2, seed=3, size=SIZE, domain="lab", label_noise={}), out, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=14, n_test=2, seed=3, size=SIZE, domain="lab", label_noise={}), out, progress=False)
     for i in (0, 5, 13):
         spec = _labels_as_drawn(out, 3, i, "lab")
         assert not spec.occluder and 0.40 * SIZE <= spec.face_size <= 0.44 * SIZE
@@ -227,7 +227,7 @@ def test_lab_domain_same_labels_other_look(tmp_path: Path) -> None:
     info = json.loads((out / "synth_info.json").read_text())
     assert info["config"]["domain"] == "lab"
     wild = tmp_path / "wild"
-    synthesize(default_config(SynthConfig, "synthesize", n_train=1, n_test=0, seed=3, size=SIZE, label_noise={}), wild, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=1, n_test=0, seed=3, size=SIZE, label_noise={}), wild, progress=False)
     rel = "train/SYNTH/SYNTH_000000.jpg"
     assert (wild / rel).read_bytes() != (out / rel).read_bytes()
 
@@ -238,7 +238,7 @@ def test_car_domain_same_labels_infrared_look(tmp_path: Path) -> None:
     from pipeline.synth.domain import CAR_IDENTITIES
 
     out = tmp_path / "car"
-    synthesize(default_config(SynthConfig, "synthesize", n_train=10, n_test=2, seed=4, size=SIZE, domain="car", label_noise={}), out, progress=False)
+    synthesize(default_config(SynthConfig, "synthesize", workers=1, n_train=10, n_test=2, seed=4, size=SIZE, domain="car", label_noise={}), out, progress=False)
     for i in (0, 9):
         _labels_as_drawn(out, 4, i, "car")
     same = draw_sample(4, "train", 2, SIZE, domain="car").head
