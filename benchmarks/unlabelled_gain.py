@@ -80,10 +80,7 @@ def run(out: Path, fraction: float, seed: int, smoke: bool) -> dict:
     timed = StepTimer()
     minutes = timed.minutes
 
-    s = p["synthesize"]
-    timed("synthesize", synthesize, out / "synthetic", n_train=s["n_train"], n_test=s["n_test"], seed=s["seed"],
-          size=s["size"], workers=s["workers"], occluder_prob=s["occluder_prob"], progress=False,
-          label_noise=s["label_noise"])
+    timed("synthesize", synthesize, section_config(p, "synthesize"), out / "synthetic", progress=False)
     # the default datasets and detector give the boxes a user would have
     datasets = [{**d, "root": str(out / "synthetic" / Path(d["root"]).name)} for d in p["index"]["datasets"]]
     index = {**p["index"], "datasets": datasets}
