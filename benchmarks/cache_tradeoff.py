@@ -43,12 +43,20 @@ VIEWS = (1, 2, 4, 8, 16)
 ENCODINGS = ("uint8", "top8", "top16", "top32")
 def build_smoke_inputs(out: Path) -> tuple[str, str]:
     """Tiny synthetic data through the real pipeline (synthesize → index → relabel → a 1-epoch
-    teacher) in ``out/pipeline``: its boxes table and teacher checkpoint."""
+    teacher) in ``out/pipeline``: its boxes table and teacher checkpoint. The table's image roots are
+    relative to that folder; the copy returned roots them there, so this process (run from the
+    repository) reads the pipeline's images and not whatever lies under its own ``data/``."""
     from _common import SMOKE_PARAMS
     from _pipeline import run_pipeline
 
+    from pipeline.manifest.schema import read_boxes
+    from pipeline.relabel.job import write_boxes
+
     run = run_pipeline(SMOKE_PARAMS, out / "pipeline", until=["train_teacher"])
-    return str(run.path("data/boxes.parquet")), str(run.path("models/teacher.pt"))
+    df = read_boxes(run.path("data/boxes.parquet"))
+    df["root"] = [str(run.out / r) for r in df["root"].astype(str)]
+    write_boxes(df, out / "boxes.parquet")
+    return str(out / "boxes.parquet"), str(run.path("models/teacher.pt"))
 
 
 def store_bytes(path: Path) -> int:
