@@ -154,7 +154,7 @@ def test_apply_writes_a_complete_params_file_and_says_what_changed(tmp_path: Pat
     Path("mine.yaml").write_text("run: mine\ntrain_teacher: {epochs: 3}\nstudents: [resnet34]\n")
     res = CliRunner().invoke(main, ["params", "apply", "mine.yaml"])
     assert res.exit_code == 0, res.output
-    assert "3 value(s) differ" in res.output and "train_teacher.epochs: 20 -> 3  (mine.yaml)" in res.output
+    assert "3 value(s) differ" in res.output and "train_teacher.epochs: 12 -> 3  (mine.yaml)" in res.output
     text = Path("params.yaml").read_text()
     assert text.startswith("# Written by `hpekd params apply mine.yaml`")
     assert "# detector | landmarks | file | table" in text, "the default's comments are kept"
