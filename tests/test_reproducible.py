@@ -42,7 +42,7 @@ COMMANDS = [
     "train-student --labels labels/teacher.zarr --boxes data/boxes.parquet --backbone resnet18 "
     "--out models/student_resnet18.pt --metrics metrics/train_student_resnet18.json "
     "--plots plots/train_student_resnet18.csv --no-progress --timing logs/s.csv",
-    "train-student --labels labels/teacher.zarr --boxes data/boxes.parquet --backbone resnet18 --kd-weight 0 "
+    "train-student --boxes data/boxes.parquet --backbone resnet18 --kd-weight 0 "
     "--out models/student_nokd_resnet18.pt --metrics metrics/train_student_nokd_resnet18.json --no-progress",
     "evaluate --model models/student_resnet18.pt --boxes data/boxes.parquet --metrics metrics/eval/kd-resnet18.json "
     "--scatter plots/scatter_kd.png",
