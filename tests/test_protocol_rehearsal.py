@@ -37,7 +37,7 @@ BIN = Path(sys.executable).parent
 SWITCH = "hpekd params apply configs/{protocol}.yaml configs/rehearsal.yaml"
 RUN = "dvc repro"
 METHODS = {"Predict the training mean", "Base-ResNet18", "Ensemble-ResNet18", "KD-ResNet18",
-           "Student-ResNet18 without KD"}
+           "Student-ResNet18 without KD", "Soft-label-ResNet18 (no teacher)"}
 PROTOCOLS = {  # run name -> ({dataset: (reader format, its split; None = the box file's type)}, Table 5's test sets)
     "protocol1": ({"300w_lp": ("300w_lp", "train"), "aflw2000": ("aflw2000", "test"), "biwi": ("biwi", "test")},
                   {"aflw2000", "biwi"}),
