@@ -72,7 +72,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ProtocolDat
     """A fresh copy of the project (code, configs, dvc.yaml, the default params.yaml) with the four
     datasets and their box files under data/raw/."""
     proj = tmp_path_factory.mktemp("project")
-    for name in ("pipeline", "stages", "configs"):
+    for name in ("pipeline", "stages", "configs", "benchmarks/results"):  # results: the report's seed spread
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, proj / name)
