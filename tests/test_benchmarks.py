@@ -4,7 +4,6 @@ the shared A/B alternation is checked. Ratios are printed by the scripts, never 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,11 +14,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _common import Comparison, alternate  # noqa: E402
 
-
-def _run(args: list[str], timeout: int) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+from tests.helpers.scripts import run_script as _run  # noqa: E402
 
 
 def test_alternate_interleaves_and_takes_medians() -> None:
@@ -142,21 +137,3 @@ def test_functions_stay_short() -> None:
                 if lines > 60:
                     long.append(f"{path.relative_to(REPO)}:{node.name} ({lines} lines)")
     assert not long, long
-
-
-def test_kd_effect_smoke(tmp_path: Path) -> None:
-    """The KD-effect sweep end to end on tiny data through run_pipeline: one noisy setting, every
-    arm, two seeds, contrasts with seed-and-face intervals, the exact-pose readout, the spread file."""
-    out = _run(["benchmarks/kd_effect.py", str(tmp_path / "kd"), "--smoke"], timeout=900)
-    assert "| setting | teacher |" in out
-    rep = json.loads((tmp_path / "kd" / "kd_effect.json").read_text())
-    assert [s["setting"] for s in rep["settings"]] == ["s2"]
-    s = rep["settings"][0]
-    assert set(s["arms"]) == {"a", "b", "c", "d", "a_long", "b_long"}
-    assert all(len(a["mae_per_seed"]) == 2 and len(a["train_exact"]) == 2 for a in s["arms"].values())
-    assert {"b - a", "d - a", "b - d", "b - c", "b - teacher", "b_long - a_long"} <= set(s["contrasts"])
-    assert all(c["ci_low"] <= c["delta"] <= c["ci_high"] for c in s["contrasts"].values())
-    assert s["labels_exact"]["mae_mean"] > 0 and "slope_yaw" in s["store_exact"]  # sigma 2: noisy labels
-    assert (tmp_path / "kd" / "settings" / "s2.json").is_file() and (tmp_path / "kd" / "kd_effect.png").is_file()
-    spread = json.loads((tmp_path / "kd" / "spread.json").read_text())
-    assert set(spread) == {"source", "student_sd", "delta_sd"} and spread["student_sd"] is not None

@@ -1,0 +1,27 @@
+"""The KD-effect sweep (benchmarks/kd_effect.py) cannot rot: its smoke mode runs here. Its own
+file, so that a parallel test run can give this long test a worker of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers.scripts import run_script as _run
+
+
+def test_kd_effect_smoke(tmp_path: Path) -> None:
+    """The KD-effect sweep end to end on tiny data through run_pipeline: one noisy setting, every
+    arm, two seeds, contrasts with seed-and-face intervals, the exact-pose readout, the spread file."""
+    out = _run(["benchmarks/kd_effect.py", str(tmp_path / "kd"), "--smoke"], timeout=900)
+    assert "| setting | teacher |" in out
+    rep = json.loads((tmp_path / "kd" / "kd_effect.json").read_text())
+    assert [s["setting"] for s in rep["settings"]] == ["s2"]
+    s = rep["settings"][0]
+    assert set(s["arms"]) == {"a", "b", "c", "d", "a_long", "b_long"}
+    assert all(len(a["mae_per_seed"]) == 2 and len(a["train_exact"]) == 2 for a in s["arms"].values())
+    assert {"b - a", "d - a", "b - d", "b - c", "b - teacher", "b_long - a_long"} <= set(s["contrasts"])
+    assert all(c["ci_low"] <= c["delta"] <= c["ci_high"] for c in s["contrasts"].values())
+    assert s["labels_exact"]["mae_mean"] > 0 and "slope_yaw" in s["store_exact"]  # sigma 2: noisy labels
+    assert (tmp_path / "kd" / "settings" / "s2.json").is_file() and (tmp_path / "kd" / "kd_effect.png").is_file()
+    spread = json.loads((tmp_path / "kd" / "spread.json").read_text())
+    assert set(spread) == {"source", "student_sd", "delta_sd"} and spread["student_sd"] is not None
