@@ -21,6 +21,11 @@ from pipeline.core import numerics
 numerics.pin()  # the tests run with the pipeline's numerics: before numpy, OpenCV and torch load
 
 import os  # noqa: E402
+
+# Two test workers share two cores (pyproject's addopts): torch's OpenMP threads must yield rather
+# than spin while they wait, or a busy neighbour stalls them several-fold. The wait policy changes
+# no result (the work is split by the thread count alone); stages run by the tests inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
