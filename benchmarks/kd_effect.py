@@ -29,7 +29,8 @@ cache). Per setting, ``OUT/settings/<setting>.json`` holds:
   with the slope per angle (predicted on exact; 1 = right scale).
 
 A setting is written when it finishes; a rerun skips finished settings and continues the
-unfinished one where DVC left it. At the end: ``OUT/kd_effect.json``, ``OUT/kd_effect.md``,
+unfinished one where DVC left it. At the end, covering every finished setting of OUT (a sweep
+run in pieces ends with one table): ``OUT/kd_effect.json``, ``OUT/kd_effect.md``,
 ``OUT/kd_effect.png`` (KD effect b − a and d − a against σ) and ``OUT/spread.json`` for
 ``hpekd report --seed-spread``.
 
@@ -341,9 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                               "extra": {"train_teacher": {"input_size": INPUT_SIZE}}})
     smoke_names = ["s2"]  # one noisy setting: every arm and the noise path, in minutes
     names = args.settings or (smoke_names if args.smoke else list(SETTINGS))
+    # the report covers every finished setting of OUT, not only this call's: a sweep run in pieces
+    # (`--settings s8`, later `--settings s4`) ends with one table
+    shown = [n for n in SETTINGS if n in names or (out / "settings" / f"{n}.json").is_file()]
     rep = {"smoke": args.smoke, "machine": machine(),
            "sizes": dict(sizes) | {"long": LONG, "soft_sigma": SOFT_SIGMA},
-           "settings": [run_setting(n, out, sizes) for n in names]}
+           "settings": [run_setting(n, out, sizes) for n in shown]}
     md = markdown(rep)
     (out / "kd_effect.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
     (out / "kd_effect.md").write_text(md + "\n")
