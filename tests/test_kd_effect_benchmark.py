@@ -25,3 +25,24 @@ def test_kd_effect_smoke(tmp_path: Path) -> None:
     assert (tmp_path / "kd" / "settings" / "s2.json").is_file() and (tmp_path / "kd" / "kd_effect.png").is_file()
     spread = json.loads((tmp_path / "kd" / "spread.json").read_text())
     assert set(spread) == {"source", "student_sd", "delta_sd"} and spread["student_sd"] is not None
+
+
+def test_report_covers_every_finished_setting_of_the_folder(tmp_path: Path) -> None:
+    """A sweep run in pieces (`--settings s8`, later `--settings s4`) ends with one table: the
+    report loads every finished setting of OUT, not only this call's (no pipeline runs here: both
+    settings are finished, taken from the committed sweep)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import kd_effect
+
+    committed = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "kd_effect"
+                            / "kd_effect.json").read_text())
+    (tmp_path / "settings").mkdir()
+    for s in committed["settings"]:
+        if s["setting"] in ("s0", "s8"):
+            (tmp_path / "settings" / f"{s['setting']}.json").write_text(json.dumps(s))
+    assert kd_effect.main([str(tmp_path), "--settings", "s8"]) == 0
+    rep = json.loads((tmp_path / "kd_effect.json").read_text())
+    assert [s["setting"] for s in rep["settings"]] == ["s0", "s8"]
+    assert "| s0 |" in (tmp_path / "kd_effect.md").read_text()
