@@ -300,17 +300,22 @@ def plot(rep: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for c, colour in (("b - a", "C0"), ("d - a", "C1"), ("b_long - a_long", "C2")):
-        pts = [(s["sigma"] + 0.1 * s["outliers"] * 10, s["contrasts"][c]) for s in rep["settings"]
-               if c in s["contrasts"]]
-        if pts:
-            x = np.array([p[0] for p in pts])
-            d = np.array([[p[1]["delta"], p[1]["ci_low"], p[1]["ci_high"]] for p in pts])
-            ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt="o-", color=colour,
-                        capsize=3, label=c)
+        # noise-only settings as a line over σ; an outlier setting as an open marker beside its σ
+        # (it is not a point of that curve)
+        for outliers, fmt, shift in ((False, "o-", 0.0), (True, "s", 0.25)):
+            rows = sorted(((s["sigma"], s["contrasts"][c]) for s in rep["settings"]
+                           if c in s["contrasts"] and (s["outliers"] > 0) == outliers), key=lambda r: r[0])
+            if not rows:
+                continue
+            x = np.array([r[0] for r in rows]) + shift
+            d = np.array([[r[1]["delta"], r[1]["ci_low"], r[1]["ci_high"]] for r in rows])
+            ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt=fmt, color=colour,
+                        capsize=3, mfc="none" if outliers else colour,
+                        label=f"{c}, with outliers" if outliers else c)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("training-label noise σ (°); outlier settings shifted by +1")
+    ax.set_xlabel("training-label noise σ (°); □ with outliers, at σ + 0.25")
     ax.set_ylabel("Δ test MAE (°), < 0: helps")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2, loc="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -46,3 +46,31 @@ def test_report_covers_every_finished_setting_of_the_folder(tmp_path: Path) -> N
     rep = json.loads((tmp_path / "kd_effect.json").read_text())
     assert [s["setting"] for s in rep["settings"]] == ["s0", "s8"]
     assert "| s0 |" in (tmp_path / "kd_effect.md").read_text()
+
+
+def test_an_outlier_setting_is_plotted_beside_its_sigma_not_on_the_curve(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """s2 and s2o10 share σ = 2: the plot draws the noise-only curve and the outlier setting as its
+    own marker (it once joined them into one zig-zag line, and sorting two settings of one σ
+    must not compare their rows)."""
+    import sys
+
+    import matplotlib.axes
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import kd_effect
+
+    committed = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "kd_effect"
+                            / "kd_effect.json").read_text())
+    rep = {"settings": [s for s in committed["settings"] if s["setting"] in ("s0", "s2", "s2o10")]}
+    assert len(rep["settings"]) == 3
+    drawn: list[tuple[list[float], str]] = []
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append((list(x), kwargs["label"]))
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    kd_effect.plot(rep, tmp_path / "p.png")
+    assert (tmp_path / "p.png").is_file()
+    assert ([0.0, 2.0], "b - a") in drawn and ([2.25], "b - a, with outliers") in drawn
