@@ -1,4 +1,5 @@
-"""Head pose networks (docs/design.md §4): a torchvision ResNet trunk with global average pooling,
+"""Head pose networks (docs/design.md §4): a ResNet trunk (torchvision's layout,
+:mod:`pipeline.model.resnet`) with global average pooling,
 an optional regression head ``θ·tanh(out)`` and one RvC head ``Linear(C, 3·q_b)`` per bin
 size. Stage 1 uses {reg, b = 1, 2, 3, 4}; the stage-2 student uses one RvC head, b = 1.
 
@@ -13,15 +14,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from pipeline.core.angles import THETA
 from pipeline.core.bins import BinGrid
+from pipeline.model.resnet import ARCHITECTURES, ResNet, resnet
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = tuple(ARCHITECTURES)
 
 
 def head_key(size: float) -> str:
@@ -78,15 +79,18 @@ class ModelSpec:
         return cls(**d)
 
 
-def _torchvision_trunk(backbone: str, pretrained: bool) -> nn.Module:
-    """torchvision's ``backbone``, with its ImageNet weights if ``pretrained`` (the weights API
-    takes them from ``$TORCH_HOME/hub/checkpoints`` or downloads them there)."""
-    factory = getattr(torchvision.models, backbone)
+def build_trunk(backbone: str, pretrained: bool) -> ResNet:
+    """``backbone``, with torchvision's ImageNet weights if ``pretrained`` (its weights API takes
+    them from ``$TORCH_HOME/hub/checkpoints`` or downloads them there; torchvision is imported
+    only here, see :mod:`pipeline.model.resnet`)."""
+    trunk = resnet(backbone)
     if not pretrained:
-        return factory(weights=None)
+        return trunk
+    import torchvision
+
     weights = torchvision.models.get_model_weights(backbone).DEFAULT
     try:
-        return factory(weights=weights)
+        trunk.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
     except OSError as exc:  # URLError is an OSError: no network (common on GPU cluster nodes)
         import os
 
@@ -98,6 +102,7 @@ def _torchvision_trunk(backbone: str, pretrained: bool) -> nn.Module:
             f"either put the file there (download {weights.url} on a machine with internet), or set weights: "
             "PATH to a local state dict of the backbone (and pretrained: false)"
         ) from None
+    return trunk
 
 
 class HeadPoseNet(nn.Module):
@@ -106,9 +111,9 @@ class HeadPoseNet(nn.Module):
         :func:`pipeline.model.checkpoint.load_backbone_weights` (which refuses a mismatch)."""
         super().__init__()
         self.spec = spec
-        trunk = _torchvision_trunk(spec.backbone, pretrained)
+        trunk = build_trunk(spec.backbone, pretrained)
         channels = trunk.fc.in_features
-        trunk.fc = nn.Identity()  # torchvision ResNet already pools globally (any input size)
+        trunk.fc = nn.Identity()  # the trunk already pools globally (any input size)
         self.trunk = trunk
         # Pooled ResNet features are post-ReLU with a large common offset and a small spread (at
         # 64 px from scratch: mean ~0.43, per-feature std ~0.08); softmax heads over 198 bins
