@@ -10,6 +10,7 @@ the last install, so repeated runs start at once. Extra arguments go to dvc / py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -50,6 +51,7 @@ def ensure_env() -> None:
     stamp_file.write_text(_stamp())
 
 
+@functools.cache  # once per dev.py process: a second pin would find its own values and name none
 def pinned_environment() -> dict[str, str]:
     """The pipeline's numerics (pipeline/core/numerics.py: the same bytes on every x86-64 CPU) for
     every process started from here; loaded by path, as the venv may not exist yet."""
@@ -58,8 +60,11 @@ def pinned_environment() -> dict[str, str]:
     spec = importlib.util.spec_from_file_location("_hpekd_numerics", ROOT / "pipeline" / "core" / "numerics.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    before = set(os.environ)
     module.pin()
-    return dict(os.environ)
+    # name what the pin added, so that a child can tell it from what the host set (the tests'
+    # conftest takes these back before it pins: it must see the host's own values)
+    return {**os.environ, "HPEKD_PIN_ADDED": ",".join(sorted(set(os.environ) - before))}
 
 
 def run(args: list[str]) -> int:

@@ -16,11 +16,20 @@ pinned and native (``HPEKD_NUMERICS=native``) numerics, and its threshold sits o
 
 from __future__ import annotations
 
+import os
+
 from pipeline.core import numerics
 
+# A parent that pinned (dev.py, or pytest's controller for its xdist workers) names in PIN_ADDED
+# the variables its pin added. They are taken back before this process pins, so that
+# numerics.preset() here is what the host set, not what a parent's pin set: the tests that must
+# not override a host's value (and skip where it has one) would otherwise always skip.
+PIN_ADDED = "HPEKD_PIN_ADDED"  # the same name in dev.py
+for _name in filter(None, os.environ.pop(PIN_ADDED, "").split(",")):
+    os.environ.pop(_name, None)
+_before = set(os.environ)
 numerics.pin()  # the tests run with the pipeline's numerics: before numpy, OpenCV and torch load
-
-import os  # noqa: E402
+os.environ[PIN_ADDED] = ",".join(sorted(set(os.environ) - _before))
 
 # Two test workers share two cores (pyproject's addopts): torch's OpenMP threads must yield rather
 # than spin while they wait, or a busy neighbour stalls them several-fold. The wait policy changes

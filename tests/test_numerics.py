@@ -4,6 +4,7 @@ HPEKD_NUMERICS=native; a bad setting is one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +132,27 @@ def test_numerics_cost_benchmark_smoke() -> None:
                          text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "pinned: torch CPU capability AVX2" in res.stdout and res.stdout.strip().splitlines()[-1].startswith("ratio ")
+
+
+def test_a_parents_pin_is_not_taken_for_the_hosts() -> None:
+    """dev.py pins the processes it starts, and pytest's controller pins its xdist workers: a
+    process under them must still see only what the host set (``numerics.preset()``), or every
+    test that skips where the host set a variable skips always (as it did in CI)."""
+    host = numerics.preset()
+    clean = {k: v for k, v in os.environ.items()
+             if k not in numerics.wanted() and k not in (numerics.SWITCH, numerics.THREADS, "HPEKD_PIN_ADDED")}
+    env = {**clean, **host, "PYTHONPATH": str(REPO)}
+    # twice, as dev.py does (ruff, then pytest): the second call must still name what the pin added
+    show = "import json, dev; dev.pinned_environment(); print(json.dumps(dev.pinned_environment()))"
+    pinned = json.loads(subprocess.run([sys.executable, "-c", show], cwd=REPO, env=env, capture_output=True,
+                                       text=True, timeout=120, check=True).stdout)
+    assert "OPENBLAS_CORETYPE" in pinned and pinned["HPEKD_PIN_ADDED"]  # dev.py's children are pinned
+    # a test process under dev.py, and an xdist worker under that test process
+    read = ("import json, os, tests.conftest; from pipeline.core import numerics; "
+            "print(json.dumps([numerics.preset(), dict(os.environ)]))")
+    seen, worker_env = json.loads(subprocess.run([sys.executable, "-c", read], cwd=REPO, env=pinned,
+                                                 capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert seen == host
+    seen_in_worker, _ = json.loads(subprocess.run([sys.executable, "-c", read], cwd=REPO, env=worker_env,
+                                                  capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert seen_in_worker == host
